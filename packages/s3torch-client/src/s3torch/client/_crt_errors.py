@@ -1,0 +1,182 @@
+"""Translate awscrt failures into the :mod:`s3torch.client.errors` hierarchy."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+
+from awscrt.exceptions import AwsCrtError
+from awscrt.s3 import S3ResponseError
+
+from .errors import (
+    S3AccessDeniedError,
+    S3ChecksumMismatchError,
+    S3CredentialsError,
+    S3Exception,
+    S3NotFoundError,
+    S3PreconditionFailedError,
+    S3ThrottlingError,
+    S3TransportError,
+)
+
+_THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests"})
+_STATUS_CODES = {
+    400: "BadRequest",
+    403: "Forbidden",
+    404: "NotFound",
+    405: "MethodNotAllowed",
+    409: "Conflict",
+    412: "PreconditionFailed",
+    416: "InvalidRange",
+    500: "InternalError",
+    501: "NotImplemented",
+    503: "ServiceUnavailable",
+}
+# CRT errors raised when a retried status never succeeded: no status_code on them.
+_RETRIES_EXHAUSTED = {
+    "AWS_ERROR_S3_SLOW_DOWN": (S3ThrottlingError, 503, "SlowDown"),
+    "AWS_ERROR_S3_INTERNAL_ERROR": (S3Exception, 500, "InternalError"),
+    "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": (S3Exception, 403, "RequestTimeTooSkewed"),
+}
+_TRANSPORT_PREFIXES = (
+    "AWS_IO_",
+    "AWS_ERROR_HTTP_",
+    "AWS_ERROR_S3_REQUEST_TIMEOUT",
+    "AWS_ERROR_S3_NO_ENDPOINT_CONNECTIONS",
+    "AWS_ERROR_S3_SOCKET",
+    "AWS_ERROR_SYS_CALL_FAILURE",
+)
+
+
+def header(headers: list[tuple[str, str]] | None, name: str) -> str | None:
+    """Return the first value of header ``name`` (case-insensitive), or None."""
+    if not headers:
+        return None
+    wanted = name.lower()
+    for key, value in headers:
+        if key.lower() == wanted:
+            return value
+    return None
+
+
+def parse_error_body(body: bytes | None) -> tuple[str | None, str | None, str | None]:
+    """Return ``(code, message, request_id)`` from an S3 ``<Error>`` document."""
+    if not body:
+        return None, None, None
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None, None, None
+    # Error documents carry no namespace; be lenient in case a server adds one.
+    values: dict[str, str] = {}
+    for element in root.iter():
+        tag = element.tag.rsplit("}", 1)[-1]
+        if tag in ("Code", "Message", "RequestId") and tag not in values and element.text:
+            values[tag] = element.text
+    return values.get("Code"), values.get("Message"), values.get("RequestId")
+
+
+def error_for_status(
+    status: int,
+    *,
+    operation: str,
+    bucket: str | None,
+    key: str | None,
+    code: str | None = None,
+    reason: str | None = None,
+    request_id: str | None = None,
+) -> S3Exception:
+    """Build the exception that an HTTP error ``status`` stands for."""
+    code = code or _STATUS_CODES.get(status)
+    if status == 404:
+        cls: type[S3Exception] = S3NotFoundError
+        reason = reason or (
+            "The specified bucket does not exist."
+            if code == "NoSuchBucket" or not key
+            else "The specified key does not exist."
+        )
+    elif status == 403:
+        cls = S3AccessDeniedError
+        reason = reason or "Access denied (check the credentials and the bucket policy)."
+    elif status == 412:
+        cls = S3PreconditionFailedError
+        reason = reason or "The object changed while it was being read."
+    elif status in (429, 503) or (code in _THROTTLING_CODES):
+        cls = S3ThrottlingError
+        reason = reason or "The server asked us to slow down and every retry was used."
+    else:
+        cls = S3Exception
+    return cls(
+        reason or "",
+        operation=operation,
+        bucket=bucket,
+        key=key,
+        status=status,
+        code=code,
+        request_id=request_id,
+    )
+
+
+def translate(
+    error: BaseException,
+    *,
+    operation: str,
+    bucket: str | None,
+    key: str | None,
+) -> BaseException:
+    """Map an exception delivered by awscrt to the s3torch hierarchy.
+
+    Our own exceptions (already :class:`S3Exception`) and exceptions raised by
+    user code in a callback pass through unchanged.
+    """
+    if isinstance(error, S3Exception):
+        return error
+    if isinstance(error, S3ResponseError):
+        code, message, body_request_id = parse_error_body(error.body)
+        request_id = header(error.headers, "x-amz-request-id") or body_request_id
+        crt_operation = error.operation_name or operation
+        return error_for_status(
+            int(error.status_code),
+            operation=crt_operation,
+            bucket=bucket,
+            key=key,
+            code=code,
+            reason=message,
+            request_id=request_id,
+        )
+    if isinstance(error, AwsCrtError):
+        name = error.name
+        if name in _RETRIES_EXHAUSTED:
+            cls, status, code = _RETRIES_EXHAUSTED[name]
+            return cls(
+                f"{error.message} (every retry failed)",
+                operation=operation,
+                bucket=bucket,
+                key=key,
+                status=status,
+                code=code,
+            )
+        if name == "AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH":
+            return S3ChecksumMismatchError(
+                "The downloaded bytes do not match the server's checksum.",
+                operation=operation,
+                bucket=bucket,
+                key=key,
+                code=name,
+            )
+        if name.startswith("AWS_AUTH_"):
+            return S3CredentialsError(
+                f"{error.message}. No usable AWS credentials were found: set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, pass "
+                "S3ClientConfig(profile=...), or use S3ClientConfig(unsigned=True) "
+                "for a public bucket.",
+                operation=operation,
+                bucket=bucket,
+                key=key,
+                code=name,
+            )
+        if name.startswith(_TRANSPORT_PREFIXES):
+            return S3TransportError(
+                error.message, operation=operation, bucket=bucket, key=key, code=name
+            )
+        return S3Exception(error.message, operation=operation, bucket=bucket, key=key, code=name)
+    return error

@@ -1,0 +1,137 @@
+"""Where requests go: the endpoint URL, the Host header and the request path.
+
+The CRT connects to whatever the ``Host`` header names, so addressing is ours:
+virtual-hosted style puts the bucket in the host name, path style in the path.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from urllib.parse import quote, urlencode, urlsplit
+
+_REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)+")
+# Buckets that can be a DNS label under TLS: no dots (they break the wildcard
+# certificate), no upper case or underscores.
+_DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A parsed endpoint plus the addressing style chosen for it."""
+
+    scheme: str
+    host: str
+    port: int | None
+    force_path_style: bool
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def authority(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.port is not None else host
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.authority}"
+
+    def path_style_for(self, bucket: str) -> bool:
+        if self.force_path_style or _is_ip_or_localhost(self.host):
+            return True
+        return not _DNS_BUCKET.fullmatch(bucket)
+
+    def host_header(self, bucket: str | None) -> str:
+        """The ``Host`` header (and connection target) for a request to ``bucket``."""
+        if bucket is None or self.path_style_for(bucket):
+            return self.authority
+        return f"{bucket}.{self.authority}"
+
+    def path(self, bucket: str | None, key: str = "", query: dict[str, str] | None = None) -> str:
+        """The request path: percent-encoded key, then the query string."""
+        encoded_key = quote(key, safe="/~")
+        if bucket is None:
+            path = "/"
+        elif self.path_style_for(bucket):
+            path = f"/{bucket}/{encoded_key}" if key else f"/{bucket}"
+        else:
+            path = f"/{encoded_key}"
+        if query:
+            path = f"{path}?{encode_query(query)}"
+        return path
+
+
+def encode_query(query: dict[str, str]) -> str:
+    """Encode query parameters the way SigV4 expects them (RFC 3986, ``~`` unescaped)."""
+    flags = [name for name, value in query.items() if value == ""]
+    pairs = {name: value for name, value in query.items() if value != ""}
+    encoded = urlencode(pairs, quote_via=quote, safe="~")
+    bare = "&".join(quote(name, safe="~") for name in flags)
+    return "&".join(part for part in (bare, encoded) if part)
+
+
+def default_endpoint(region: str) -> str:
+    """The public AWS endpoint of ``region``."""
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://s3.{region}.{suffix}"
+
+
+def validate_region(region: str) -> None:
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise ValueError(
+            f"Invalid region {region!r}: expected an AWS region name such as 'us-east-1'"
+        )
+
+
+def parse_endpoint(endpoint: str | None, region: str, force_path_style: bool) -> Endpoint:
+    """Parse ``endpoint`` (default: the AWS endpoint of ``region``).
+
+    Raises:
+        ValueError: the endpoint is not an ``http://`` or ``https://`` URL with a
+            host, an optional port and nothing else. The message quotes it.
+    """
+    url = default_endpoint(region) if endpoint is None else endpoint
+    if not isinstance(url, str) or not url.strip():
+        raise ValueError(
+            f"Invalid endpoint {endpoint!r}: expected a URL such as 'http://127.0.0.1:9000'"
+        )
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise ValueError(f"Invalid endpoint {url!r}: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(
+            f"Invalid endpoint {url!r}: the scheme must be 'http' or 'https' "
+            "(for example 'http://127.0.0.1:9000')"
+        )
+    if not parts.hostname:
+        raise ValueError(f"Invalid endpoint {url!r}: no host name")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(f"Invalid endpoint {url!r}: credentials do not belong in the URL")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(
+            f"Invalid endpoint {url!r}: only scheme, host and port are allowed, "
+            "no path, query or fragment"
+        )
+    if port == 0:
+        raise ValueError(f"Invalid endpoint {url!r}: port 0 is not a usable port")
+    return Endpoint(
+        scheme=parts.scheme,
+        host=parts.hostname,
+        port=port,
+        force_path_style=force_path_style,
+    )
+
+
+def _is_ip_or_localhost(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

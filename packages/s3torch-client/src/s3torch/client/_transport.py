@@ -1,0 +1,247 @@
+"""One awscrt S3 client per process and the plumbing to run requests on it."""
+
+from __future__ import annotations
+
+import io
+import logging
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from awscrt.auth import AwsCredentialsProvider
+from awscrt.http import HttpHeaders, HttpRequest
+from awscrt.s3 import (
+    S3Client as CrtS3Client,
+)
+from awscrt.s3 import (
+    S3Request,
+    S3RequestTlsMode,
+    S3RequestType,
+    S3RetryConfig,
+    create_default_s3_signing_config,
+)
+
+from . import _runtime
+from ._budget import MemoryBudget
+from ._crt_errors import translate
+from ._endpoint import Endpoint
+from ._version import __version__
+from .config import S3ClientConfig
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, str]]
+# aws-c-s3's COPY_OBJECT meta request: HEADs the source, then one CopyObject or
+# UploadPartCopy parts. Not in the Python enum of awscrt 0.38.
+COPY_OBJECT = 3
+
+
+def user_agent(extra: str | None) -> str:
+    """``s3torch/<version> python/<v> os/<os> arch/<arch>`` plus the caller's suffix."""
+    base = (
+        f"s3torch/{__version__} python/{platform.python_version()} "
+        f"os/{sys.platform} arch/{platform.machine() or 'unknown'}"
+    )
+    return f"{base} {extra}" if extra else base
+
+
+@dataclass
+class Response:
+    """Status, headers and body of one finished request."""
+
+    status: int
+    headers: Headers
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+
+@dataclass
+class _Collector:
+    """Gathers one request's callbacks into a :class:`Response` future."""
+
+    operation: str
+    bucket: str | None
+    key: str | None
+    started: float = field(default_factory=time.perf_counter)
+    future: Future[Response] = field(default_factory=Future)
+    status: int = 0
+    headers: Headers = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
+
+    def on_headers(self, status_code: int, headers: Headers, **_: Any) -> None:
+        self.status = status_code
+        self.headers = headers
+
+    def on_body(self, chunk: bytes, offset: int, **_: Any) -> None:
+        self.chunks.append(chunk)
+
+    def on_done(self, error: BaseException | None = None, **_: Any) -> None:
+        elapsed_ms = (time.perf_counter() - self.started) * 1000
+        if error is not None:
+            failure = translate(error, operation=self.operation, bucket=self.bucket, key=self.key)
+            log.debug("%s %s/%s failed after %.1f ms: %s", self.operation, self.bucket,
+                      self.key, elapsed_ms, failure)
+            self.future.set_exception(failure)
+            return
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        log.debug("%s %s/%s -> %d (%d bytes) in %.1f ms", self.operation, self.bucket,
+                  self.key, self.status, len(body), elapsed_ms)
+        self.future.set_result(Response(self.status, self.headers, body))
+
+
+class BytesBody(io.RawIOBase):
+    """A seekable, read-only view of bytes that the CRT can send (and resend on retry)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        target = memoryview(buffer).cast("B")
+        count = min(len(target), len(self._view) - self._pos)
+        target[:count] = self._view[self._pos : self._pos + count]
+        self._pos += count
+        return count
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
+class CrtClient:
+    """An awscrt S3 client for one process, one endpoint and one configuration."""
+
+    def __init__(
+        self,
+        region: str,
+        endpoint: Endpoint,
+        config: S3ClientConfig,
+        user_agent_header: str,
+    ) -> None:
+        runtime = _runtime.current()
+        self.pid = runtime.pid
+        self.region = region
+        self.endpoint = endpoint
+        self.config = config
+        self.budget = MemoryBudget(config.memory_limit)
+        self._base_headers: Headers = [("User-Agent", user_agent_header)]
+        if config.requester_pays:
+            self._base_headers.append(("x-amz-request-payer", "requester"))
+        signing_config = None
+        if not config.unsigned:
+            if config.profile is not None:
+                provider = AwsCredentialsProvider.new_profile(
+                    client_bootstrap=runtime.bootstrap, profile_name=config.profile
+                )
+            else:
+                provider = AwsCredentialsProvider.new_default_chain(runtime.bootstrap)
+            signing_config = create_default_s3_signing_config(
+                region=region, credential_provider=provider
+            )
+        self.crt = CrtS3Client(
+            bootstrap=runtime.bootstrap,
+            region=region,
+            tls_mode=S3RequestTlsMode.ENABLED if endpoint.tls else S3RequestTlsMode.DISABLED,
+            signing_config=signing_config,
+            part_size=config.part_size,
+            throughput_target_gbps=config.throughput_target_gbps,
+            memory_limit=config.memory_limit,
+            retry_config=_retry_config(config.max_attempts),
+        )
+        log.debug(
+            "created a CRT S3 client in process %d for %s (region %s, part size %d, "
+            "memory limit %d, max attempts %d, %s)",
+            self.pid, endpoint.url, region, config.part_size, config.memory_limit,
+            config.max_attempts, "unsigned" if config.unsigned else "signed",
+        )
+
+    def http_request(
+        self,
+        method: str,
+        bucket: str | None,
+        key: str = "",
+        *,
+        query: dict[str, str] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        body: Any = None,
+    ) -> HttpRequest:
+        all_headers = HttpHeaders(
+            [("Host", self.endpoint.host_header(bucket)), *self._base_headers, *headers]
+        )
+        return HttpRequest(method, self.endpoint.path(bucket, key, query), all_headers, body)
+
+    def make_request(self, *, type: int, request: HttpRequest, **kwargs: Any) -> S3Request:
+        return self.crt.make_request(type=type, request=request, **kwargs)
+
+    def start(
+        self,
+        operation: str,
+        method: str,
+        bucket: str | None,
+        key: str = "",
+        *,
+        query: dict[str, str] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        body: bytes | bytearray | memoryview | None = None,
+        request_type: int = S3RequestType.DEFAULT,
+        on_done: Callable[[Future[Response]], None] | None = None,
+    ) -> tuple[S3Request, Future[Response]]:
+        """Start one request; its future gives the :class:`Response` or an S3Exception."""
+        all_headers = list(headers)
+        body_stream = None
+        if body is not None:
+            all_headers.append(("Content-Length", str(memoryview(body).nbytes)))
+            body_stream = BytesBody(body)
+        elif method in ("PUT", "POST"):
+            all_headers.append(("Content-Length", "0"))
+        collector = _Collector(operation, bucket, key or None)
+        if on_done is not None:
+            collector.future.add_done_callback(on_done)
+        log.debug("%s %s %s/%s started", operation, method, bucket, key)
+        request = self.make_request(
+            type=request_type,
+            operation_name=operation if request_type == S3RequestType.DEFAULT else None,
+            request=self.http_request(
+                method, bucket, key, query=query, headers=all_headers, body=body_stream
+            ),
+            on_headers=collector.on_headers,
+            on_body=collector.on_body,
+            on_done=collector.on_done,
+        )
+        return request, collector.future
+
+    def call(self, operation: str, method: str, bucket: str | None, key: str = "",
+             **kwargs: Any) -> Response:
+        """Run one request to completion and return its response."""
+        _, future = self.start(operation, method, bucket, key, **kwargs)
+        return future.result()
+
+
+def _retry_config(max_attempts: int) -> S3RetryConfig:
+    if max_attempts == 1:
+        # awscrt reads max_retries=0 as "the default (5)". A token bucket too
+        # small to pay for a single retry is how "never retry" is spelled.
+        return S3RetryConfig(max_retries=1, initial_bucket_capacity=1)
+    return S3RetryConfig(max_retries=max_attempts - 1)
+

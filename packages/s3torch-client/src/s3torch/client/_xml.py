@@ -1,0 +1,113 @@
+"""Build and parse the XML documents of the S3 REST API."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from urllib.parse import unquote
+from xml.sax.saxutils import escape
+
+from .errors import S3Exception
+from .models import ListObjectsPage, ObjectInfo, parse_iso_date
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _children(element: ET.Element, name: str) -> list[ET.Element]:
+    return [child for child in element if _local(child.tag) == name]
+
+
+def _text(element: ET.Element, name: str) -> str | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return child.text or ""
+    return None
+
+
+def _parse(body: bytes, operation: str, bucket: str, key: str | None = None) -> ET.Element:
+    try:
+        return ET.fromstring(body)
+    except ET.ParseError as error:
+        raise S3Exception(
+            f"the server sent a malformed XML response: {error}",
+            operation=operation,
+            bucket=bucket,
+            key=key,
+            code="MalformedResponse",
+        ) from None
+
+
+def parse_list_objects(
+    body: bytes, bucket: str
+) -> tuple[ListObjectsPage, str | None]:
+    """Parse a ListObjectsV2 page; return it with the continuation token (None at the end)."""
+    root = _parse(body, "ListObjectsV2", bucket)
+    url_encoded = (_text(root, "EncodingType") or "").lower() == "url"
+
+    def decode(value: str) -> str:
+        return unquote(value) if url_encoded else value
+
+    objects = []
+    for item in _children(root, "Contents"):
+        size = _text(item, "Size")
+        objects.append(
+            ObjectInfo(
+                bucket=bucket,
+                key=decode(_text(item, "Key") or ""),
+                size=int(size) if size else 0,
+                etag=_text(item, "ETag") or None,
+                last_modified=parse_iso_date(_text(item, "LastModified")),
+                storage_class=_text(item, "StorageClass") or None,
+            )
+        )
+    prefixes = tuple(
+        decode(_text(item, "Prefix") or "") for item in _children(root, "CommonPrefixes")
+    )
+    truncated = (_text(root, "IsTruncated") or "").lower() == "true"
+    token = _text(root, "NextContinuationToken") if truncated else None
+    return ListObjectsPage(tuple(objects), prefixes), token or None
+
+
+def parse_upload_id(body: bytes, bucket: str, key: str) -> str:
+    root = _parse(body, "CreateMultipartUpload", bucket, key)
+    upload_id = _text(root, "UploadId")
+    if not upload_id:
+        raise S3Exception(
+            "the server returned no UploadId",
+            operation="CreateMultipartUpload",
+            bucket=bucket,
+            key=key,
+            code="MalformedResponse",
+        )
+    return upload_id
+
+
+def complete_multipart_upload(parts: Iterable[tuple[int, str, str | None]], checksum_tag: str) -> bytes:
+    """The CompleteMultipartUpload body for ``(part number, ETag, checksum)`` triples."""
+    lines = ["<CompleteMultipartUpload>"]
+    for number, etag, checksum in parts:
+        extra = f"<{checksum_tag}>{checksum}</{checksum_tag}>" if checksum else ""
+        lines.append(
+            f"<Part><PartNumber>{number}</PartNumber><ETag>{escape(etag)}</ETag>{extra}</Part>"
+        )
+    lines.append("</CompleteMultipartUpload>")
+    return "".join(lines).encode()
+
+
+def delete_objects(keys: Iterable[str]) -> bytes:
+    """A quiet DeleteObjects body: the response then lists failures only."""
+    objects = "".join(f"<Object><Key>{escape(key)}</Key></Object>" for key in keys)
+    return f"<Delete><Quiet>true</Quiet>{objects}</Delete>".encode()
+
+
+def parse_delete_errors(body: bytes, bucket: str) -> list[tuple[str, str, str]]:
+    """``(key, code, message)`` of every key a DeleteObjects response reports as failed."""
+    if not body.strip():
+        return []
+    root = _parse(body, "DeleteObjects", bucket)
+    return [
+        (_text(error, "Key") or "", _text(error, "Code") or "", _text(error, "Message") or "")
+        for error in _children(root, "Error")
+    ]

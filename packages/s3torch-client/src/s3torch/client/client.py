@@ -1,0 +1,318 @@
+"""The S3 client: object operations on top of one awscrt client per process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+from urllib.parse import quote
+
+from . import _runtime, _xml
+from ._checksums import ALGORITHMS
+from ._endpoint import Endpoint, parse_endpoint, validate_region
+from ._transport import COPY_OBJECT, CrtClient, Response, user_agent
+from .config import S3ClientConfig
+from .errors import S3Exception
+from .models import ListObjectsPage, ObjectInfo, parse_http_date
+from .stream import ObjectStream
+from .uri import validate_bucket, validate_key
+from .writer import S3Writer
+
+__all__ = ["S3Client"]
+
+log = logging.getLogger(__name__)
+
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
+_DELETES_IN_FLIGHT = 4
+
+
+class S3Client:
+    """A thread-safe, fork-safe client for one S3 endpoint.
+
+    Args:
+        region: The bucket's AWS region, used for signing (``"us-east-1"``).
+        endpoint: Where to send requests, ``http://`` or ``https://`` with any
+            port (``"http://127.0.0.1:9000"``). Default: the AWS endpoint of
+            ``region``.
+        s3client_config: Connection, retry, memory and checksum settings.
+        user_agent: Appended to s3torch's own user agent.
+
+    The awscrt client behind it is made on first use in each process, so a
+    client built before ``fork`` (DataLoader workers) works in the parent and in
+    every child. Pickling carries only the arguments above.
+
+    Raises:
+        ValueError: a malformed region or endpoint; the message quotes it.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        *,
+        endpoint: str | None = None,
+        s3client_config: S3ClientConfig | None = None,
+        user_agent: str | None = None,
+    ) -> None:
+        validate_region(region)
+        config = S3ClientConfig() if s3client_config is None else s3client_config
+        if not isinstance(config, S3ClientConfig):
+            raise TypeError(
+                f"s3client_config must be an S3ClientConfig, got {type(config).__name__}"
+            )
+        self._region = region
+        self._endpoint_arg = endpoint
+        self._endpoint: Endpoint = parse_endpoint(endpoint, region, config.force_path_style)
+        self._config = config
+        self._user_agent = user_agent
+        self._lock = threading.Lock()
+        self._crt: CrtClient | None = None
+
+    # ---------------------------------------------------------------- settings
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint URL requests go to."""
+        return self._endpoint.url
+
+    @property
+    def s3client_config(self) -> S3ClientConfig:
+        return self._config
+
+    @property
+    def user_agent(self) -> str:
+        """The full User-Agent header this client sends."""
+        return user_agent(self._user_agent)
+
+    def __repr__(self) -> str:
+        return f"S3Client(region={self._region!r}, endpoint={self.endpoint!r})"
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "region": self._region,
+            "endpoint": self._endpoint_arg,
+            "s3client_config": self._config,
+            "user_agent": self._user_agent,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        region = state.pop("region")
+        self.__init__(region, **state)  # type: ignore[misc]
+
+    # ------------------------------------------------------------ CRT client
+    def _client(self) -> CrtClient:
+        crt = self._crt
+        if crt is not None and crt.pid == os.getpid():
+            return crt
+        with self._lock:
+            if self._crt is not None and self._crt.pid != os.getpid():
+                _runtime.park_inherited(self._crt)  # made by our parent: never touch it
+                self._crt = None
+            if self._crt is None:
+                self._crt = CrtClient(
+                    self._region, self._endpoint, self._config, user_agent(self._user_agent)
+                )
+            return self._crt
+
+    # ------------------------------------------------------------- operations
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        """Size, ETag, date and storage class of ``s3://bucket/key``.
+
+        Raises:
+            S3NotFoundError: no such bucket or key (also a FileNotFoundError).
+            S3Exception: any other failure.
+        """
+        validate_key(bucket, key)
+        response = self._client().call("HeadObject", "HEAD", bucket, key)
+        return _object_info(bucket, key, response)
+
+    def get_object_stream(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        object_info: ObjectInfo | None = None,
+        etag: str | None = None,
+    ) -> ObjectStream:
+        """Start downloading ``s3://bucket/key`` (or bytes ``[start, end)`` of it).
+
+        Returns at once, with the first request in flight. Bytes arrive in
+        order, read ahead within the client's memory budget.
+
+        Args:
+            start: Offset of the first byte wanted.
+            end: Offset just past the last byte wanted (clamped to the object's
+                size); ``None`` means to the end.
+            object_info: What a listing or HEAD already said about the object;
+                its size saves a round trip and lets a small object be fetched
+                and checksum-validated in one request.
+            etag: Only read this version of the object: if it has changed,
+                reading raises :class:`S3PreconditionFailedError`. Defaults to
+                ``object_info.etag`` if given; otherwise the ETag of the first
+                response pins all later requests of the stream.
+
+        Raises:
+            ValueError: a negative ``start`` or an ``end`` before it.
+        """
+        validate_key(bucket, key)
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"start must be an int >= 0, got {start!r} (s3://{bucket}/{key})")
+        if end is not None and (isinstance(end, bool) or not isinstance(end, int) or end < start):
+            raise ValueError(
+                f"end must be None or an int >= start ({start}), got {end!r} (s3://{bucket}/{key})"
+            )
+        size = None
+        if object_info is not None:
+            size = object_info.size
+            etag = etag or object_info.etag
+        return ObjectStream(
+            self._client(), bucket, key, start=start, end=end, object_size=size, etag=etag
+        )
+
+    def put_object(self, bucket: str, key: str) -> S3Writer:
+        """Open ``s3://bucket/key`` for writing. Nothing is visible until ``close()``."""
+        validate_key(bucket, key)
+        return S3Writer(self._client(), bucket, key)
+
+    def list_objects(
+        self, bucket: str, prefix: str = "", delimiter: str = "", max_keys: int = 1000
+    ) -> Iterator[ListObjectsPage]:
+        """List ``bucket`` page by page (ListObjectsV2), in key order.
+
+        Lazy: the first page is requested now, each following page as soon as
+        the one before it is handed to you, so fetching overlaps your work.
+
+        Args:
+            prefix: Only keys starting with this.
+            delimiter: Roll keys up to the next occurrence of this into
+                ``common_prefixes`` (``"/"`` lists one "directory" level).
+            max_keys: Keys per page, 1 to 1000.
+
+        Raises:
+            S3NotFoundError: the bucket does not exist (on first iteration).
+        """
+        validate_bucket(bucket)
+        if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 1000:
+            raise ValueError(f"max_keys must be an int from 1 to 1000, got {max_keys!r}")
+        return _Listing(self._client(), bucket, prefix, delimiter, max_keys)
+
+    def delete_object(self, bucket: str, key: str) -> None:
+        """Delete ``s3://bucket/key``. Deleting a key that does not exist succeeds."""
+        validate_key(bucket, key)
+        self._client().call("DeleteObject", "DELETE", bucket, key)
+
+    def delete_objects(self, bucket: str, keys: Iterable[str]) -> None:
+        """Delete many keys, 1000 per request, a few requests at a time.
+
+        Raises:
+            S3Exception: some keys could not be deleted; the message names them.
+        """
+        validate_bucket(bucket)
+        crt = self._client()
+        pending: list[Future[Response]] = []
+        failures: list[tuple[str, str, str]] = []
+        batch: list[str] = []
+
+        def flush(batch: list[str]) -> None:
+            body = _xml.delete_objects(batch)
+            # S3 refuses a DeleteObjects body without Content-MD5 or a checksum.
+            _, future = crt.start(
+                "DeleteObjects", "POST", bucket, query={"delete": ""},
+                headers=[("Content-Type", "application/xml"),
+                         ("x-amz-checksum-crc32", _crc32(body))],
+                body=body,
+            )
+            pending.append(future)
+            if len(pending) >= _DELETES_IN_FLIGHT:
+                failures.extend(_xml.parse_delete_errors(pending.pop(0).result().body, bucket))
+
+        for key in keys:
+            validate_key(bucket, key)
+            batch.append(key)
+            if len(batch) == DELETE_BATCH:
+                flush(batch)
+                batch = []
+        if batch:
+            flush(batch)
+        for future in pending:
+            failures.extend(_xml.parse_delete_errors(future.result().body, bucket))
+        if failures:
+            shown = ", ".join(f"{key!r} ({code})" for key, code, _ in failures[:5])
+            more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+            raise S3Exception(
+                f"{len(failures)} keys were not deleted: {shown}{more}",
+                operation="DeleteObjects",
+                bucket=bucket,
+                code=failures[0][1] or None,
+            )
+
+    def copy_object(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
+        """Copy ``s3://src_bucket/src_key`` to ``s3://dst_bucket/dst_key`` inside S3.
+
+        Large objects are copied in parts (UploadPartCopy), so any size works.
+        """
+        validate_key(src_bucket, src_key)
+        validate_key(dst_bucket, dst_key)
+        source = quote(f"{src_bucket}/{src_key}", safe="/~")
+        self._client().call(
+            "CopyObject", "PUT", dst_bucket, dst_key,
+            headers=[("x-amz-copy-source", source)], request_type=COPY_OBJECT,
+        )
+
+
+class _Listing(Iterator[ListObjectsPage]):
+    """Pages of one ListObjectsV2 walk, each fetched while the previous one is used."""
+
+    def __init__(
+        self, crt: CrtClient, bucket: str, prefix: str, delimiter: str, max_keys: int
+    ) -> None:
+        self._crt = crt
+        self._bucket = bucket
+        self._prefix = prefix
+        self._delimiter = delimiter
+        self._max_keys = max_keys
+        self._next: Future[Response] | None = self._request(None)
+
+    def _request(self, token: str | None) -> Future[Response]:
+        query = {"list-type": "2", "encoding-type": "url", "max-keys": str(self._max_keys)}
+        if self._prefix:
+            query["prefix"] = self._prefix
+        if self._delimiter:
+            query["delimiter"] = self._delimiter
+        if token:
+            query["continuation-token"] = token
+        _, future = self._crt.start("ListObjectsV2", "GET", self._bucket, query=query)
+        return future
+
+    def __next__(self) -> ListObjectsPage:
+        if self._next is None:
+            raise StopIteration
+        response = self._next.result()
+        page, token = _xml.parse_list_objects(response.body, self._bucket)
+        self._next = self._request(token) if token else None
+        return page
+
+
+def _object_info(bucket: str, key: str, response: Response) -> ObjectInfo:
+    return ObjectInfo(
+        bucket=bucket,
+        key=key,
+        size=int(response.header("Content-Length") or 0),
+        etag=response.header("ETag"),
+        last_modified=parse_http_date(response.header("Last-Modified")),
+        storage_class=response.header("x-amz-storage-class"),
+    )
+
+
+def _crc32(body: bytes) -> str:
+    crc = ALGORITHMS["CRC32"]
+    return crc.encode(crc.of(body))
+

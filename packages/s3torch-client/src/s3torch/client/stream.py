@@ -1,0 +1,596 @@
+"""Streamed GET: the bytes of an object or byte range, in order, read ahead within a budget.
+
+A download is split into ranged GETs ("windows") of ``part_size`` bytes. A few
+windows are kept in flight ahead of the reader, so bandwidth is used while the
+reader works, and no more than that: a slow reader holds at most
+``readahead_parts`` windows, never the whole object. Windows after the first
+carry ``If-Match`` with the ETag the first one saw, so the bytes of two versions
+of an object are never mixed.
+
+Integrity: S3 returns checksums only for whole-object GETs. An object whose
+size is known to fit in one part is fetched with one plain GET and checked
+against the checksum in its response before any byte is handed out. A larger
+whole-object download sums each window as it arrives and, at the end, compares
+the combined CRC with the full-object checksum a HEAD reported. Byte ranges, and
+small objects whose size was not known in advance (one ranged GET, which S3
+never checksums), are not validated.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from awscrt.s3 import S3Request, S3RequestType, S3ResponseError
+
+from ._checksums import ALGORITHMS, Crc, full_object_checksum
+from ._crt_errors import header, translate
+from ._transport import CrtClient, Headers, Response
+from .errors import S3ChecksumMismatchError, S3Exception, S3PreconditionFailedError
+from .models import ObjectInfo, parse_http_date
+
+__all__ = ["ObjectStream"]
+
+log = logging.getLogger(__name__)
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+
+
+@dataclass(eq=False)
+class _Window:
+    """One ranged GET: bytes ``[start, end)`` of the object."""
+
+    start: int
+    end: int
+    charged: int
+    whole_object: bool = False
+    request: S3Request | None = None
+    chunks: deque[bytes] = field(default_factory=deque)
+    received: int = 0
+    delivered: int = 0
+    crc: int = 0
+    done: bool = False
+    error: BaseException | None = None
+
+
+class _Download:
+    """State shared between an :class:`ObjectStream` and its CRT callbacks.
+
+    Callbacks hold this object, never the stream, so dropping an unfinished
+    stream cancels its requests instead of keeping them alive.
+    """
+
+    def __init__(
+        self,
+        crt: CrtClient,
+        bucket: str,
+        key: str,
+        start: int,
+        end: int | None,
+        object_size: int | None,
+        etag: str | None,
+    ) -> None:
+        config = crt.config
+        self.crt = crt
+        self.bucket = bucket
+        self.key = key
+        self.start = start
+        self.requested_end = end
+        self.window_size = config.part_size
+        self.readahead = config.readahead_parts
+        self.cond = threading.Condition(threading.RLock())
+        self.windows: deque[_Window] = deque()
+        self.next_offset = start
+        self.object_size = object_size
+        self.etag = etag
+        self.end: int | None = None
+        self.metadata: Headers | None = None
+        self.error: BaseException | None = None
+        self.closed = False
+        self.first_issued = False
+        self.started = time.perf_counter()
+        # Integrity of whole-object downloads.
+        self.whole_object = start == 0 and (end is None or (object_size is not None and end >= object_size))
+        self.crc: Crc | None = (
+            ALGORITHMS[config.checksum_algorithm]
+            if config.checksum_algorithm and self.whole_object
+            else None
+        )
+        self.expected: tuple[Crc, str] | None = None
+        self.head_state = "none"  # none -> pending -> done
+        self.consumed_crc = 0
+        self.consumed = 0
+        if object_size is not None:
+            self._set_extent(object_size)
+
+    # ----------------------------------------------------------------- helpers
+    def _set_extent(self, object_size: int) -> None:
+        self.object_size = object_size
+        end = object_size if self.requested_end is None else min(self.requested_end, object_size)
+        self.end = max(end, self.start)
+
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+        self.cond.notify_all()
+
+    def _charge(self, size: int, force: bool) -> bool:
+        return self.crt.budget.try_acquire(size, force=force)
+
+    # ------------------------------------------------------------------ issuing
+    def pump(self) -> None:
+        """Start as many windows as the read-ahead and the budget allow."""
+        with self.cond:
+            if self.closed or self.error is not None:
+                return
+            if not self.first_issued:
+                self.first_issued = True
+                self._issue_first()
+                return
+            if self.end is None:
+                return  # waiting for the first response to learn the size
+            self._maybe_start_head()
+            while self.next_offset < self.end and len(self.windows) < self.readahead:
+                size = min(self.window_size, self.end - self.next_offset)
+                if not self._charge(size, force=not self.windows):
+                    break
+                self._issue(self.next_offset, self.next_offset + size, size)
+
+    def _issue_first(self) -> None:
+        bound = self.end if self.end is not None else self.requested_end
+        if bound is not None and self.start >= bound:
+            return  # an empty range: nothing to fetch
+        fits_one_request = self.end is not None and self.end - self.start <= self.window_size
+        if self.whole_object and fits_one_request:
+            # Size known and small: one plain GET, which carries the checksum.
+            size = self.end or 0
+            self._charge(size, force=True)
+            self._issue(0, size, size, whole_object=True)
+            return
+        end = self.start + self.window_size
+        if bound is not None:
+            end = min(end, bound)
+        self._charge(end - self.start, force=True)
+        self._issue(self.start, end, end - self.start)
+
+    def _issue(self, start: int, end: int, charged: int, whole_object: bool = False) -> None:
+        window = _Window(start, end, charged, whole_object=whole_object)
+        headers: Headers = []
+        if not whole_object:
+            headers.append(("Range", f"bytes={start}-{end - 1}"))
+        elif self.crc is not None:
+            headers.append(("x-amz-checksum-mode", "ENABLED"))
+        if self.etag is not None:
+            headers.append(("If-Match", self.etag))
+        self.windows.append(window)
+        self.next_offset = end
+        log.debug("GetObject s3://%s/%s bytes %d-%d started", self.bucket, self.key, start, end - 1)
+        try:
+            window.request = self.crt.make_request(
+                type=S3RequestType.DEFAULT,
+                operation_name="GetObject",
+                request=self.crt.http_request("GET", self.bucket, self.key, headers=headers),
+                on_headers=lambda status_code, headers, **_: self._on_headers(
+                    window, status_code, headers
+                ),
+                on_body=lambda chunk, offset, **_: self._on_body(window, chunk),
+                on_done=lambda error=None, **_: self._on_done(window, error),
+            )
+        except Exception as error:  # the CRT refused to start the request
+            window.error = translate(error, operation="GetObject", bucket=self.bucket, key=self.key)
+            window.done = True
+            self._fail(window.error)
+
+    def _maybe_start_head(self) -> None:
+        """For a multi-window whole-object download, ask for the full-object checksum."""
+        if (
+            self.crc is None
+            or self.head_state != "none"
+            or self.end is None
+            or self.end <= self.window_size
+        ):
+            return
+        self.head_state = "pending"
+        self.crt.start(
+            "HeadObject",
+            "HEAD",
+            self.bucket,
+            self.key,
+            headers=[("x-amz-checksum-mode", "ENABLED")],
+            on_done=self._on_head_done,
+        )
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_headers(self, window: _Window, status: int, headers: Headers) -> None:
+        if status >= 300:
+            return  # the error arrives in on_done
+        with self.cond:
+            if self.metadata is None:
+                self._learn_from_first_response(window, status, headers)
+
+    def _learn_from_first_response(self, window: _Window, status: int, headers: Headers) -> None:
+        self.metadata = headers
+        self.etag = self.etag or header(headers, "ETag")
+        if status == 206:
+            match = _CONTENT_RANGE.fullmatch(header(headers, "Content-Range") or "")
+            if match and match.group(3) != "*":
+                self._set_extent(int(match.group(3)))
+        else:  # 200: the whole object
+            self._set_extent(int(header(headers, "Content-Length") or 0))
+            window.end = window.start + (self.object_size or 0)
+        if self.end is not None and window.end > self.end:
+            window.end = self.end
+        self.cond.notify_all()
+
+    def _on_body(self, window: _Window, chunk: bytes) -> None:
+        with self.cond:
+            if self.closed:
+                return
+            window.chunks.append(chunk)
+            window.received += len(chunk)
+        # Sum outside the lock, in parallel with the other windows. Chunks of
+        # one request arrive in order on one thread, so this stays sequential.
+        if self.crc is not None and not window.whole_object:
+            window.crc = self.crc.update(chunk, window.crc)
+
+    def _on_done(self, window: _Window, error: BaseException | None) -> None:
+        with self.cond:
+            if self.closed:
+                return
+            if error is not None:
+                self._window_failed(window, error)
+            elif window.whole_object:
+                self._check_whole_object(window)
+            elif window.received != window.end - window.start:
+                window.error = S3Exception(
+                    f"expected {window.end - window.start} bytes at offset {window.start}, "
+                    f"got {window.received}",
+                    operation="GetObject",
+                    bucket=self.bucket,
+                    key=self.key,
+                    code="IncompleteBody",
+                )
+            window.done = True
+            if window.error is not None:
+                self._fail(window.error)
+            self.cond.notify_all()
+        self.pump()
+
+    def _window_failed(self, window: _Window, error: BaseException) -> None:
+        if (
+            isinstance(error, S3ResponseError)
+            and error.status_code == 416
+            and window is self.windows[0]
+            and window.start == self.start
+            and self.metadata is None
+        ):
+            match = _CONTENT_RANGE.fullmatch(header(error.headers, "Content-Range") or "")
+            if self.start == 0:
+                # An empty object answers every range with 416; a plain GET
+                # brings back its headers (and proves it exists).
+                self.windows.popleft()
+                self.crt.budget.release(window.charged)
+                self._issue(0, 0, 0, whole_object=True)
+                window.error = None
+                return
+            if match and match.group(3) != "*" and self.start >= int(match.group(3)):
+                self.metadata = list(error.headers or [])
+                self._set_extent(int(match.group(3)))
+                window.end = window.start
+                return
+        failure = translate(error, operation="GetObject", bucket=self.bucket, key=self.key)
+        if isinstance(failure, S3PreconditionFailedError) and window.start != self.start:
+            failure = S3PreconditionFailedError(
+                f"the object changed while it was being read (it no longer has ETag "
+                f"{self.etag}); no bytes of the new version were returned",
+                operation="GetObject",
+                bucket=self.bucket,
+                key=self.key,
+                status=412,
+                code="PreconditionFailed",
+                request_id=failure.request_id if isinstance(failure, S3Exception) else None,
+            )
+        window.error = failure
+
+    def _check_whole_object(self, window: _Window) -> None:
+        """Validate a one-request download before any of its bytes is handed out."""
+        if self.metadata is None:
+            self.metadata = []
+            self._set_extent(window.received)
+        window.end = window.start + window.received
+        if self.crc is None or not window.received:
+            return
+        declared = full_object_checksum(self.metadata)
+        if declared is None:
+            return
+        crc, expected = declared
+        actual = 0
+        for chunk in window.chunks:
+            actual = crc.update(chunk, actual)
+        if crc.encode(actual) != expected:
+            window.error = self._mismatch(crc, expected, crc.encode(actual))
+
+    def _on_head_done(self, future: Any) -> None:
+        with self.cond:
+            self.head_state = "done"
+            error = future.exception()
+            if error is not None:
+                log.debug("checksum HEAD of s3://%s/%s failed, not validating: %s",
+                          self.bucket, self.key, error)
+            else:
+                response: Response = future.result()
+                head_etag = response.header("ETag")
+                if self.etag is not None and head_etag is not None and head_etag != self.etag:
+                    self._fail(
+                        S3PreconditionFailedError(
+                            f"the object changed while it was being read (ETag {self.etag} "
+                            f"became {head_etag})",
+                            operation="GetObject",
+                            bucket=self.bucket,
+                            key=self.key,
+                            status=412,
+                            code="PreconditionFailed",
+                        )
+                    )
+                declared = full_object_checksum(response.headers)
+                if declared is not None and declared[0] is self.crc:
+                    self.expected = declared
+            self.cond.notify_all()
+
+    def _mismatch(self, crc: Crc, expected: str, actual: str) -> S3ChecksumMismatchError:
+        return S3ChecksumMismatchError(
+            f"the downloaded bytes have {crc.name} {actual}, but the server stored {expected}",
+            operation="GetObject",
+            bucket=self.bucket,
+            key=self.key,
+            code="ChecksumMismatch",
+        )
+
+    # ---------------------------------------------------------------- consuming
+    def next_chunk(self) -> bytes | None:
+        """Block for the next chunk in order; None at the end."""
+        self.pump()
+        with self.cond:
+            while True:
+                if self.closed:
+                    raise ValueError("I/O operation on a closed ObjectStream")
+                if self.error is not None:
+                    raise self.error
+                if not self.windows:
+                    if self.first_issued and self.end is not None and self.next_offset >= self.end:
+                        self._finish()
+                        return None
+                    self.cond.wait()
+                    continue
+                window = self.windows[0]
+                if window.chunks and (window.done or not window.whole_object):
+                    chunk = window.chunks.popleft()
+                    window.delivered += len(chunk)
+                    if window.done and not window.chunks:
+                        self._retire(window)
+                    return chunk
+                if window.error is not None:
+                    raise window.error
+                if window.done:
+                    self._retire(window)
+                    continue
+                self.cond.wait()
+
+    def _retire(self, window: _Window) -> None:
+        self.windows.popleft()
+        self.crt.budget.release(window.charged)
+        length = window.end - window.start
+        if self.crc is not None and not window.whole_object:
+            self.consumed_crc = self.crc.combine(self.consumed_crc, window.crc, length)
+        self.consumed += length
+        self.cond.notify_all()
+        # Room in the read-ahead: start the next window without waiting.
+        if self.end is not None and self.next_offset < self.end:
+            self.pump()
+
+    def _finish(self) -> None:
+        if self.head_state == "pending":
+            self.cond.wait_for(lambda: self.head_state == "done" or self.closed)
+        if self.error is not None:
+            raise self.error
+        if self.expected is not None and self.crc is not None:
+            crc, expected = self.expected
+            actual = crc.encode(self.consumed_crc)
+            if actual != expected:
+                self.error = self._mismatch(crc, expected, actual)
+                raise self.error
+            self.expected = None  # validated once
+        if self.started:
+            log.debug("GetObject s3://%s/%s: %d bytes in %.1f ms", self.bucket, self.key,
+                      self.consumed, (time.perf_counter() - self.started) * 1000)
+            self.started = 0.0
+
+    def wait_for_metadata(self) -> None:
+        self.pump()
+        with self.cond:
+            while self.metadata is None and self.end is None:
+                if self.error is not None:
+                    raise self.error
+                if self.closed:
+                    raise ValueError("I/O operation on a closed ObjectStream")
+                if self.first_issued and not self.windows:
+                    return  # an empty range: nothing was requested
+                self.cond.wait()
+
+    def close(self) -> None:
+        with self.cond:
+            if self.closed:
+                return
+            self.closed = True
+            for window in self.windows:
+                if not window.done and window.request is not None:
+                    window.request.cancel()
+                self.crt.budget.release(window.charged)
+            self.windows.clear()
+            self.cond.notify_all()
+
+
+class ObjectStream:
+    """The bytes of one object, or of a byte range of it, in order.
+
+    Made by :meth:`S3Client.get_object_stream`; the first request is already
+    under way when you get it, so many streams can be started from one thread
+    and consumed later. Iterate it for chunks (``bytes``), or use
+    :meth:`readinto` to copy straight into your own buffer, or :meth:`read`.
+    Close it (or use ``with``) to cancel what is still in flight.
+    """
+
+    def __init__(
+        self,
+        crt: CrtClient,
+        bucket: str,
+        key: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        object_size: int | None = None,
+        etag: str | None = None,
+    ) -> None:
+        self._download = _Download(crt, bucket, key, start, end, object_size, etag)
+        self._pending: memoryview | None = None
+        self._position = start
+        self._finalizer = weakref.finalize(self, self._download.close)
+        self._download.pump()
+
+    # ---------------------------------------------------------------- metadata
+    @property
+    def bucket(self) -> str:
+        return self._download.bucket
+
+    @property
+    def key(self) -> str:
+        return self._download.key
+
+    @property
+    def start(self) -> int:
+        """Offset in the object of the first byte of this stream."""
+        return self._download.start
+
+    @property
+    def end(self) -> int:
+        """Offset just past the last byte of this stream (blocks for the first response)."""
+        self._download.wait_for_metadata()
+        end = self._download.end
+        return self.start if end is None else end
+
+    @property
+    def position(self) -> int:
+        """Offset in the object of the next byte a read returns."""
+        return self._position
+
+    @property
+    def object_info(self) -> ObjectInfo:
+        """Size, ETag and dates of the object (blocks for the first response).
+
+        ``size`` is the size of the whole object, not of the range.
+        """
+        download = self._download
+        download.wait_for_metadata()
+        headers = download.metadata or []
+        return ObjectInfo(
+            bucket=download.bucket,
+            key=download.key,
+            size=download.object_size if download.object_size is not None else 0,
+            etag=download.etag,
+            last_modified=parse_http_date(header(headers, "Last-Modified")),
+            storage_class=header(headers, "x-amz-storage-class"),
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._download.closed
+
+    # ----------------------------------------------------------------- reading
+    def __iter__(self) -> Iterator[bytes | memoryview]:
+        return self
+
+    def __next__(self) -> bytes | memoryview:
+        chunk = self._next()
+        if chunk is None:
+            raise StopIteration
+        return chunk
+
+    def _next(self) -> bytes | memoryview | None:
+        if self._pending is not None:
+            chunk: bytes | memoryview | None = self._pending
+            self._pending = None
+        else:
+            chunk = self._download.next_chunk()
+        if chunk is not None:
+            self._position += len(chunk)
+        return chunk
+
+    def readinto(self, buffer: Any) -> int:
+        """Copy the next bytes into ``buffer`` until it is full or the stream ends.
+
+        Returns the number of bytes copied (0 at the end). Each byte is copied
+        once, straight from the network buffer into yours.
+        """
+        target = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(target):
+            if self._pending is not None:
+                source = self._pending
+                self._pending = None
+            else:
+                chunk = self._download.next_chunk()
+                if chunk is None:
+                    break
+                source = memoryview(chunk)
+            count = min(len(source), len(target) - filled)
+            target[filled : filled + count] = source[:count]
+            filled += count
+            if count < len(source):
+                self._pending = source[count:]
+        self._position += filled
+        return filled
+
+    def read(self, size: int = -1) -> bytes:
+        """Read up to ``size`` bytes (all that remain if negative); ``b""`` at the end."""
+        if size is None or size < 0:
+            parts = []
+            while (chunk := self._next()) is not None:
+                parts.append(chunk)
+            if len(parts) == 1 and isinstance(parts[0], bytes):
+                return parts[0]
+            return b"".join(parts)
+        buffer = bytearray(size)
+        count = self.readinto(buffer)
+        del buffer[count:]
+        return bytes(buffer)
+
+    # ---------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Cancel whatever is still in flight and free its memory. Idempotent."""
+        self._pending = None
+        self._finalizer()
+
+    def __enter__(self) -> ObjectStream:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an ObjectStream cannot be pickled; pickle the S3Client and re-open it")
+
+    def __repr__(self) -> str:
+        return f"<ObjectStream s3://{self.bucket}/{self.key} at {self._position}>"
