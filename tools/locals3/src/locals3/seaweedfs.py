@@ -131,7 +131,7 @@ class SeaweedFSServer:
 
     def stop(self) -> None:
         if self._process is not None:
-            stop(self._process, timeout=15)
+            stop(self._process, timeout=5)  # it lingers; its data is a temp dir
             self._process = None
         if self._dir is not None:
             self._dir.cleanup()

@@ -22,6 +22,7 @@ from awscrt.s3 import (
     S3RequestTlsMode,
     S3RequestType,
     S3RetryConfig,
+    S3RetryMode,
     create_default_s3_signing_config,
 )
 
@@ -240,8 +241,6 @@ class CrtClient:
 
 def _retry_config(max_attempts: int) -> S3RetryConfig:
     if max_attempts == 1:
-        # awscrt reads max_retries=0 as "the default (5)". A token bucket too
-        # small to pay for a single retry is how "never retry" is spelled.
-        return S3RetryConfig(max_retries=1, initial_bucket_capacity=1)
+        return S3RetryConfig(retry_mode=S3RetryMode.NONE)
+    # max_retries=0 would mean "the CRT default (5)"; max_attempts >= 2 here.
     return S3RetryConfig(max_retries=max_attempts - 1)
-

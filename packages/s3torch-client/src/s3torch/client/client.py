@@ -26,6 +26,7 @@ __all__ = ["S3Client"]
 log = logging.getLogger(__name__)
 
 DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys per request
+MAX_SINGLE_COPY = 5 * 1024**3  # CopyObject copies at most 5 GiB in one request
 _DELETES_IN_FLIGHT = 4
 
 
@@ -257,15 +258,26 @@ class S3Client:
     def copy_object(self, src_bucket: str, src_key: str, dst_bucket: str, dst_key: str) -> None:
         """Copy ``s3://src_bucket/src_key`` to ``s3://dst_bucket/dst_key`` inside S3.
 
-        Large objects are copied in parts (UploadPartCopy), so any size works.
+        The bytes never leave S3. The copy is of the version of the source that
+        existed when it started. Objects over 5 GiB are copied in parts.
+
+        Raises:
+            S3NotFoundError: the source does not exist (the error names it).
         """
         validate_key(src_bucket, src_key)
         validate_key(dst_bucket, dst_key)
-        source = quote(f"{src_bucket}/{src_key}", safe="/~")
-        self._client().call(
-            "CopyObject", "PUT", dst_bucket, dst_key,
-            headers=[("x-amz-copy-source", source)], request_type=COPY_OBJECT,
-        )
+        source = self.head_object(src_bucket, src_key)
+        headers = [("x-amz-copy-source", quote(f"{src_bucket}/{src_key}", safe="/~"))]
+        if source.size <= MAX_SINGLE_COPY:
+            if source.etag:
+                headers.append(("x-amz-copy-source-if-match", source.etag))
+            self._client().call("CopyObject", "PUT", dst_bucket, dst_key, headers=headers)
+        else:
+            # aws-c-s3's multipart copy: UploadPartCopy in parallel.
+            self._client().call(
+                "CopyObject", "PUT", dst_bucket, dst_key, headers=headers,
+                request_type=COPY_OBJECT,
+            )
 
 
 class _Listing(Iterator[ListObjectsPage]):

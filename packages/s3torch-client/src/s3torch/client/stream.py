@@ -42,6 +42,7 @@ __all__ = ["ObjectStream"]
 log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
+_ACTUAL_SIZE = re.compile(rb"<ActualObjectSize>(\d+)</ActualObjectSize>")
 
 
 @dataclass(eq=False)
@@ -147,7 +148,8 @@ class _Download:
     def _issue_first(self) -> None:
         bound = self.end if self.end is not None else self.requested_end
         if bound is not None and self.start >= bound:
-            return  # an empty range: nothing to fetch
+            self.end = self.start  # an empty range: nothing to fetch
+            return
         fits_one_request = self.end is not None and self.end - self.start <= self.window_size
         if self.whole_object and fits_one_request:
             # Size known and small: one plain GET, which carries the checksum.
@@ -272,7 +274,7 @@ class _Download:
             and window.start == self.start
             and self.metadata is None
         ):
-            match = _CONTENT_RANGE.fullmatch(header(error.headers, "Content-Range") or "")
+            size = _size_from_416(error)
             if self.start == 0:
                 # An empty object answers every range with 416; a plain GET
                 # brings back its headers (and proves it exists).
@@ -281,9 +283,9 @@ class _Download:
                 self._issue(0, 0, 0, whole_object=True)
                 window.error = None
                 return
-            if match and match.group(3) != "*" and self.start >= int(match.group(3)):
+            if size is not None and self.start >= size:
                 self.metadata = list(error.headers or [])
-                self._set_extent(int(match.group(3)))
+                self._set_extent(size)
                 window.end = window.start
                 return
         failure = translate(error, operation="GetObject", bucket=self.bucket, key=self.key)
@@ -438,6 +440,15 @@ class _Download:
             self.cond.notify_all()
 
 
+def _size_from_416(error: S3ResponseError) -> int | None:
+    """The object size an InvalidRange answer reveals (Content-Range or the error body)."""
+    match = _CONTENT_RANGE.fullmatch(header(error.headers, "Content-Range") or "")
+    if match and match.group(3) != "*":
+        return int(match.group(3))
+    found = _ACTUAL_SIZE.search(error.body or b"")
+    return int(found.group(1)) if found else None
+
+
 class ObjectStream:
     """The bytes of one object, or of a byte range of it, in order.
 
@@ -499,6 +510,12 @@ class ObjectStream:
         """
         download = self._download
         download.wait_for_metadata()
+        if download.object_size is None:  # an empty range: nothing was fetched
+            response = download.crt.call("HeadObject", "HEAD", self.bucket, self.key)
+            with download.cond:
+                download.metadata = response.headers
+                download.object_size = int(response.header("Content-Length") or 0)
+                download.etag = download.etag or response.header("ETag")
         headers = download.metadata or []
         return ObjectInfo(
             bucket=download.bucket,

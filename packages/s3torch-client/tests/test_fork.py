@@ -1,0 +1,155 @@
+"""Fork and spawn: a client keeps working in the parent, and children get fresh ones.
+
+Each scenario runs as a script in a fresh interpreter (spawn children import
+its ``__main__``), with a timeout: a hang is a failure, not a stuck suite.
+"""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from s3torch.client import S3Client, S3ClientConfig
+
+_PRELUDE = """
+import multiprocessing, os, sys
+from s3torch.client import S3Client, S3ClientConfig
+ENDPOINT, BUCKET = sys.argv[1], sys.argv[2]
+CLIENT = S3Client("us-east-1", endpoint=ENDPOINT, s3client_config=S3ClientConfig(max_attempts=2))
+
+def fetch(key, client=None):
+    return (client or CLIENT).get_object_stream(BUCKET, key).read()
+"""
+
+
+def _run(tmp_path: Path, body: str, s3_endpoint: str, bucket: str) -> str:
+    script = tmp_path / "scenario.py"
+    script.write_text(_PRELUDE + textwrap.dedent(body))
+    result = subprocess.run([sys.executable, str(script), s3_endpoint, bucket],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout
+
+
+@pytest.fixture
+def objects(boto3_s3: Any, bucket: str) -> dict[str, bytes]:
+    bodies = {f"obj{i}": f"payload {i}".encode() * 1000 for i in range(6)}
+    for key, body in bodies.items():
+        boto3_s3.put_object(Bucket=bucket, Key=key, Body=body)
+    return bodies
+
+
+def test_fork_pool_workers_use_the_parents_client(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(tmp_path, """
+        def work(key):
+            return os.getpid(), fetch(key)
+
+        if __name__ == "__main__":
+            before = fetch("obj0")                      # the parent's CRT client exists now
+            with multiprocessing.get_context("fork").Pool(3) as pool:
+                results = pool.map(work, [f"obj{i}" for i in range(6)], chunksize=1)
+            assert [body for _, body in results] == [fetch(f"obj{i}") for i in range(6)]
+            assert os.getpid() not in {pid for pid, _ in results}
+            assert fetch("obj0") == before               # the parent still works
+            print("ok", len({pid for pid, _ in results}))
+    """, s3_endpoint, bucket)
+    assert out.startswith("ok ")
+
+
+def test_spawn_workers_get_the_client_by_pickle(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(tmp_path, """
+        def work(args):
+            client, key = args
+            return fetch(key, client)
+
+        if __name__ == "__main__":
+            fetch("obj1")
+            with multiprocessing.get_context("spawn").Pool(2) as pool:
+                results = pool.map(work, [(CLIENT, f"obj{i}") for i in range(4)])
+            assert results == [fetch(f"obj{i}") for i in range(4)]
+            print("ok")
+    """, s3_endpoint, bucket)
+    assert out.strip() == "ok"
+
+
+def test_forkserver_workers_work(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(tmp_path, """
+        def work(args):
+            client, key = args
+            return fetch(key, client)
+
+        if __name__ == "__main__":
+            fetch("obj2")
+            with multiprocessing.get_context("forkserver").Pool(2) as pool:
+                assert pool.map(work, [(CLIENT, "obj2"), (CLIENT, "obj3")]) == [
+                    fetch("obj2"), fetch("obj3")]
+            print("ok")
+    """, s3_endpoint, bucket)
+    assert out.strip() == "ok"
+
+
+def test_a_bare_fork_child_gets_a_fresh_client_and_exits_cleanly(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(tmp_path, """
+        import time
+        parent = fetch("obj4")
+        stream = CLIENT.get_object_stream(BUCKET, "obj5")  # a request in flight at fork time
+        pid = os.fork()
+        if pid == 0:
+            code = 0 if fetch("obj4") == parent else 3
+            sys.stdout.flush()
+            sys.exit(code)                               # a normal exit, finalizers and all
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            raise SystemExit("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert stream.read() == fetch("obj5")            # the parent's in-flight stream finished
+        print("ok")
+    """, s3_endpoint, bucket)
+    assert out.strip() == "ok"
+
+
+def test_a_client_never_used_before_fork_works_in_the_child(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(tmp_path, """
+        if __name__ == "__main__":
+            with multiprocessing.get_context("fork").Pool(2) as pool:
+                assert pool.map(fetch, ["obj0", "obj1"]) == [fetch("obj0"), fetch("obj1")]
+            print("ok")
+    """, s3_endpoint, bucket)
+    assert out.strip() == "ok"
+
+
+def test_pickling_a_client_carries_only_its_configuration(s3_endpoint: str) -> None:
+    config = S3ClientConfig(part_size=16 * 1024 * 1024, max_attempts=3)
+    client = S3Client("eu-west-1", endpoint=s3_endpoint, s3client_config=config,
+                      user_agent="suffix/1")
+    client.list_objects("some-bucket")  # builds the CRT client
+    assert client._crt is not None
+    payload = pickle.dumps(client)
+    assert len(payload) < 1000
+    clone = pickle.loads(payload)
+    assert clone._crt is None
+    assert (clone.region, clone.endpoint, clone.s3client_config, clone.user_agent) == (
+        client.region, client.endpoint, config, client.user_agent
+    )

@@ -1,0 +1,150 @@
+"""Credentials, user agent, requester pays and logging: what goes over the wire."""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from locals3 import FaultProxy
+
+from s3torch.client import S3Client, S3CredentialsError, __version__
+
+
+def _access_key(request_headers: dict[str, str]) -> str | None:
+    authorization = request_headers.get("authorization")
+    if authorization is None:
+        return None
+    credential = authorization.split("Credential=", 1)[1]
+    return credential.split("/", 1)[0]
+
+
+def test_requests_are_signed_with_the_environment_credentials(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    make_client(endpoint=fault_proxy.endpoint).delete_object(bucket, "k")
+    (request,) = fault_proxy.seen
+    assert _access_key(request.headers) == os.environ["AWS_ACCESS_KEY_ID"]
+    assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
+
+
+def test_unsigned_requests_carry_no_authorization(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="public", Body=b"open", ACL="public-read")
+    client = make_client(endpoint=fault_proxy.endpoint, unsigned=True)
+    assert client.get_object_stream(bucket, "public").read() == b"open"
+    assert "authorization" not in fault_proxy.seen[0].headers
+
+
+def test_user_agent_names_s3torch_python_os_arch_and_the_caller(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    client = make_client(endpoint=fault_proxy.endpoint, user_agent="my-trainer/2.1")
+    client.delete_object(bucket, "k")
+    sent = fault_proxy.seen[0].headers["user-agent"]
+    assert sent.startswith(f"s3torch/{__version__} python/{platform.python_version()} ")
+    assert f"os/{sys.platform}" in sent
+    assert f"arch/{platform.machine()}" in sent
+    assert "my-trainer/2.1" in sent
+    assert client.user_agent in sent
+
+
+def test_requester_pays_header_is_sent(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    make_client(endpoint=fault_proxy.endpoint, requester_pays=True).delete_object(bucket, "k")
+    assert fault_proxy.seen[0].headers["x-amz-request-payer"] == "requester"
+    fault_proxy.clear()
+    make_client(endpoint=fault_proxy.endpoint).delete_object(bucket, "k")
+    assert "x-amz-request-payer" not in fault_proxy.seen[0].headers
+
+
+_PROBE = textwrap.dedent(
+    """
+    import sys
+    from s3torch.client import S3Client, S3ClientConfig
+    profile = sys.argv[2] or None
+    client = S3Client("us-east-1", endpoint=sys.argv[1],
+                      s3client_config=S3ClientConfig(profile=profile, max_attempts=1))
+    client.delete_object(sys.argv[3], "k")
+    """
+)
+
+
+def _run_probe(endpoint: str, profile: str, bucket: str,
+               env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run one request in a fresh interpreter whose AWS environment is only ``env``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    clean.update(AWS_EC2_METADATA_DISABLED="true", **env)
+    return subprocess.run([sys.executable, "-c", _PROBE, endpoint, profile, bucket], env=clean,
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture
+def credentials_file(tmp_path: Path) -> Path:
+    path = tmp_path / "credentials"
+    path.write_text(
+        "[default]\naws_access_key_id = DEFAULTKEY\naws_secret_access_key = d\n"
+        "[train]\naws_access_key_id = TRAINKEY\naws_secret_access_key = t\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("profile", "env", "expected_key"),
+    [
+        ("", {"AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": "e"}, "ENVKEY"),
+        ("", {"AWS_PROFILE": "train"}, "TRAINKEY"),
+        ("", {}, "DEFAULTKEY"),
+        ("train", {}, "TRAINKEY"),
+    ],
+    ids=["environment", "AWS_PROFILE", "default-profile", "explicit-profile"],
+)
+def test_credentials_come_from_the_default_chain_or_the_named_profile(
+    fault_proxy: FaultProxy, bucket: str, credentials_file: Path, profile: str,
+    env: dict[str, str], expected_key: str,
+) -> None:
+    env = {"AWS_SHARED_CREDENTIALS_FILE": str(credentials_file), "AWS_CONFIG_FILE": os.devnull,
+           **env}
+    result = _run_probe(fault_proxy.endpoint, profile, bucket, env)
+    assert result.returncode == 0, result.stderr
+    assert [_access_key(r.headers) for r in fault_proxy.seen] == [expected_key]
+
+
+def test_missing_credentials_give_an_error_that_says_what_to_do(
+    fault_proxy: FaultProxy, bucket: str, tmp_path: Path
+) -> None:
+    result = _run_probe(fault_proxy.endpoint, "", bucket, {
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": os.devnull,
+        "HOME": str(tmp_path),
+    })
+    assert result.returncode != 0
+    assert "S3CredentialsError" in result.stderr
+    assert "No usable AWS credentials were found" in result.stderr
+    assert fault_proxy.seen == []  # nothing unsigned was sent
+    assert issubclass(S3CredentialsError, PermissionError)
+
+
+def test_operations_are_logged_at_debug_without_secrets(
+    client: S3Client, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG, logger="s3torch.client"):
+        with client.put_object(bucket, "logged") as writer:
+            writer.write(b"data")
+        client.get_object_stream(bucket, "logged").read()
+        client.head_object(bucket, "logged")
+    text = caplog.text
+    assert f"PutObject s3://{bucket}/logged" in text
+    assert f"GetObject s3://{bucket}/logged" in text
+    assert "HeadObject" in text
+    assert os.environ["AWS_SECRET_ACCESS_KEY"] not in text
+    for secret in ("Authorization", "AWS4-HMAC", "aws_secret", "Credential="):
+        assert secret not in text

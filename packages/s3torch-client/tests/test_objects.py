@@ -1,0 +1,159 @@
+"""head, list, delete, batch delete and copy, on the wire."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from s3torch.client import ListObjectsPage, ObjectInfo, S3Client, S3Exception, S3NotFoundError
+
+MiB = 1024 * 1024
+
+
+def _put_many(boto3_s3: Any, bucket: str, keys: list[str], body: bytes = b"x") -> None:
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda key: boto3_s3.put_object(Bucket=bucket, Key=key, Body=body), keys))
+
+
+def _keys(boto3_s3: Any, bucket: str) -> list[str]:
+    pages = boto3_s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def test_head_object_reports_size_etag_date(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="a/b.bin", Body=b"12345")
+    info = client.head_object(bucket, "a/b.bin")
+    expected = boto3_s3.head_object(Bucket=bucket, Key="a/b.bin")
+    assert info.bucket == bucket
+    assert info.key == "a/b.bin"
+    assert info.size == 5
+    assert info.etag == expected["ETag"]
+    assert info.last_modified == expected["LastModified"]
+
+
+def test_head_object_of_a_missing_key_is_file_not_found(client: S3Client, bucket: str) -> None:
+    with pytest.raises(FileNotFoundError) as caught:
+        client.head_object(bucket, "missing")
+    assert isinstance(caught.value, S3NotFoundError)
+    assert (caught.value.operation, caught.value.status) == ("HeadObject", 404)
+
+
+def test_listing_pages_lazily_in_key_order(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    keys = [f"data/{i:04d}.bin" for i in range(25)]
+    _put_many(boto3_s3, bucket, [*keys, "other/x"], body=b"abc")
+    pages = list(client.list_objects(bucket, prefix="data/", max_keys=10))
+    assert [len(page.objects) for page in pages] == [10, 10, 5]
+    listed = [info for page in pages for info in page.objects]
+    assert [info.key for info in listed] == keys
+    assert all(isinstance(page, ListObjectsPage) for page in pages)
+    assert all(isinstance(info, ObjectInfo) and info.size == 3 for info in listed)
+    assert all(info.bucket == bucket and info.etag and info.last_modified for info in listed)
+
+
+def test_listing_pagination_over_more_than_a_thousand_keys(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    keys = [f"k{i:05d}" for i in range(2100)]
+    _put_many(boto3_s3, bucket, keys)
+    pages = list(client.list_objects(bucket))
+    assert [len(page.objects) for page in pages] == [1000, 1000, 100]
+    assert [info.key for page in pages for info in page.objects] == keys
+
+
+def test_listing_with_a_delimiter_rolls_up_common_prefixes(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    _put_many(boto3_s3, bucket, ["top.txt", "a/1", "a/2", "b/c/3", "b/4"])
+    (page,) = list(client.list_objects(bucket, delimiter="/"))
+    assert [info.key for info in page.objects] == ["top.txt"]
+    assert page.common_prefixes == ("a/", "b/")
+    (page,) = list(client.list_objects(bucket, prefix="b/", delimiter="/"))
+    assert [info.key for info in page.objects] == ["b/4"]
+    assert page.common_prefixes == ("b/c/",)
+
+
+def test_an_empty_prefix_lists_nothing(client: S3Client, bucket: str) -> None:
+    pages = list(client.list_objects(bucket, prefix="nothing/here/"))
+    assert [page.objects for page in pages] == [()]
+
+
+def test_listing_a_missing_bucket_is_not_found(client: S3Client) -> None:
+    listing = client.list_objects("no-such-bucket-here")
+    with pytest.raises(S3NotFoundError) as caught:
+        next(listing)
+    assert caught.value.code == "NoSuchBucket"
+
+
+@pytest.mark.parametrize("max_keys", [0, 1001, -1, 1.5, True])
+def test_listing_validates_max_keys(client: S3Client, bucket: str, max_keys: Any) -> None:
+    with pytest.raises(ValueError, match="max_keys must be an int from 1 to 1000"):
+        client.list_objects(bucket, max_keys=max_keys)
+
+
+def test_delete_object_removes_it_and_ignores_missing_keys(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    _put_many(boto3_s3, bucket, ["keep", "drop"])
+    client.delete_object(bucket, "drop")
+    client.delete_object(bucket, "never-existed")
+    assert _keys(boto3_s3, bucket) == ["keep"]
+
+
+def test_delete_objects_in_batches_of_a_thousand(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    keys = [f"k{i:05d}" for i in range(2500)]
+    _put_many(boto3_s3, bucket, [*keys, "survivor"])
+    client.delete_objects(bucket, (key for key in keys))  # any iterable, even a generator
+    assert _keys(boto3_s3, bucket) == ["survivor"]
+
+
+def test_delete_objects_of_nothing_sends_nothing(client: S3Client, bucket: str) -> None:
+    client.delete_objects(bucket, [])
+
+
+def test_delete_objects_reports_a_missing_bucket(client: S3Client) -> None:
+    with pytest.raises(S3Exception) as caught:
+        client.delete_objects("no-such-bucket-here", ["a", "b"])
+    assert caught.value.operation == "DeleteObjects"
+    assert caught.value.status == 404
+
+
+@pytest.mark.parametrize("size", [0, 1000, 6 * MiB])
+def test_copy_object_within_and_across_buckets(
+    client: S3Client, boto3_s3: Any, bucket: str, size: int
+) -> None:
+    data = os.urandom(size)
+    boto3_s3.put_object(Bucket=bucket, Key="src", Body=data)
+    other = bucket + "-dst"
+    boto3_s3.create_bucket(Bucket=other)
+    try:
+        client.copy_object(bucket, "src", bucket, "dst")
+        client.copy_object(bucket, "src", other, "dst")
+        assert boto3_s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == data
+        assert boto3_s3.get_object(Bucket=other, Key="dst")["Body"].read() == data
+    finally:
+        boto3_s3.delete_object(Bucket=other, Key="dst")
+        boto3_s3.delete_bucket(Bucket=other)
+
+
+def test_copy_of_a_missing_source_is_not_found(client: S3Client, bucket: str) -> None:
+    with pytest.raises(S3NotFoundError):
+        client.copy_object(bucket, "missing", bucket, "dst")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda c: c.head_object("bucket", ""), "key cannot be empty"),
+        (lambda c: c.put_object("bucket", ""), "key cannot be empty"),
+        (lambda c: c.delete_object("bucket", ""), "key cannot be empty"),
+        (lambda c: c.copy_object("bucket", "", "bucket", "k"), "key cannot be empty"),
+        (lambda c: c.list_objects("no"), "Invalid bucket name 'no'"),
+        (lambda c: c.head_object("bucket", "k" * 1025), "longer than 1024 bytes"),
+    ],
+)
+def test_bad_names_fail_before_any_request(client: S3Client, call: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        call(client)

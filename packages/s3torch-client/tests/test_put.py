@@ -1,0 +1,267 @@
+"""S3Writer: single PUT or multipart, streamed while writing, never half-written."""
+
+from __future__ import annotations
+
+import array
+import base64
+import gc
+import io
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from awscrt import checksums
+from locals3 import FaultProxy
+
+from s3torch.client import S3AccessDeniedError, S3Client, S3NotFoundError, S3Writer
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+
+
+def _uploads(boto3_s3: Any, bucket: str) -> list[str]:
+    return [u["Key"] for u in boto3_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def _exists(boto3_s3: Any, bucket: str, key: str) -> bool:
+    try:
+        boto3_s3.head_object(Bucket=bucket, Key=key)
+    except boto3_s3.exceptions.ClientError:
+        return False
+    return True
+
+
+def _stored(boto3_s3: Any, bucket: str, key: str) -> tuple[bytes, str]:
+    response = boto3_s3.get_object(Bucket=bucket, Key=key)
+    return response["Body"].read(), response["ETag"]
+
+
+@pytest.mark.parametrize(
+    ("size", "parts"),
+    [(0, 0), (1, 0), (PART - 1, 0), (PART, 0), (PART + 1, 2), (3 * PART + 7, 4)],
+)
+def test_objects_up_to_one_part_are_one_put_larger_ones_multipart(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str, size: int, parts: int
+) -> None:
+    data = os.urandom(size)
+    with small_part_client.put_object(bucket, "obj") as writer:
+        assert writer.write(data) == size
+    stored, etag = _stored(boto3_s3, bucket, "obj")
+    assert stored == data
+    if parts:
+        assert etag.endswith(f'-{parts}"'), etag
+    else:
+        assert "-" not in etag, etag
+    assert _uploads(boto3_s3, bucket) == []
+
+
+def test_many_small_writes_across_part_boundaries(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    data = os.urandom(2 * PART + 777)
+    writer = small_part_client.put_object(bucket, "obj")
+    for offset in range(0, len(data), 100_003):
+        writer.write(data[offset : offset + 100_003])
+        assert writer.tell() == min(offset + 100_003, len(data))
+    writer.close()
+    assert _stored(boto3_s3, bucket, "obj")[0] == data
+
+
+@pytest.mark.parametrize(
+    "make_buffer",
+    [
+        lambda raw: raw,
+        bytearray,
+        memoryview,
+        lambda raw: memoryview(raw)[::1],
+        lambda raw: array.array("b", raw),
+        lambda raw: memoryview(bytearray(raw)).cast("B", shape=[len(raw) // 4, 4]),
+    ],
+    ids=["bytes", "bytearray", "memoryview", "memoryview-slice", "array", "2d-memoryview"],
+)
+def test_write_accepts_any_buffer(
+    client: S3Client, boto3_s3: Any, bucket: str, make_buffer: Callable[[bytes], Any]
+) -> None:
+    raw = os.urandom(4096)
+    with client.put_object(bucket, "obj") as writer:
+        assert writer.write(make_buffer(raw)) == len(raw)
+    assert _stored(boto3_s3, bucket, "obj")[0] == raw
+
+
+def test_write_accepts_a_non_contiguous_buffer(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    raw = os.urandom(1000)
+    strided = memoryview(raw)[::2]
+    with client.put_object(bucket, "obj") as writer:
+        assert writer.write(strided) == 500
+    assert _stored(boto3_s3, bucket, "obj")[0] == raw[::2]
+
+
+def test_write_rejects_text(client: S3Client, bucket: str) -> None:
+    writer = client.put_object(bucket, "obj")
+    with pytest.raises(TypeError):
+        writer.write("text is not bytes")  # type: ignore[arg-type]
+    writer.abort()
+
+
+def test_file_object_protocol(client: S3Client, bucket: str) -> None:
+    writer = client.put_object(bucket, "obj")
+    assert isinstance(writer, io.BufferedIOBase)
+    assert (writer.writable(), writer.readable(), writer.seekable()) == (True, False, False)
+    assert (writer.bucket, writer.key, writer.closed, writer.tell()) == (bucket, "obj", False, 0)
+    writer.write(b"abc")
+    writer.flush()
+    assert writer.tell() == 3
+    writer.close()
+    assert writer.closed
+    assert not writer.writable()
+    writer.close()  # idempotent
+    with pytest.raises(ValueError, match="closed S3Writer"):
+        writer.write(b"more")
+
+
+def test_an_exception_in_with_aborts_and_propagates_unchanged(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    failure = RuntimeError("the training step blew up")
+    with pytest.raises(RuntimeError) as caught, small_part_client.put_object(bucket, "obj") as writer:
+        writer.write(os.urandom(3 * PART))  # two parts are on their way
+        raise failure
+    assert caught.value is failure
+    assert writer.closed
+    assert not _exists(boto3_s3, bucket, "obj")
+    assert _uploads(boto3_s3, bucket) == []
+
+
+def test_a_failed_overwrite_leaves_the_old_object_intact(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="obj", Body=b"version 1")
+    for size in (10, 3 * PART):
+        with pytest.raises(KeyboardInterrupt), small_part_client.put_object(bucket, "obj") as writer:
+            writer.write(os.urandom(size))
+            raise KeyboardInterrupt
+    assert _stored(boto3_s3, bucket, "obj")[0] == b"version 1"
+    assert _uploads(boto3_s3, bucket) == []
+
+
+def test_abort_leaves_no_object_and_no_upload(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    writer = small_part_client.put_object(bucket, "obj")
+    writer.write(os.urandom(2 * PART + 1))
+    assert _uploads(boto3_s3, bucket) == ["obj"]  # the multipart upload exists now
+    writer.abort()
+    assert writer.closed
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+    writer.close()  # a closed writer stays closed: nothing is completed
+    writer.abort()
+    assert not _exists(boto3_s3, bucket, "obj")
+
+
+def test_a_writer_dropped_without_close_aborts(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer: S3Writer | None = small_part_client.put_object(bucket, "obj")
+    assert writer is not None
+    writer.write(os.urandom(2 * PART + 1))
+    assert _uploads(boto3_s3, bucket) == ["obj"]
+    with caplog.at_level(logging.WARNING, logger="s3torch.client.writer"):
+        writer = None
+        gc.collect()
+    assert "garbage-collected without close()" in caplog.text
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+
+
+def test_parts_upload_while_the_caller_keeps_writing(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
+) -> None:
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=PART)
+    writer = client.put_object(bucket, "obj")
+    writer.write(os.urandom(3 * PART + 1))  # three full parts, the last one still buffered
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if sum("partNumber=" in r.path for r in fault_proxy.seen) >= 3:
+            break
+        time.sleep(0.05)
+    part_requests = [r for r in fault_proxy.seen if "partNumber=" in r.path]
+    assert len(part_requests) == 3  # sent before close()
+    assert not _exists(boto3_s3, bucket, "obj")  # and nothing is visible yet
+    writer.close()
+    assert boto3_s3.head_object(Bucket=bucket, Key="obj")["ContentLength"] == 3 * PART + 1
+
+
+def _crc64(data: bytes) -> str:
+    return base64.b64encode(checksums.crc64nvme(data).to_bytes(8, "big")).decode()
+
+
+def test_every_upload_request_carries_the_crc64nvme_of_its_body(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=PART)
+    small, large = os.urandom(1000), os.urandom(2 * PART + 5)
+    with client.put_object(bucket, "small") as writer:
+        writer.write(small)
+    with client.put_object(bucket, "large") as writer:
+        writer.write(large)
+    put = next(r for r in fault_proxy.seen if r.method == "PUT" and r.path.endswith("/small"))
+    assert put.headers["x-amz-checksum-crc64nvme"] == _crc64(small)
+    create = next(r for r in fault_proxy.seen if r.method == "POST" and r.path.endswith("?uploads"))
+    assert create.headers["x-amz-checksum-algorithm"] == "CRC64NVME"
+    assert create.headers["x-amz-checksum-type"] == "FULL_OBJECT"
+    parts = sorted((r for r in fault_proxy.seen if "partNumber=" in r.path), key=lambda r: r.path)
+    pieces = [large[:PART], large[PART : 2 * PART], large[2 * PART :]]
+    assert [p.headers["x-amz-checksum-crc64nvme"] for p in parts] == [_crc64(x) for x in pieces]
+    complete = next(r for r in fault_proxy.seen if r.method == "POST" and "uploadId=" in r.path)
+    assert complete.headers["x-amz-checksum-crc64nvme"] == _crc64(large)
+
+
+def test_checksums_can_be_turned_off(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    client = make_client(endpoint=fault_proxy.endpoint, checksum_algorithm=None)
+    with client.put_object(bucket, "obj") as writer:
+        writer.write(b"data")
+    put = next(r for r in fault_proxy.seen if r.method == "PUT")
+    assert not [name for name in put.headers if name.startswith("x-amz-checksum")]
+
+
+def test_a_failed_part_aborts_and_raises_with_context(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
+) -> None:
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=PART)
+    fault_proxy.fail(403, "AccessDenied", when=lambda r: "partNumber=2" in r.path)
+    writer = client.put_object(bucket, "obj")
+    with pytest.raises(S3AccessDeniedError) as caught:
+        writer.write(os.urandom(4 * PART))
+        writer.close()
+    assert caught.value.operation == "UploadPart"
+    assert (caught.value.bucket, caught.value.key, caught.value.status) == (bucket, "obj", 403)
+    assert writer.closed
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+
+
+def test_a_missing_bucket_fails_the_upload_clearly(small_part_client: S3Client) -> None:
+    writer = small_part_client.put_object("no-such-bucket-here", "obj")
+    writer.write(b"x")
+    with pytest.raises(S3NotFoundError) as caught:
+        writer.close()
+    assert "s3://no-such-bucket-here/obj" in str(caught.value)
+    assert writer.closed
+    big = small_part_client.put_object("no-such-bucket-here", "obj")
+    with pytest.raises(S3NotFoundError, match="CreateMultipartUpload"):
+        big.write(os.urandom(2 * PART))
+
+
+def test_writers_do_not_pickle(client: S3Client, bucket: str) -> None:
+    import pickle
+
+    writer = client.put_object(bucket, "obj")
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(writer)
+    writer.abort()
