@@ -69,7 +69,10 @@ def test_keys_are_percent_encoded_except_slashes_and_unreserved() -> None:
 
 def test_query_strings_are_rfc3986_encoded_with_bare_flags_first() -> None:
     assert encode_query({"uploads": ""}) == "uploads"
-    assert encode_query({"list-type": "2", "prefix": "a b/+&="}) == "list-type=2&prefix=a%20b%2F%2B%26%3D"
+    assert (
+        encode_query({"list-type": "2", "prefix": "a b/+&="})
+        == "list-type=2&prefix=a%20b%2F%2B%26%3D"
+    )
     assert encode_query({"delete": "", "x": "~"}) == "delete&x=~"
 
 

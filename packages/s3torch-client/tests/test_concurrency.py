@@ -9,7 +9,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from locals3 import FaultProxy
-
 from s3torch.client import S3Client
 
 
@@ -29,9 +28,7 @@ def test_one_thread_keeps_sixteen_gets_in_flight(
     assert fault_proxy.max_concurrent >= 16
 
 
-def test_one_client_serves_many_threads(
-    client: S3Client, boto3_s3: Any, bucket: str
-) -> None:
+def test_one_client_serves_many_threads(client: S3Client, boto3_s3: Any, bucket: str) -> None:
     def work(worker: int) -> bytes:
         body = os.urandom(10_000 + worker)
         with client.put_object(bucket, f"t{worker}") as writer:

@@ -61,8 +61,12 @@ def test_compares_hashes_and_pickles_by_value() -> None:
         ("checksum_algorithm", "crc64nvme", "checksum_algorithm must be one of"),
     ],
 )
-def test_rejects_out_of_range_values_naming_the_field(field: str, value: object, message: str) -> None:
-    with pytest.raises(ValueError, match="S3ClientConfig\\." + message.replace("(", "\\(").replace(")", "\\)")):
+def test_rejects_out_of_range_values_naming_the_field(
+    field: str, value: object, message: str
+) -> None:
+    with pytest.raises(
+        ValueError, match="S3ClientConfig\\." + message.replace("(", "\\(").replace(")", "\\)")
+    ):
         S3ClientConfig(**{field: value})  # type: ignore[arg-type]
 
 

@@ -21,24 +21,40 @@ from s3torch.client import (
 from s3torch.client._crt_errors import translate
 
 
-def _response_error(status: int, body: bytes | None, headers: list[tuple[str, str]] | None = None,
-                    operation: str = "GetObject") -> S3ResponseError:
+def _response_error(
+    status: int,
+    body: bytes | None,
+    headers: list[tuple[str, str]] | None = None,
+    operation: str = "GetObject",
+) -> S3ResponseError:
     return S3ResponseError(
-        code=14343, name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS",
-        message="Invalid response status from request", status_code=status,  # type: ignore[arg-type]
-        headers=headers or [], body=body, operation_name=operation,
+        code=14343,
+        name="AWS_ERROR_S3_INVALID_RESPONSE_STATUS",
+        message="Invalid response status from request",
+        status_code=status,  # type: ignore[arg-type]
+        headers=headers or [],
+        body=body,
+        operation_name=operation,
     )
 
 
 def _error_body(code: str, message: str) -> bytes:
-    return (f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message>"
-            "<RequestId>REQ123</RequestId></Error>").encode()
+    return (
+        f"<?xml version='1.0'?><Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>REQ123</RequestId></Error>"
+    ).encode()
 
 
 def test_message_names_operation_uri_code_status_and_request_id() -> None:
-    error = S3NotFoundError("The specified key does not exist.", operation="GetObject",
-                            bucket="bkt", key="a/b.bin", status=404, code="NoSuchKey",
-                            request_id="4442587FB7D0A2F9")
+    error = S3NotFoundError(
+        "The specified key does not exist.",
+        operation="GetObject",
+        bucket="bkt",
+        key="a/b.bin",
+        status=404,
+        code="NoSuchKey",
+        request_id="4442587FB7D0A2F9",
+    )
     assert str(error) == (
         "GetObject s3://bkt/a/b.bin failed: NoSuchKey (HTTP 404): "
         "The specified key does not exist. [request id 4442587FB7D0A2F9]"
@@ -48,8 +64,9 @@ def test_message_names_operation_uri_code_status_and_request_id() -> None:
 
 
 def test_message_without_status_or_key_still_reads_well() -> None:
-    error = S3TransportError("socket closed", operation="ListObjectsV2", bucket="bkt",
-                             code="AWS_IO_SOCKET_CLOSED")
+    error = S3TransportError(
+        "socket closed", operation="ListObjectsV2", bucket="bkt", code="AWS_IO_SOCKET_CLOSED"
+    )
     assert str(error) == "ListObjectsV2 s3://bkt failed: AWS_IO_SOCKET_CLOSED: socket closed"
 
 
@@ -65,22 +82,34 @@ def test_message_without_status_or_key_still_reads_well() -> None:
         (S3ChecksumMismatchError, S3Exception),
     ],
 )
-def test_subclasses_are_s3_exceptions_and_their_builtin(cls: type[S3Exception], builtin: type) -> None:
+def test_subclasses_are_s3_exceptions_and_their_builtin(
+    cls: type[S3Exception], builtin: type
+) -> None:
     error = cls("reason", operation="HeadObject", bucket="b", key="k", status=1)
     assert isinstance(error, S3Exception)
     assert isinstance(error, builtin)
     assert str(error).startswith("HeadObject s3://b/k failed")
 
 
-@pytest.mark.parametrize("cls", [S3Exception, S3NotFoundError, S3AccessDeniedError, S3TransportError])
+@pytest.mark.parametrize(
+    "cls", [S3Exception, S3NotFoundError, S3AccessDeniedError, S3TransportError]
+)
 def test_errors_pickle_with_all_their_context(cls: type[S3Exception]) -> None:
-    error = cls("why", operation="PutObject", bucket="b", key="k", status=403, code="X",
-                request_id="R")
+    error = cls(
+        "why", operation="PutObject", bucket="b", key="k", status=403, code="X", request_id="R"
+    )
     clone = pickle.loads(pickle.dumps(error))
     assert type(clone) is cls
     assert str(clone) == str(error)
-    assert (clone.operation, clone.bucket, clone.key, clone.status, clone.code, clone.request_id,
-            clone.reason) == ("PutObject", "b", "k", 403, "X", "R", "why")
+    assert (
+        clone.operation,
+        clone.bucket,
+        clone.key,
+        clone.status,
+        clone.code,
+        clone.request_id,
+        clone.reason,
+    ) == ("PutObject", "b", "k", 403, "X", "R", "why")
 
 
 @pytest.mark.parametrize(
@@ -98,8 +127,9 @@ def test_errors_pickle_with_all_their_context(cls: type[S3Exception]) -> None:
     ],
 )
 def test_http_errors_map_by_status_and_keep_the_s3_code(status: int, code: str, cls: type) -> None:
-    crt_error = _response_error(status, _error_body(code, "what happened"),
-                                [("x-amz-request-id", "HDR-ID")])
+    crt_error = _response_error(
+        status, _error_body(code, "what happened"), [("x-amz-request-id", "HDR-ID")]
+    )
     error = translate(crt_error, operation="GetObject", bucket="b", key="k")
     assert type(error) is cls
     assert isinstance(error, S3Exception)
@@ -108,17 +138,24 @@ def test_http_errors_map_by_status_and_keep_the_s3_code(status: int, code: str, 
 
 
 def test_head_errors_have_no_body_and_get_a_code_from_the_status() -> None:
-    error = translate(_response_error(404, None, operation="HeadObject"), operation="HeadObject",
-                      bucket="b", key="k")
+    error = translate(
+        _response_error(404, None, operation="HeadObject"),
+        operation="HeadObject",
+        bucket="b",
+        key="k",
+    )
     assert isinstance(error, S3NotFoundError)
     assert (error.code, error.operation) == ("NotFound", "HeadObject")
     assert "does not exist" in str(error)
 
 
 def test_the_crt_operation_name_is_kept_for_sub_requests() -> None:
-    error = translate(_response_error(500, _error_body("InternalError", "boom"),
-                                      operation="UploadPart"),
-                      operation="PutObject", bucket="b", key="k")
+    error = translate(
+        _response_error(500, _error_body("InternalError", "boom"), operation="UploadPart"),
+        operation="PutObject",
+        bucket="b",
+        key="k",
+    )
     assert error.operation == "UploadPart"
 
 
@@ -127,27 +164,56 @@ def test_the_crt_operation_name_is_kept_for_sub_requests() -> None:
     [
         ("AWS_ERROR_S3_SLOW_DOWN", S3ThrottlingError, 503, "SlowDown", "crt says no"),
         ("AWS_ERROR_S3_INTERNAL_ERROR", S3Exception, 500, "InternalError", "crt says no"),
-        ("AWS_IO_SOCKET_CONNECTION_REFUSED", S3TransportError, None, "AWS_IO_SOCKET_CONNECTION_REFUSED", "crt says no"),
+        (
+            "AWS_IO_SOCKET_CONNECTION_REFUSED",
+            S3TransportError,
+            None,
+            "AWS_IO_SOCKET_CONNECTION_REFUSED",
+            "crt says no",
+        ),
         ("AWS_IO_SOCKET_CLOSED", S3TransportError, None, "AWS_IO_SOCKET_CLOSED", "crt says no"),
-        ("AWS_ERROR_HTTP_CONNECTION_CLOSED", S3TransportError, None, "AWS_ERROR_HTTP_CONNECTION_CLOSED", "crt says no"),
-        ("AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH", S3ChecksumMismatchError, None,
-         "AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH", "do not match the server's checksum"),
-        ("AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCE_FAILURE", S3CredentialsError, None,
-         "AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCE_FAILURE", "crt says no"),
+        (
+            "AWS_ERROR_HTTP_CONNECTION_CLOSED",
+            S3TransportError,
+            None,
+            "AWS_ERROR_HTTP_CONNECTION_CLOSED",
+            "crt says no",
+        ),
+        (
+            "AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH",
+            S3ChecksumMismatchError,
+            None,
+            "AWS_ERROR_S3_RESPONSE_CHECKSUM_MISMATCH",
+            "do not match the server's checksum",
+        ),
+        (
+            "AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCE_FAILURE",
+            S3CredentialsError,
+            None,
+            "AWS_AUTH_CREDENTIALS_PROVIDER_CHAIN_SOURCE_FAILURE",
+            "crt says no",
+        ),
         ("AWS_ERROR_S3_CANCELED", S3Exception, None, "AWS_ERROR_S3_CANCELED", "crt says no"),
     ],
 )
-def test_crt_errors_without_status_map_by_name(name: str, cls: type, status: int | None,
-                                               code: str, says: str) -> None:
-    error = translate(AwsCrtError(1, name, "crt says no"), operation="GetObject", bucket="b", key="k")
+def test_crt_errors_without_status_map_by_name(
+    name: str, cls: type, status: int | None, code: str, says: str
+) -> None:
+    error = translate(
+        AwsCrtError(1, name, "crt says no"), operation="GetObject", bucket="b", key="k"
+    )
     assert type(error) is cls
     assert (error.status, error.code) == (status, code)
     assert says in str(error)
 
 
 def test_credential_errors_say_how_to_fix_them() -> None:
-    error = translate(AwsCrtError(1, "AWS_AUTH_SIGNING_NO_CREDENTIALS", "no creds"),
-                      operation="GetObject", bucket="b", key="k")
+    error = translate(
+        AwsCrtError(1, "AWS_AUTH_SIGNING_NO_CREDENTIALS", "no creds"),
+        operation="GetObject",
+        bucket="b",
+        key="k",
+    )
     assert "AWS_ACCESS_KEY_ID" in str(error)
     assert "unsigned=True" in str(error)
 

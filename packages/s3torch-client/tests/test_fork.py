@@ -31,8 +31,12 @@ def fetch(key, client=None):
 def _run(tmp_path: Path, body: str, s3_endpoint: str, bucket: str) -> str:
     script = tmp_path / "scenario.py"
     script.write_text(_PRELUDE + textwrap.dedent(body))
-    result = subprocess.run([sys.executable, str(script), s3_endpoint, bucket],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(script), s3_endpoint, bucket],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
 
@@ -48,7 +52,9 @@ def objects(boto3_s3: Any, bucket: str) -> dict[str, bytes]:
 def test_fork_pool_workers_use_the_parents_client(
     tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
 ) -> None:
-    out = _run(tmp_path, """
+    out = _run(
+        tmp_path,
+        """
         def work(key):
             return os.getpid(), fetch(key)
 
@@ -60,14 +66,19 @@ def test_fork_pool_workers_use_the_parents_client(
             assert os.getpid() not in {pid for pid, _ in results}
             assert fetch("obj0") == before               # the parent still works
             print("ok", len({pid for pid, _ in results}))
-    """, s3_endpoint, bucket)
+    """,
+        s3_endpoint,
+        bucket,
+    )
     assert out.startswith("ok ")
 
 
 def test_spawn_workers_get_the_client_by_pickle(
     tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
 ) -> None:
-    out = _run(tmp_path, """
+    out = _run(
+        tmp_path,
+        """
         def work(args):
             client, key = args
             return fetch(key, client)
@@ -78,14 +89,19 @@ def test_spawn_workers_get_the_client_by_pickle(
                 results = pool.map(work, [(CLIENT, f"obj{i}") for i in range(4)])
             assert results == [fetch(f"obj{i}") for i in range(4)]
             print("ok")
-    """, s3_endpoint, bucket)
+    """,
+        s3_endpoint,
+        bucket,
+    )
     assert out.strip() == "ok"
 
 
 def test_forkserver_workers_work(
     tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
 ) -> None:
-    out = _run(tmp_path, """
+    out = _run(
+        tmp_path,
+        """
         def work(args):
             client, key = args
             return fetch(key, client)
@@ -96,14 +112,19 @@ def test_forkserver_workers_work(
                 assert pool.map(work, [(CLIENT, "obj2"), (CLIENT, "obj3")]) == [
                     fetch("obj2"), fetch("obj3")]
             print("ok")
-    """, s3_endpoint, bucket)
+    """,
+        s3_endpoint,
+        bucket,
+    )
     assert out.strip() == "ok"
 
 
 def test_a_bare_fork_child_gets_a_fresh_client_and_exits_cleanly(
     tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
 ) -> None:
-    out = _run(tmp_path, """
+    out = _run(
+        tmp_path,
+        """
         import time
         parent = fetch("obj4")
         stream = CLIENT.get_object_stream(BUCKET, "obj5")  # a request in flight at fork time
@@ -124,26 +145,35 @@ def test_a_bare_fork_child_gets_a_fresh_client_and_exits_cleanly(
         assert os.waitstatus_to_exitcode(status) == 0, status
         assert stream.read() == fetch("obj5")            # the parent's in-flight stream finished
         print("ok")
-    """, s3_endpoint, bucket)
+    """,
+        s3_endpoint,
+        bucket,
+    )
     assert out.strip() == "ok"
 
 
 def test_a_client_never_used_before_fork_works_in_the_child(
     tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
 ) -> None:
-    out = _run(tmp_path, """
+    out = _run(
+        tmp_path,
+        """
         if __name__ == "__main__":
             with multiprocessing.get_context("fork").Pool(2) as pool:
                 assert pool.map(fetch, ["obj0", "obj1"]) == [fetch("obj0"), fetch("obj1")]
             print("ok")
-    """, s3_endpoint, bucket)
+    """,
+        s3_endpoint,
+        bucket,
+    )
     assert out.strip() == "ok"
 
 
 def test_pickling_a_client_carries_only_its_configuration(s3_endpoint: str) -> None:
     config = S3ClientConfig(part_size=16 * 1024 * 1024, max_attempts=3)
-    client = S3Client("eu-west-1", endpoint=s3_endpoint, s3client_config=config,
-                      user_agent="suffix/1")
+    client = S3Client(
+        "eu-west-1", endpoint=s3_endpoint, s3client_config=config, user_agent="suffix/1"
+    )
     client.list_objects("some-bucket")  # builds the CRT client
     assert client._crt is not None
     payload = pickle.dumps(client)
@@ -151,5 +181,8 @@ def test_pickling_a_client_carries_only_its_configuration(s3_endpoint: str) -> N
     clone = pickle.loads(payload)
     assert clone._crt is None
     assert (clone.region, clone.endpoint, clone.s3client_config, clone.user_agent) == (
-        client.region, client.endpoint, config, client.user_agent
+        client.region,
+        client.endpoint,
+        config,
+        client.user_agent,
     )

@@ -23,7 +23,10 @@ SIZES = [0, 1, 1000, PART - 1, PART, PART + 1, 3 * PART + 7]
 @pytest.mark.parametrize("size", SIZES)
 @pytest.mark.parametrize("known_size", [False, True], ids=["size-unknown", "size-from-head"])
 def test_whole_object_round_trips_exactly(
-    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes], size: int,
+    small_part_client: S3Client,
+    bucket: str,
+    upload: Callable[..., bytes],
+    size: int,
     known_size: bool,
 ) -> None:
     data = upload("obj", size)
@@ -90,13 +93,18 @@ def test_read_with_a_size_returns_at_most_that_many_bytes(
 )
 @pytest.mark.parametrize("known_size", [False, True], ids=["size-unknown", "size-known"])
 def test_byte_ranges_return_exactly_those_bytes(
-    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes], start: int,
-    end: int | None, known_size: bool,
+    small_part_client: S3Client,
+    bucket: str,
+    upload: Callable[..., bytes],
+    start: int,
+    end: int | None,
+    known_size: bool,
 ) -> None:
     data = upload("obj", 3 * PART + 7)
     info = small_part_client.head_object(bucket, "obj") if known_size else None
-    stream = small_part_client.get_object_stream(bucket, "obj", start=start, end=end,
-                                                 object_info=info)
+    stream = small_part_client.get_object_stream(
+        bucket, "obj", start=start, end=end, object_info=info
+    )
     assert stream.read() == data[start:end]
     assert stream.start == start
     assert stream.end == min(len(data), end if end is not None else len(data))
@@ -124,8 +132,10 @@ def test_object_info_of_a_stream_matches_head_object(
     assert info == head
     assert info.uri == f"s3://{bucket}/dir/obj.bin"
     assert info.size == 4321
-    assert info.etag is not None and info.etag.startswith('"')
-    assert info.last_modified is not None and info.last_modified.tzinfo is not None
+    assert info.etag is not None
+    assert info.etag.startswith('"')
+    assert info.last_modified is not None
+    assert info.last_modified.tzinfo is not None
 
 
 def test_a_missing_key_raises_not_found_with_context(client: S3Client, bucket: str) -> None:
@@ -135,7 +145,11 @@ def test_a_missing_key_raises_not_found_with_context(client: S3Client, bucket: s
     error = caught.value
     assert isinstance(error, FileNotFoundError)
     assert (error.operation, error.bucket, error.key, error.status, error.code) == (
-        "GetObject", bucket, "no/such/key", 404, "NoSuchKey"
+        "GetObject",
+        bucket,
+        "no/such/key",
+        404,
+        "NoSuchKey",
     )
     assert f"s3://{bucket}/no/such/key" in str(error)
     with pytest.raises(S3NotFoundError):
@@ -158,7 +172,9 @@ def test_a_change_mid_read_raises_instead_of_mixing_versions(
     head = stream.read(10)
     assert head == first[:10]
     upload("obj", 10 * PART)  # a new version with new bytes
-    with pytest.raises(S3PreconditionFailedError, match="changed while it was being read") as caught:
+    with pytest.raises(
+        S3PreconditionFailedError, match="changed while it was being read"
+    ) as caught:
         stream.read()
     assert caught.value.status == 412
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from locals3 import FaultProxy
 
+from locals3 import FaultProxy
 from s3torch.client import S3Client, S3CredentialsError, __version__
 
 
@@ -79,13 +79,19 @@ _PROBE = textwrap.dedent(
 )
 
 
-def _run_probe(endpoint: str, profile: str, bucket: str,
-               env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _run_probe(
+    endpoint: str, profile: str, bucket: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
     """Run one request in a fresh interpreter whose AWS environment is only ``env``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     clean.update(AWS_EC2_METADATA_DISABLED="true", **env)
-    return subprocess.run([sys.executable, "-c", _PROBE, endpoint, profile, bucket], env=clean,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-c", _PROBE, endpoint, profile, bucket],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -109,11 +115,18 @@ def credentials_file(tmp_path: Path) -> Path:
     ids=["environment", "AWS_PROFILE", "default-profile", "explicit-profile"],
 )
 def test_credentials_come_from_the_default_chain_or_the_named_profile(
-    fault_proxy: FaultProxy, bucket: str, credentials_file: Path, profile: str,
-    env: dict[str, str], expected_key: str,
+    fault_proxy: FaultProxy,
+    bucket: str,
+    credentials_file: Path,
+    profile: str,
+    env: dict[str, str],
+    expected_key: str,
 ) -> None:
-    env = {"AWS_SHARED_CREDENTIALS_FILE": str(credentials_file), "AWS_CONFIG_FILE": os.devnull,
-           **env}
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(credentials_file),
+        "AWS_CONFIG_FILE": os.devnull,
+        **env,
+    }
     result = _run_probe(fault_proxy.endpoint, profile, bucket, env)
     assert result.returncode == 0, result.stderr
     assert [_access_key(r.headers) for r in fault_proxy.seen] == [expected_key]
@@ -122,10 +135,16 @@ def test_credentials_come_from_the_default_chain_or_the_named_profile(
 def test_missing_credentials_give_an_error_that_says_what_to_do(
     fault_proxy: FaultProxy, bucket: str, tmp_path: Path
 ) -> None:
-    result = _run_probe(fault_proxy.endpoint, "", bucket, {
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": os.devnull,
-        "HOME": str(tmp_path),
-    })
+    result = _run_probe(
+        fault_proxy.endpoint,
+        "",
+        bucket,
+        {
+            "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+            "AWS_CONFIG_FILE": os.devnull,
+            "HOME": str(tmp_path),
+        },
+    )
     assert result.returncode != 0
     assert "S3CredentialsError" in result.stderr
     assert "No usable AWS credentials were found" in result.stderr

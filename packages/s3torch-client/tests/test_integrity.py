@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from awscrt import checksums
-from locals3 import FaultProxy, SeaweedFSServer
 
+from locals3 import FaultProxy, SeaweedFSServer
 from s3torch.client import S3ChecksumMismatchError, S3Client, S3ClientConfig, S3Exception
 
 pytestmark = pytest.mark.seaweedfs
@@ -39,15 +39,18 @@ def seaweed_client(seaweed_proxy: FaultProxy) -> Callable[..., S3Client]:
     def make(**config: Any) -> S3Client:
         config.setdefault("part_size", PART)
         config.setdefault("max_attempts", 1)  # a corrupted request must not be retried away
-        return S3Client("us-east-1", endpoint=seaweed_proxy.endpoint,
-                        s3client_config=S3ClientConfig(**config))
+        return S3Client(
+            "us-east-1", endpoint=seaweed_proxy.endpoint, s3client_config=S3ClientConfig(**config)
+        )
 
     return make
 
 
 @pytest.mark.parametrize("size", [1000, 3 * PART + 11], ids=["single-put", "multipart"])
 def test_uploads_store_a_full_object_crc64nvme(
-    seaweed_client: Callable[..., S3Client], seaweedfs_boto3: Any, seaweedfs_bucket: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweedfs_boto3: Any,
+    seaweedfs_bucket: str,
     size: int,
 ) -> None:
     data = os.urandom(size)
@@ -65,14 +68,22 @@ def test_uploads_store_a_full_object_crc64nvme(
     ids=["single-put", "one-part-of-a-multipart"],
 )
 def test_a_body_corrupted_on_the_way_up_is_rejected_and_nothing_is_stored(
-    seaweed_client: Callable[..., S3Client], seaweed_proxy: FaultProxy, seaweedfs_boto3: Any,
-    seaweedfs_bucket: str, size: int, corrupt: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_boto3: Any,
+    seaweedfs_bucket: str,
+    size: int,
+    corrupt: str,
 ) -> None:
     seaweed_proxy.corrupt_request(when=lambda r: r.method == corrupt or corrupt in r.path)
     writer = seaweed_client().put_object(seaweedfs_bucket, "obj")
-    with pytest.raises(S3Exception) as caught:
+
+    def save() -> None:  # the failure may surface in write() or in close()
         writer.write(os.urandom(size))
         writer.close()
+
+    with pytest.raises(S3Exception) as caught:
+        save()
     assert caught.value.status == 400
     assert caught.value.key == "obj"
     listing = seaweedfs_boto3.list_objects_v2(Bucket=seaweedfs_bucket)
@@ -83,7 +94,9 @@ def test_a_body_corrupted_on_the_way_up_is_rejected_and_nothing_is_stored(
 
 @pytest.mark.parametrize("known_size", [True, False], ids=["size-known", "size-unknown"])
 def test_a_download_corrupted_on_the_way_down_is_detected(
-    seaweed_client: Callable[..., S3Client], seaweed_proxy: FaultProxy, seaweedfs_bucket: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_bucket: str,
     known_size: bool,
 ) -> None:
     client = seaweed_client()
@@ -91,8 +104,9 @@ def test_a_download_corrupted_on_the_way_down_is_detected(
     with client.put_object(seaweedfs_bucket, "big") as writer:
         writer.write(data)
     info = client.head_object(seaweedfs_bucket, "big") if known_size else None
-    seaweed_proxy.corrupt_response(when=lambda r: r.method == "GET" and "bytes=5242880-" in
-                                   r.headers.get("range", ""))
+    seaweed_proxy.corrupt_response(
+        when=lambda r: r.method == "GET" and "bytes=5242880-" in r.headers.get("range", "")
+    )
     stream = client.get_object_stream(seaweedfs_bucket, "big", object_info=info)
     with pytest.raises(S3ChecksumMismatchError, match="CRC64NVME") as caught:
         stream.read()
@@ -100,7 +114,9 @@ def test_a_download_corrupted_on_the_way_down_is_detected(
 
 
 def test_a_small_corrupted_download_is_caught_before_any_byte_is_returned(
-    seaweed_client: Callable[..., S3Client], seaweed_proxy: FaultProxy, seaweedfs_bucket: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_bucket: str,
 ) -> None:
     client = seaweed_client()
     with client.put_object(seaweedfs_bucket, "small") as writer:
@@ -114,12 +130,16 @@ def test_a_small_corrupted_download_is_caught_before_any_byte_is_returned(
 
 @pytest.mark.parametrize("algorithm", ["CRC32", "CRC32C"])
 def test_checksums_written_by_other_clients_are_validated_too(
-    seaweed_client: Callable[..., S3Client], seaweed_proxy: FaultProxy, seaweedfs_boto3: Any,
-    seaweedfs_bucket: str, algorithm: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_boto3: Any,
+    seaweedfs_bucket: str,
+    algorithm: str,
 ) -> None:
     data = os.urandom(2048)
-    seaweedfs_boto3.put_object(Bucket=seaweedfs_bucket, Key="obj", Body=data,
-                               ChecksumAlgorithm=algorithm)
+    seaweedfs_boto3.put_object(
+        Bucket=seaweedfs_bucket, Key="obj", Body=data, ChecksumAlgorithm=algorithm
+    )
     client = seaweed_client()
     info = client.head_object(seaweedfs_bucket, "obj")
     assert client.get_object_stream(seaweedfs_bucket, "obj", object_info=info).read() == data
@@ -129,7 +149,8 @@ def test_checksums_written_by_other_clients_are_validated_too(
 
 
 def test_intact_downloads_pass_validation_for_every_path(
-    seaweed_client: Callable[..., S3Client], seaweedfs_bucket: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweedfs_bucket: str,
 ) -> None:
     client = seaweed_client()
     for size in (0, 1, PART, PART + 1, 4 * PART + 3):
@@ -138,11 +159,14 @@ def test_intact_downloads_pass_validation_for_every_path(
             writer.write(data)
         info = client.head_object(seaweedfs_bucket, f"o{size}")
         assert client.get_object_stream(seaweedfs_bucket, f"o{size}").read() == data
-        assert client.get_object_stream(seaweedfs_bucket, f"o{size}", object_info=info).read() == data
+        assert (
+            client.get_object_stream(seaweedfs_bucket, f"o{size}", object_info=info).read() == data
+        )
 
 
 def test_signatures_verify_for_awkward_keys_and_listing_queries(
-    seaweed_client: Callable[..., S3Client], seaweedfs_bucket: str,
+    seaweed_client: Callable[..., S3Client],
+    seaweedfs_bucket: str,
 ) -> None:
     # SeaweedFS checks SigV4, so this proves our path and query encoding is signed right.
     # (Keys with "//" are left to the moto tests: SeaweedFS collapses them to "/".)
@@ -152,8 +176,9 @@ def test_signatures_verify_for_awkward_keys_and_listing_queries(
         with client.put_object(seaweedfs_bucket, key) as writer:
             writer.write(key.encode())
         assert client.get_object_stream(seaweedfs_bucket, key).read() == key.encode()
-    listed = [o.key for page in client.list_objects(seaweedfs_bucket, max_keys=2)
-              for o in page.objects]
+    listed = [
+        o.key for page in client.list_objects(seaweedfs_bucket, max_keys=2) for o in page.objects
+    ]
     assert sorted(listed) == sorted(keys)
     (page,) = list(client.list_objects(seaweedfs_bucket, prefix="a b/c+d"))
     assert [o.key for o in page.objects] == ["a b/c+d=e&f"]

@@ -42,8 +42,9 @@ def test_every_operation_handles_the_key(
     info = client.head_object(bucket, key)
     assert (info.key, info.size) == (key, len(data))
     assert client.get_object_stream(bucket, key).read() == data
-    assert client.get_object_stream(bucket, key, start=7, end=5 * 1024 * 1024 + 3).read() == (
-        data[7 : 5 * 1024 * 1024 + 3]
+    assert (
+        client.get_object_stream(bucket, key, start=7, end=5 * 1024 * 1024 + 3).read()
+        == (data[7 : 5 * 1024 * 1024 + 3])
     )
 
     listed = [o.key for page in client.list_objects(bucket, prefix=key) for o in page.objects]

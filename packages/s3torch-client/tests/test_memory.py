@@ -9,12 +9,11 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from typing import Any
 
 import psutil
 import pytest
-from locals3 import SeaweedFSServer
 
+from locals3 import SeaweedFSServer
 from s3torch.client import S3Client, S3ClientConfig
 
 pytestmark = pytest.mark.seaweedfs
@@ -26,8 +25,11 @@ LIMIT = 256 * MiB
 
 @pytest.fixture
 def big_object(seaweedfs_server: SeaweedFSServer, seaweedfs_bucket: str) -> tuple[S3Client, str]:
-    client = S3Client("us-east-1", endpoint=seaweedfs_server.endpoint,
-                      s3client_config=S3ClientConfig(memory_limit=LIMIT))
+    client = S3Client(
+        "us-east-1",
+        endpoint=seaweedfs_server.endpoint,
+        s3client_config=S3ClientConfig(memory_limit=LIMIT),
+    )
     block = os.urandom(MiB)
     digest = hashlib.sha256()
     with client.put_object(seaweedfs_bucket, "big") as writer:
@@ -56,7 +58,9 @@ def test_a_slow_reader_buffers_a_bounded_amount(
     config = client.s3client_config
     readahead = config.readahead_parts * config.part_size
     assert budget.peak <= readahead < LIMIT < OBJECT
-    assert peak_growth < LIMIT, f"RSS grew {peak_growth / MiB:.0f} MiB for a {OBJECT // MiB} MiB object"
+    assert peak_growth < LIMIT, (
+        f"RSS grew {peak_growth / MiB:.0f} MiB for a {OBJECT // MiB} MiB object"
+    )
     assert budget.in_use == 0
 
 

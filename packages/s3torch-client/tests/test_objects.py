@@ -102,7 +102,9 @@ def test_delete_object_removes_it_and_ignores_missing_keys(
     assert _keys(boto3_s3, bucket) == ["keep"]
 
 
-def test_delete_objects_in_batches_of_a_thousand(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+def test_delete_objects_in_batches_of_a_thousand(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
     keys = [f"k{i:05d}" for i in range(2500)]
     _put_many(boto3_s3, bucket, [*keys, "survivor"])
     client.delete_objects(bucket, (key for key in keys))  # any iterable, even a generator

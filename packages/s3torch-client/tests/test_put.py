@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from awscrt import checksums
-from locals3 import FaultProxy
 
+from locals3 import FaultProxy
 from s3torch.client import S3AccessDeniedError, S3Client, S3NotFoundError, S3Writer
 
 MiB = 1024 * 1024
@@ -91,7 +91,9 @@ def test_write_accepts_any_buffer(
     assert _stored(boto3_s3, bucket, "obj")[0] == raw
 
 
-def test_write_accepts_a_non_contiguous_buffer(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+def test_write_accepts_a_non_contiguous_buffer(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
     raw = os.urandom(1000)
     strided = memoryview(raw)[::2]
     with client.put_object(bucket, "obj") as writer:
@@ -126,11 +128,18 @@ def test_an_exception_in_with_aborts_and_propagates_unchanged(
     small_part_client: S3Client, boto3_s3: Any, bucket: str
 ) -> None:
     failure = RuntimeError("the training step blew up")
-    with pytest.raises(RuntimeError) as caught, small_part_client.put_object(bucket, "obj") as writer:
-        writer.write(os.urandom(3 * PART))  # two parts are on their way
-        raise failure
+    writers: list[S3Writer] = []
+
+    def training_step() -> None:
+        with small_part_client.put_object(bucket, "obj") as writer:
+            writers.append(writer)
+            writer.write(os.urandom(3 * PART))  # two parts are on their way
+            raise failure
+
+    with pytest.raises(RuntimeError) as caught:
+        training_step()
     assert caught.value is failure
-    assert writer.closed
+    assert writers[0].closed
     assert not _exists(boto3_s3, bucket, "obj")
     assert _uploads(boto3_s3, bucket) == []
 
@@ -139,10 +148,15 @@ def test_a_failed_overwrite_leaves_the_old_object_intact(
     small_part_client: S3Client, boto3_s3: Any, bucket: str
 ) -> None:
     boto3_s3.put_object(Bucket=bucket, Key="obj", Body=b"version 1")
-    for size in (10, 3 * PART):
-        with pytest.raises(KeyboardInterrupt), small_part_client.put_object(bucket, "obj") as writer:
+
+    def interrupted_save(size: int) -> None:
+        with small_part_client.put_object(bucket, "obj") as writer:
             writer.write(os.urandom(size))
             raise KeyboardInterrupt
+
+    for size in (10, 3 * PART):
+        with pytest.raises(KeyboardInterrupt):
+            interrupted_save(size)
     assert _stored(boto3_s3, bucket, "obj")[0] == b"version 1"
     assert _uploads(boto3_s3, bucket) == []
 
@@ -236,9 +250,13 @@ def test_a_failed_part_aborts_and_raises_with_context(
     client = make_client(endpoint=fault_proxy.endpoint, part_size=PART)
     fault_proxy.fail(403, "AccessDenied", when=lambda r: "partNumber=2" in r.path)
     writer = client.put_object(bucket, "obj")
-    with pytest.raises(S3AccessDeniedError) as caught:
+
+    def save() -> None:  # the failure may surface in write() or in close()
         writer.write(os.urandom(4 * PART))
         writer.close()
+
+    with pytest.raises(S3AccessDeniedError) as caught:
+        save()
     assert caught.value.operation == "UploadPart"
     assert (caught.value.bucket, caught.value.key, caught.value.status) == (bucket, "obj", 403)
     assert writer.closed

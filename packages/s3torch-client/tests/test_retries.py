@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from locals3 import FaultProxy
 
+from locals3 import FaultProxy
 from s3torch.client import (
     S3AccessDeniedError,
     S3Client,
@@ -19,8 +19,9 @@ from s3torch.client import (
 
 
 @pytest.fixture
-def proxied(make_client: Callable[..., S3Client], fault_proxy: FaultProxy,
-            boto3_s3: Any, bucket: str) -> Callable[..., S3Client]:
+def proxied(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
+) -> Callable[..., S3Client]:
     boto3_s3.put_object(Bucket=bucket, Key="obj", Body=b"payload")
 
     def make(**config: Any) -> S3Client:
@@ -55,12 +56,19 @@ def test_connection_resets_are_retried(
 
 @pytest.mark.parametrize(
     ("status", "code", "cls"),
-    [(403, "AccessDenied", S3AccessDeniedError), (404, "NoSuchKey", S3NotFoundError),
-     (400, "InvalidArgument", S3Exception)],
+    [
+        (403, "AccessDenied", S3AccessDeniedError),
+        (404, "NoSuchKey", S3NotFoundError),
+        (400, "InvalidArgument", S3Exception),
+    ],
 )
 def test_client_errors_are_not_retried(
-    proxied: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str, status: int,
-    code: str, cls: type[S3Exception],
+    proxied: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    status: int,
+    code: str,
+    cls: type[S3Exception],
 ) -> None:
     fault_proxy.fail(status, code, times=5)
     with pytest.raises(cls) as caught:
@@ -103,5 +111,6 @@ def test_an_unreachable_endpoint_is_a_transport_error(make_client: Callable[...,
     with pytest.raises(S3TransportError) as caught:
         client.head_object("bucket", "key")
     assert isinstance(caught.value, ConnectionError)
-    assert caught.value.code is not None and caught.value.code.startswith("AWS_IO_")
+    assert caught.value.code is not None
+    assert caught.value.code.startswith("AWS_IO_")
     assert "HeadObject s3://bucket/key failed" in str(caught.value)

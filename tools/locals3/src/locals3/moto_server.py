@@ -35,7 +35,7 @@ class MotoServer:
 
     def start(self) -> MotoServer:
         self.port = free_port()
-        self._log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log")
+        self._log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log")  # noqa: SIM115
         self._process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
             stdout=self._log,

@@ -84,12 +84,22 @@ class SeaweedFSServer:
                 ports.append(port)
         master, volume, filer, self.port = ports
         command = [
-            weed_binary(), "server", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-dir={root / 'data'}", f"-master.port={master}", f"-volume.port={volume}",
-            f"-filer.port={filer}", "-s3", f"-s3.port={self.port}",
-            f"-s3.config={root / 's3.json'}", "-volume.max=0",
-            "-master.volumeSizeLimitMB=4096", "-master.telemetry=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
+            weed_binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={root / 'data'}",
+            f"-master.port={master}",
+            f"-volume.port={volume}",
+            f"-filer.port={filer}",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.config={root / 's3.json'}",
+            "-volume.max=0",
+            "-master.volumeSizeLimitMB=4096",
+            "-master.telemetry=false",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ]
         log = open(root / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server
         self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -109,8 +119,11 @@ class SeaweedFSServer:
         if not wait_for_port(self.port, timeout):
             raise RuntimeError(f"SeaweedFS did not open port {self.port}")
         s3 = boto3.client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION,
-            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
             config=Config(retries={"max_attempts": 1}),
         )
         probe = "locals3-ready-probe"

@@ -15,6 +15,8 @@ from awscrt import checksums
 
 from .config import CHECKSUM_ALGORITHMS
 
+BytesLike = bytes | bytearray | memoryview
+
 
 @dataclass(frozen=True)
 class Crc:
@@ -22,7 +24,7 @@ class Crc:
 
     name: str
     width_bytes: int
-    update: Callable[[bytes | memoryview, int], int]
+    update: Callable[[BytesLike, int], int]
     combine_fn: Callable[[int, int, int], int]
 
     @property
@@ -35,7 +37,7 @@ class Crc:
         """The element naming this checksum in CompleteMultipartUpload."""
         return f"Checksum{self.name}"
 
-    def of(self, data: bytes | memoryview) -> int:
+    def of(self, data: BytesLike) -> int:
         return self.update(data, 0)
 
     def combine(self, first: int, second: int, second_length: int) -> int:

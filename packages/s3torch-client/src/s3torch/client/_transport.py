@@ -90,13 +90,26 @@ class _Collector:
         elapsed_ms = (time.perf_counter() - self.started) * 1000
         if error is not None:
             failure = translate(error, operation=self.operation, bucket=self.bucket, key=self.key)
-            log.debug("%s %s/%s failed after %.1f ms: %s", self.operation, self.bucket,
-                      self.key, elapsed_ms, failure)
+            log.debug(
+                "%s %s/%s failed after %.1f ms: %s",
+                self.operation,
+                self.bucket,
+                self.key,
+                elapsed_ms,
+                failure,
+            )
             self.future.set_exception(failure)
             return
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        log.debug("%s %s/%s -> %d (%d bytes) in %.1f ms", self.operation, self.bucket,
-                  self.key, self.status, len(body), elapsed_ms)
+        log.debug(
+            "%s %s/%s -> %d (%d bytes) in %.1f ms",
+            self.operation,
+            self.bucket,
+            self.key,
+            self.status,
+            len(body),
+            elapsed_ms,
+        )
         self.future.set_result(Response(self.status, self.headers, body))
 
 
@@ -173,8 +186,13 @@ class CrtClient:
         log.debug(
             "created a CRT S3 client in process %d for %s (region %s, part size %d, "
             "memory limit %d, max attempts %d, %s)",
-            self.pid, endpoint.url, region, config.part_size, config.memory_limit,
-            config.max_attempts, "unsigned" if config.unsigned else "signed",
+            self.pid,
+            endpoint.url,
+            region,
+            config.part_size,
+            config.memory_limit,
+            config.max_attempts,
+            "unsigned" if config.unsigned else "signed",
         )
 
     def http_request(
@@ -232,8 +250,9 @@ class CrtClient:
         )
         return request, collector.future
 
-    def call(self, operation: str, method: str, bucket: str | None, key: str = "",
-             **kwargs: Any) -> Response:
+    def call(
+        self, operation: str, method: str, bucket: str | None, key: str = "", **kwargs: Any
+    ) -> Response:
         """Run one request to completion and return its response."""
         _, future = self.start(operation, method, bucket, key, **kwargs)
         return future.result()

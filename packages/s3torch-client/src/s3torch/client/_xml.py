@@ -39,9 +39,7 @@ def _parse(body: bytes, operation: str, bucket: str, key: str | None = None) -> 
         ) from None
 
 
-def parse_list_objects(
-    body: bytes, bucket: str
-) -> tuple[ListObjectsPage, str | None]:
+def parse_list_objects(body: bytes, bucket: str) -> tuple[ListObjectsPage, str | None]:
     """Parse a ListObjectsV2 page; return it with the continuation token (None at the end)."""
     root = _parse(body, "ListObjectsV2", bucket)
     url_encoded = (_text(root, "EncodingType") or "").lower() == "url"
@@ -84,7 +82,9 @@ def parse_upload_id(body: bytes, bucket: str, key: str) -> str:
     return upload_id
 
 
-def complete_multipart_upload(parts: Iterable[tuple[int, str, str | None]], checksum_tag: str) -> bytes:
+def complete_multipart_upload(
+    parts: Iterable[tuple[int, str, str | None]], checksum_tag: str
+) -> bytes:
     """The CompleteMultipartUpload body for ``(part number, ETag, checksum)`` triples."""
     lines = ["<CompleteMultipartUpload>"]
     for number, etag, checksum in parts:

@@ -226,9 +226,14 @@ class S3Client:
             body = _xml.delete_objects(batch)
             # S3 refuses a DeleteObjects body without Content-MD5 or a checksum.
             _, future = crt.start(
-                "DeleteObjects", "POST", bucket, query={"delete": ""},
-                headers=[("Content-Type", "application/xml"),
-                         ("x-amz-checksum-crc32", _crc32(body))],
+                "DeleteObjects",
+                "POST",
+                bucket,
+                query={"delete": ""},
+                headers=[
+                    ("Content-Type", "application/xml"),
+                    ("x-amz-checksum-crc32", _crc32(body)),
+                ],
                 body=body,
             )
             pending.append(future)
@@ -275,7 +280,11 @@ class S3Client:
         else:
             # aws-c-s3's multipart copy: UploadPartCopy in parallel.
             self._client().call(
-                "CopyObject", "PUT", dst_bucket, dst_key, headers=headers,
+                "CopyObject",
+                "PUT",
+                dst_bucket,
+                dst_key,
+                headers=headers,
                 request_type=COPY_OBJECT,
             )
 
@@ -327,4 +336,3 @@ def _object_info(bucket: str, key: str, response: Response) -> ObjectInfo:
 def _crc32(body: bytes) -> str:
     crc = ALGORITHMS["CRC32"]
     return crc.encode(crc.of(body))
-

@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-class S3Exception(Exception):
+class S3Exception(Exception):  # noqa: N818 - the seed's name
     """Base class of every error s3torch raises about an S3 request.
 
     Attributes:

@@ -99,7 +99,9 @@ class _Download:
         self.first_issued = False
         self.started = time.perf_counter()
         # Integrity of whole-object downloads.
-        self.whole_object = start == 0 and (end is None or (object_size is not None and end >= object_size))
+        self.whole_object = start == 0 and (
+            end is None or (object_size is not None and end >= object_size)
+        )
         self.crc: Crc | None = (
             ALGORITHMS[config.checksum_algorithm]
             if config.checksum_algorithm and self.whole_object
@@ -325,8 +327,12 @@ class _Download:
             self.head_state = "done"
             error = future.exception()
             if error is not None:
-                log.debug("checksum HEAD of s3://%s/%s failed, not validating: %s",
-                          self.bucket, self.key, error)
+                log.debug(
+                    "checksum HEAD of s3://%s/%s failed, not validating: %s",
+                    self.bucket,
+                    self.key,
+                    error,
+                )
             else:
                 response: Response = future.result()
                 head_etag = response.header("ETag")
@@ -411,8 +417,13 @@ class _Download:
                 raise self.error
             self.expected = None  # validated once
         if self.started:
-            log.debug("GetObject s3://%s/%s: %d bytes in %.1f ms", self.bucket, self.key,
-                      self.consumed, (time.perf_counter() - self.started) * 1000)
+            log.debug(
+                "GetObject s3://%s/%s: %d bytes in %.1f ms",
+                self.bucket,
+                self.key,
+                self.consumed,
+                (time.perf_counter() - self.started) * 1000,
+            )
             self.started = 0.0
 
     def wait_for_metadata(self) -> None:

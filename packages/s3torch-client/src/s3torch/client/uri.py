@@ -50,7 +50,9 @@ def validate_bucket(bucket: str) -> None:
 def validate_key(bucket: str, key: str) -> None:
     """Raise ValueError unless ``key`` can name an object in ``bucket``."""
     if not isinstance(key, str) or not key:
-        raise ValueError(f"Invalid key {key!r} for bucket {bucket!r}: an object key cannot be empty")
+        raise ValueError(
+            f"Invalid key {key!r} for bucket {bucket!r}: an object key cannot be empty"
+        )
     if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
         raise ValueError(
             f"Invalid key for s3://{bucket}: {key[:60]!r}... is longer than {MAX_KEY_BYTES} bytes"

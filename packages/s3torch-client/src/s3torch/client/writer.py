@@ -74,8 +74,13 @@ class _Upload:
         headers = self._checksum_headers(data)
         self.crt.call("PutObject", "PUT", self.bucket, self.key, headers=headers, body=data)
         self.finished = True
-        log.debug("PutObject s3://%s/%s: %d bytes in one request, %.1f ms", self.bucket,
-                  self.key, len(data), (time.perf_counter() - self.started) * 1000)
+        log.debug(
+            "PutObject s3://%s/%s: %d bytes in one request, %.1f ms",
+            self.bucket,
+            self.key,
+            len(data),
+            (time.perf_counter() - self.started) * 1000,
+        )
 
     def _checksum_headers(self, data: bytes | bytearray) -> list[tuple[str, str]]:
         if self.crc is None:
@@ -91,12 +96,17 @@ class _Upload:
                 ("x-amz-checksum-type", "FULL_OBJECT"),
             ]
         response = self.crt.call(
-            "CreateMultipartUpload", "POST", self.bucket, self.key,
-            query={"uploads": ""}, headers=headers,
+            "CreateMultipartUpload",
+            "POST",
+            self.bucket,
+            self.key,
+            query={"uploads": ""},
+            headers=headers,
         )
         self.upload_id = _xml.parse_upload_id(response.body, self.bucket, self.key)
-        log.debug("CreateMultipartUpload s3://%s/%s: upload id %s", self.bucket, self.key,
-                  self.upload_id)
+        log.debug(
+            "CreateMultipartUpload s3://%s/%s: upload id %s", self.bucket, self.key, self.upload_id
+        )
 
     def send_part(self, data: bytes | bytearray) -> None:
         """Start uploading ``data`` as the next part; wait while too many are in flight."""
@@ -123,9 +133,14 @@ class _Upload:
         headers = [(self.crc.header, checksum)] if self.crc is not None and checksum else []
         assert self.upload_id is not None
         part.request, _ = self.crt.start(
-            "UploadPart", "PUT", self.bucket, self.key,
+            "UploadPart",
+            "PUT",
+            self.bucket,
+            self.key,
             query={"partNumber": str(part.number), "uploadId": self.upload_id},
-            headers=headers, body=data, on_done=self._part_done(part),
+            headers=headers,
+            body=data,
+            on_done=self._part_done(part),
         )
 
     def _part_done(self, part: _Part) -> Callable[[Future[Response]], None]:
@@ -168,13 +183,24 @@ class _Upload:
                 ("x-amz-checksum-type", "FULL_OBJECT"),
             ]
         self.crt.call(
-            "CompleteMultipartUpload", "POST", self.bucket, self.key,
-            query={"uploadId": self.upload_id}, headers=headers, body=body,
+            "CompleteMultipartUpload",
+            "POST",
+            self.bucket,
+            self.key,
+            query={"uploadId": self.upload_id},
+            headers=headers,
+            body=body,
         )
         self.finished = True
         elapsed = time.perf_counter() - self.started
-        log.debug("CompleteMultipartUpload s3://%s/%s: %d bytes in %d parts, %.1f ms",
-                  self.bucket, self.key, self.size, len(self.parts), elapsed * 1000)
+        log.debug(
+            "CompleteMultipartUpload s3://%s/%s: %d bytes in %d parts, %.1f ms",
+            self.bucket,
+            self.key,
+            self.size,
+            len(self.parts),
+            elapsed * 1000,
+        )
 
     def abort(self) -> None:
         """Cancel parts in flight and abort the multipart upload, if one was started."""
@@ -186,12 +212,19 @@ class _Upload:
                     part.request.cancel()
         self._wait_for_parts()
         self.crt.call(
-            "AbortMultipartUpload", "DELETE", self.bucket, self.key,
+            "AbortMultipartUpload",
+            "DELETE",
+            self.bucket,
+            self.key,
             query={"uploadId": self.upload_id},
         )
         self.finished = True
-        log.debug("AbortMultipartUpload s3://%s/%s: upload id %s aborted", self.bucket,
-                  self.key, self.upload_id)
+        log.debug(
+            "AbortMultipartUpload s3://%s/%s: upload id %s aborted",
+            self.bucket,
+            self.key,
+            self.upload_id,
+        )
 
 
 class S3Writer(io.BufferedIOBase):
@@ -241,7 +274,7 @@ class S3Writer(io.BufferedIOBase):
     def flush(self) -> None:
         """Nothing to do: parts go out as soon as they are full; ``close()`` sends the rest."""
 
-    def write(self, data: Any) -> int:  # type: ignore[override]
+    def write(self, data: Any) -> int:
         """Queue ``data`` (bytes, bytearray, memoryview or any buffer) for upload.
 
         Returns the number of bytes taken, always all of them. Blocks while the
@@ -327,8 +360,13 @@ class S3Writer(io.BufferedIOBase):
         try:
             self.abort()
         except Exception as error:
-            log.warning("could not abort the upload of s3://%s/%s: %s (upload id %s)",
-                        self.bucket, self.key, error, self._upload.upload_id)
+            log.warning(
+                "could not abort the upload of s3://%s/%s: %s (upload id %s)",
+                self.bucket,
+                self.key,
+                error,
+                self._upload.upload_id,
+            )
 
     def _mark_closed(self) -> None:
         self._done = True
@@ -352,8 +390,12 @@ class S3Writer(io.BufferedIOBase):
         # io.IOBase would close() (complete!) a forgotten writer; abort instead.
         if getattr(self, "_done", True):
             return
-        log.warning("S3Writer for s3://%s/%s was garbage-collected without close(); "
-                    "the upload was aborted and no object was written", self.bucket, self.key)
+        log.warning(
+            "S3Writer for s3://%s/%s was garbage-collected without close(); "
+            "the upload was aborted and no object was written",
+            self.bucket,
+            self.key,
+        )
         self._fail()
 
     def __reduce__(self) -> Any:
@@ -362,4 +404,3 @@ class S3Writer(io.BufferedIOBase):
     def __repr__(self) -> str:
         state = "closed" if self._done else f"{self._position} bytes written"
         return f"<S3Writer s3://{self.bucket}/{self.key} {state}>"
-

@@ -1,0 +1,73 @@
+"""The workspace's own rules: one lockstep version, exact sibling pins, PEP 420 layout."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PACKAGES = sorted((Path(__file__).resolve().parent.parent / "packages").glob("*/pyproject.toml"))
+
+
+def _project(path: Path) -> dict[str, Any]:
+    return tomllib.loads(path.read_text())["project"]  # type: ignore[no-any-return]
+
+
+def _names() -> set[str]:
+    return {_project(path)["name"] for path in PACKAGES}
+
+
+def test_there_are_packages() -> None:
+    assert "s3torch-client" in _names()
+
+
+def test_every_package_and_the_root_share_one_version(repo: Path) -> None:
+    versions = {path.parent.name: _project(path)["version"] for path in PACKAGES}
+    versions["<root>"] = _project(repo / "pyproject.toml")["version"]
+    versions["locals3"] = _project(repo / "tools/locals3/pyproject.toml")["version"]
+    assert len(set(versions.values())) == 1, versions
+    assert re.fullmatch(r"\d+\.\d+\.\d+([ab]\d+|rc\d+)?", next(iter(versions.values())))
+
+
+@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+def test_sibling_dependencies_are_pinned_exactly(pyproject: Path) -> None:
+    project = _project(pyproject)
+    version = project["version"]
+    requirements = list(project.get("dependencies", []))
+    for extra in project.get("optional-dependencies", {}).values():
+        requirements += extra
+    siblings = _names()
+    for requirement in requirements:
+        name = re.split(r"[\s\[<>=!~;]", requirement, maxsplit=1)[0]
+        if name in siblings:
+            assert requirement.replace(" ", "").startswith(f"{name}=={version}") or (
+                f"{name}[" in requirement and f"]=={version}" in requirement.replace(" ", "")
+            ), f"{pyproject.parent.name}: {requirement!r} must pin =={version}"
+
+
+@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+def test_packages_are_pep420_namespace_portions(pyproject: Path) -> None:
+    root = pyproject.parent
+    assert not (root / "src/s3torch/__init__.py").exists(), "s3torch/ must stay a namespace"
+    leaves = [p for p in (root / "src/s3torch").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert len(leaves) == 1, leaves
+    assert (leaves[0] / "__init__.py").is_file()
+    assert (leaves[0] / "py.typed").is_file()
+    assert (root / "README.md").is_file()
+    config = tomllib.loads(pyproject.read_text())
+    assert config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/s3torch"]
+
+
+def test_the_root_lists_every_member_as_a_workspace_source(repo: Path) -> None:
+    root = tomllib.loads((repo / "pyproject.toml").read_text())
+    sources = root["tool"]["uv"]["sources"]
+    for name in _names():
+        assert sources.get(name) == {"workspace": True}, name
