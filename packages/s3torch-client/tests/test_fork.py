@@ -186,3 +186,36 @@ def test_pickling_a_client_carries_only_its_configuration(s3_endpoint: str) -> N
         config,
         client.user_agent,
     )
+
+
+def test_streams_and_writers_inherited_across_fork_refuse_to_be_used(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(
+        tmp_path,
+        """
+        import time
+        stream = CLIENT.get_object_stream(BUCKET, "obj0")
+        writer = CLIENT.put_object(BUCKET, "from-parent")
+        writer.write(b"parent bytes")
+        pid = os.fork()
+        if pid == 0:
+            messages = []
+            for use in (stream.read, lambda: writer.write(b"x"), writer.close):
+                try:
+                    use()
+                except RuntimeError as error:
+                    messages.append("cannot be used in process" in str(error))
+            stream.close()  # allowed, and must not touch the parent's requests
+            os._exit(0 if messages == [True, True, True] else 5)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        writer.close()  # the parent still owns both
+        assert stream.read() == fetch("obj0")
+        assert fetch("from-parent") == b"parent bytes"
+        print("ok")
+        """,
+        s3_endpoint,
+        bucket,
+    )
+    assert out.strip() == "ok"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import platform
 import sys
 import time
@@ -194,6 +195,20 @@ class CrtClient:
             config.max_attempts,
             "unsigned" if config.unsigned else "signed",
         )
+
+    @property
+    def in_this_process(self) -> bool:
+        """Whether this is the process that made the client (its CRT threads live here)."""
+        return self.pid == os.getpid()
+
+    def require_this_process(self, what: str) -> None:
+        """Refuse to touch CRT objects inherited across ``fork``: they would hang forever."""
+        if self.pid != os.getpid():
+            raise RuntimeError(
+                f"{what} was opened in process {self.pid} and cannot be used in process "
+                f"{os.getpid()} after fork; open it again in this process (the S3Client "
+                "itself works in both)"
+            )
 
     def http_request(
         self,

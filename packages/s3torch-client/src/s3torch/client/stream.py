@@ -365,6 +365,7 @@ class _Download:
     # ---------------------------------------------------------------- consuming
     def next_chunk(self) -> bytes | None:
         """Block for the next chunk in order; None at the end."""
+        self.crt.require_this_process(f"the ObjectStream of s3://{self.bucket}/{self.key}")
         self.pump()
         with self.cond:
             while True:
@@ -427,6 +428,7 @@ class _Download:
             self.started = 0.0
 
     def wait_for_metadata(self) -> None:
+        self.crt.require_this_process(f"the ObjectStream of s3://{self.bucket}/{self.key}")
         self.pump()
         with self.cond:
             while self.metadata is None and self.end is None:
@@ -439,6 +441,11 @@ class _Download:
                 self.cond.wait()
 
     def close(self) -> None:
+        if not self.crt.in_this_process:
+            # Inherited across fork: its requests belong to the parent. Touching
+            # them here (even to cancel) would wait forever on absent threads.
+            self.closed = True
+            return
         with self.cond:
             if self.closed:
                 return

@@ -286,6 +286,7 @@ class S3Writer(io.BufferedIOBase):
         """
         if self._done:
             raise ValueError(f"write to a closed S3Writer (s3://{self.bucket}/{self.key})")
+        self._require_this_process()
         view = memoryview(data)
         if not view.c_contiguous:
             view = memoryview(view.tobytes())
@@ -327,6 +328,7 @@ class S3Writer(io.BufferedIOBase):
         """
         if self._done:
             return
+        self._require_this_process()
         upload = self._upload
         try:
             if upload.upload_id is None:
@@ -349,6 +351,7 @@ class S3Writer(io.BufferedIOBase):
         """
         if self._done:
             return
+        self._require_this_process()
         self._buffer = bytearray()
         try:
             self._upload.abort()
@@ -367,6 +370,9 @@ class S3Writer(io.BufferedIOBase):
                 error,
                 self._upload.upload_id,
             )
+
+    def _require_this_process(self) -> None:
+        self._upload.crt.require_this_process(f"the S3Writer of s3://{self.bucket}/{self.key}")
 
     def _mark_closed(self) -> None:
         self._done = True
@@ -390,6 +396,8 @@ class S3Writer(io.BufferedIOBase):
         # io.IOBase would close() (complete!) a forgotten writer; abort instead.
         if getattr(self, "_done", True):
             return
+        if not self._upload.crt.in_this_process:
+            return  # inherited across fork: the parent owns (and finishes) this upload
         log.warning(
             "S3Writer for s3://%s/%s was garbage-collected without close(); "
             "the upload was aborted and no object was written",
