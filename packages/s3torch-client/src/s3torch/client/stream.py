@@ -219,6 +219,7 @@ class _Download:
         with self.cond:
             if self.metadata is None:
                 self._learn_from_first_response(window, status, headers)
+                self.pump()  # the size is known: start reading ahead at once
 
     def _learn_from_first_response(self, window: _Window, status: int, headers: Headers) -> None:
         self.metadata = headers
@@ -247,6 +248,9 @@ class _Download:
 
     def _on_done(self, window: _Window, error: BaseException | None) -> None:
         with self.cond:
+            # The native request holds our callbacks; dropping it breaks a cycle
+            # (window -> request -> callback -> window) the collector cannot see.
+            window.request = None
             if self.closed:
                 return
             if error is not None:

@@ -151,6 +151,9 @@ class _Upload:
                 self.charged -= part.size
                 self.crt.budget.release(part.size)
                 part.done = True
+                # The native request holds our callbacks (and the part's body);
+                # dropping it here breaks a cycle the garbage collector cannot see.
+                part.request = None
                 if error is not None:
                     if self.error is None:
                         self.error = error

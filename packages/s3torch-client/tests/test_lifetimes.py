@@ -1,0 +1,68 @@
+"""Finished transfers free everything: no cycle through awscrt's native requests.
+
+awscrt's native request holds our callbacks, which the garbage collector cannot
+see; a transfer that kept its request would keep its bodies alive for good
+(1 GiB per 1 GiB upload, before this was fixed).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from s3torch.client import S3Client
+
+PART = 5 * 1024 * 1024
+
+
+def _collected(ref: weakref.ref[Any], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # cancelled requests finish on CRT threads
+        gc.collect()
+        if ref() is None:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("size", [10, 3 * PART])
+def test_uploads_are_collected_after_close_and_after_abort(
+    small_part_client: S3Client, bucket: str, size: int
+) -> None:
+    writer = small_part_client.put_object(bucket, "done")
+    writer.write(os.urandom(size))
+    writer.close()
+    closed = weakref.ref(writer._upload)
+    writer = small_part_client.put_object(bucket, "aborted")
+    writer.write(os.urandom(size))
+    writer.abort()
+    aborted = weakref.ref(writer._upload)
+    del writer
+    assert _collected(closed)
+    assert _collected(aborted)
+
+
+@pytest.mark.parametrize(
+    "consume",
+    [lambda s: s.read(), lambda s: (s.read(1), s.close())],
+    ids=["read-to-the-end", "closed-early"],
+)
+def test_downloads_are_collected(
+    small_part_client: S3Client,
+    bucket: str,
+    upload: Callable[..., bytes],
+    consume: Callable[[Any], Any],
+) -> None:
+    upload("obj", 4 * PART)
+    stream = small_part_client.get_object_stream(bucket, "obj")
+    consume(stream)
+    ref = weakref.ref(stream._download)
+    del stream
+    assert _collected(ref)
+    assert small_part_client._client().budget.in_use == 0
