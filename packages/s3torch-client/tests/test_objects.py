@@ -159,3 +159,41 @@ def test_copy_of_a_missing_source_is_not_found(client: S3Client, bucket: str) ->
 def test_bad_names_fail_before_any_request(client: S3Client, call: Any, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         call(client)
+
+
+def test_listing_runs_at_most_two_pages_ahead_of_the_reader(
+    make_client: Any, fault_proxy: Any, boto3_s3: Any, bucket: str
+) -> None:
+    import time
+
+    _put_many(boto3_s3, bucket, [f"k{i:03d}" for i in range(50)])
+    client = make_client(endpoint=fault_proxy.endpoint)
+
+    def list_requests() -> int:
+        return sum("list-type=2" in r.path for r in fault_proxy.seen)
+
+    listing = client.list_objects(bucket, max_keys=5)  # ten pages
+    time.sleep(1.0)
+    assert list_requests() == 2  # the first page, and the one after it
+    first = next(listing)
+    time.sleep(1.0)
+    assert list_requests() == 3
+    rest = list(listing)
+    assert [o.key for page in [first, *rest] for o in page.objects] == [
+        f"k{i:03d}" for i in range(50)
+    ]
+    assert list_requests() == 10
+
+
+def test_continuation_tokens_are_read_from_the_raw_page() -> None:
+    from s3torch.client.listing import next_token
+
+    page = (
+        b"<ListBucketResult><IsTruncated>true</IsTruncated>"
+        b"<NextContinuationToken>a+b/c=&amp;d&#39;&#x41;</NextContinuationToken></ListBucketResult>"
+    )
+    assert next_token(page) == "a+b/c=&d'A"  # SeaweedFS's tokens are escaped keys
+    assert next_token(page.replace(b"true", b"false")) is None
+    assert (
+        next_token(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>") is None
+    )

@@ -58,6 +58,7 @@ class SeaweedFSServer:
         self.port = 0
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._ports: list[int] = []
 
     @property
     def endpoint(self) -> str:
@@ -83,8 +84,10 @@ class SeaweedFSServer:
             if port not in ports:
                 ports.append(port)
         master, volume, filer, self.port = ports
+        self._ports = ports
         command = [
             weed_binary(),
+            f"-logdir={root}",  # glog would write its files to /tmp
             "server",
             "-ip=127.0.0.1",
             "-ip.bind=127.0.0.1",
@@ -149,6 +152,13 @@ class SeaweedFSServer:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+        # weed leaves unix sockets named after its ports in /tmp, whatever TMPDIR says.
+        for port in self._ports:
+            for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+                socket_file.unlink(missing_ok=True)
+            for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
+                socket_file.unlink(missing_ok=True)
+        self._ports = []
 
     def __enter__(self) -> SeaweedFSServer:
         return self.start()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, urlencode, urlsplit
 
 _REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)+")
@@ -25,6 +26,11 @@ class Endpoint:
     host: str
     port: int | None
     force_path_style: bool
+    always_path_style: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        always = self.force_path_style or _is_ip_or_localhost(self.host)
+        object.__setattr__(self, "always_path_style", always)
 
     @property
     def tls(self) -> bool:
@@ -40,25 +46,25 @@ class Endpoint:
         return f"{self.scheme}://{self.authority}"
 
     def path_style_for(self, bucket: str) -> bool:
-        if self.force_path_style or _is_ip_or_localhost(self.host):
-            return True
-        return not _DNS_BUCKET.fullmatch(bucket)
+        return self.always_path_style or not _DNS_BUCKET.fullmatch(bucket)
+
+    @lru_cache(maxsize=256)  # noqa: B019 - endpoints live as long as their clients
+    def addressing(self, bucket: str | None) -> tuple[str, str]:
+        """``(Host header, path prefix)`` of requests to ``bucket`` (None: the service)."""
+        if bucket is None:
+            return self.authority, ""
+        if self.path_style_for(bucket):
+            return self.authority, f"/{bucket}"
+        return f"{bucket}.{self.authority}", ""
 
     def host_header(self, bucket: str | None) -> str:
         """The ``Host`` header (and connection target) for a request to ``bucket``."""
-        if bucket is None or self.path_style_for(bucket):
-            return self.authority
-        return f"{bucket}.{self.authority}"
+        return self.addressing(bucket)[0]
 
     def path(self, bucket: str | None, key: str = "", query: dict[str, str] | None = None) -> str:
         """The request path: percent-encoded key, then the query string."""
-        encoded_key = quote(key, safe="/~")
-        if bucket is None:
-            path = "/"
-        elif self.path_style_for(bucket):
-            path = f"/{bucket}/{encoded_key}" if key else f"/{bucket}"
-        else:
-            path = f"/{encoded_key}"
+        prefix = self.addressing(bucket)[1]
+        path = f"{prefix}/{quote(key, safe='/~')}" if key or not prefix else prefix
         if query:
             path = f"{path}?{encode_query(query)}"
         return path

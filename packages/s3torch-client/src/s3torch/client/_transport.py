@@ -160,6 +160,8 @@ class CrtClient:
         self.endpoint = endpoint
         self.config = config
         self.budget = MemoryBudget(config.memory_limit)
+        self.readahead_parts = config.readahead_parts
+        self.upload_parts_in_flight = config.upload_parts_in_flight
         self._base_headers: Headers = [("User-Agent", user_agent_header)]
         if config.requester_pays:
             self._base_headers.append(("x-amz-request-payer", "requester"))
@@ -220,9 +222,8 @@ class CrtClient:
         headers: Sequence[tuple[str, str]] = (),
         body: Any = None,
     ) -> HttpRequest:
-        all_headers = HttpHeaders(
-            [("Host", self.endpoint.host_header(bucket)), *self._base_headers, *headers]
-        )
+        host = self.endpoint.host_header(bucket)
+        all_headers = HttpHeaders([("Host", host), *self._base_headers, *headers])
         return HttpRequest(method, self.endpoint.path(bucket, key, query), all_headers, body)
 
     def make_request(self, *, type: int, request: HttpRequest, **kwargs: Any) -> S3Request:

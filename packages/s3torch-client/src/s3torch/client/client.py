@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import Future
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +16,8 @@ from ._endpoint import Endpoint, parse_endpoint, validate_region
 from ._transport import COPY_OBJECT, CrtClient, Response, user_agent
 from .config import S3ClientConfig
 from .errors import S3Exception
-from .models import ListObjectsPage, ObjectInfo, parse_http_date
+from .listing import ObjectListing
+from .models import ObjectInfo, parse_http_date
 from .stream import ObjectStream
 from .uri import validate_bucket, validate_key
 from .writer import S3Writer
@@ -185,11 +186,11 @@ class S3Client:
 
     def list_objects(
         self, bucket: str, prefix: str = "", delimiter: str = "", max_keys: int = 1000
-    ) -> Iterator[ListObjectsPage]:
+    ) -> ObjectListing:
         """List ``bucket`` page by page (ListObjectsV2), in key order.
 
-        Lazy: the first page is requested now, each following page as soon as
-        the one before it is handed to you, so fetching overlaps your work.
+        Lazy and pipelined: the first page is requested now, and each next page
+        as soon as the one before it arrives, at most two pages ahead of you.
 
         Args:
             prefix: Only keys starting with this.
@@ -203,7 +204,7 @@ class S3Client:
         validate_bucket(bucket)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 1000:
             raise ValueError(f"max_keys must be an int from 1 to 1000, got {max_keys!r}")
-        return _Listing(self._client(), bucket, prefix, delimiter, max_keys)
+        return ObjectListing(self._client(), bucket, prefix, delimiter, max_keys)
 
     def delete_object(self, bucket: str, key: str) -> None:
         """Delete ``s3://bucket/key``. Deleting a key that does not exist succeeds."""
@@ -287,39 +288,6 @@ class S3Client:
                 headers=headers,
                 request_type=COPY_OBJECT,
             )
-
-
-class _Listing(Iterator[ListObjectsPage]):
-    """Pages of one ListObjectsV2 walk, each fetched while the previous one is used."""
-
-    def __init__(
-        self, crt: CrtClient, bucket: str, prefix: str, delimiter: str, max_keys: int
-    ) -> None:
-        self._crt = crt
-        self._bucket = bucket
-        self._prefix = prefix
-        self._delimiter = delimiter
-        self._max_keys = max_keys
-        self._next: Future[Response] | None = self._request(None)
-
-    def _request(self, token: str | None) -> Future[Response]:
-        query = {"list-type": "2", "encoding-type": "url", "max-keys": str(self._max_keys)}
-        if self._prefix:
-            query["prefix"] = self._prefix
-        if self._delimiter:
-            query["delimiter"] = self._delimiter
-        if token:
-            query["continuation-token"] = token
-        _, future = self._crt.start("ListObjectsV2", "GET", self._bucket, query=query)
-        return future
-
-    def __next__(self) -> ListObjectsPage:
-        if self._next is None:
-            raise StopIteration
-        response = self._next.result()
-        page, token = _xml.parse_list_objects(response.body, self._bucket)
-        self._next = self._request(token) if token else None
-        return page
 
 
 def _object_info(bucket: str, key: str, response: Response) -> ObjectInfo:

@@ -22,7 +22,6 @@ import logging
 import re
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -86,7 +85,7 @@ class _Download:
         self.start = start
         self.requested_end = end
         self.window_size = config.part_size
-        self.readahead = config.readahead_parts
+        self.readahead = crt.readahead_parts
         self.cond = threading.Condition(threading.RLock())
         self.windows: deque[_Window] = deque()
         self.next_offset = start
@@ -179,8 +178,8 @@ class _Download:
         log.debug("GetObject s3://%s/%s bytes %d-%d started", self.bucket, self.key, start, end - 1)
         try:
             window.request = self.crt.make_request(
-                type=S3RequestType.DEFAULT,
-                operation_name="GetObject",
+                type=S3RequestType.DEFAULT if whole_object else S3RequestType.GET_OBJECT,
+                operation_name="GetObject" if whole_object else None,
                 request=self.crt.http_request("GET", self.bucket, self.key, headers=headers),
                 on_headers=lambda status_code, headers, **_: self._on_headers(
                     window, status_code, headers
@@ -193,14 +192,17 @@ class _Download:
             window.done = True
             self._fail(window.error)
 
+    def _sums_windows(self) -> bool:
+        """Whether windows are summed: only a multi-window whole-object download is validated.
+
+        The extent is known before any body arrives (from the caller, or from the
+        first response's headers), and never changes after.
+        """
+        return self.crc is not None and self.end is not None and self.end > self.window_size
+
     def _maybe_start_head(self) -> None:
         """For a multi-window whole-object download, ask for the full-object checksum."""
-        if (
-            self.crc is None
-            or self.head_state != "none"
-            or self.end is None
-            or self.end <= self.window_size
-        ):
+        if self.head_state != "none" or not self._sums_windows():
             return
         self.head_state = "pending"
         self.crt.start(
@@ -223,13 +225,14 @@ class _Download:
 
     def _learn_from_first_response(self, window: _Window, status: int, headers: Headers) -> None:
         self.metadata = headers
-        self.etag = self.etag or header(headers, "ETag")
+        named = {name.lower(): value for name, value in headers}
+        self.etag = self.etag or named.get("etag")
         if status == 206:
-            match = _CONTENT_RANGE.fullmatch(header(headers, "Content-Range") or "")
+            match = _CONTENT_RANGE.fullmatch(named.get("content-range", ""))
             if match and match.group(3) != "*":
                 self._set_extent(int(match.group(3)))
         else:  # 200: the whole object
-            self._set_extent(int(header(headers, "Content-Length") or 0))
+            self._set_extent(int(named.get("content-length") or 0))
             window.end = window.start + (self.object_size or 0)
         if self.end is not None and window.end > self.end:
             window.end = self.end
@@ -243,8 +246,8 @@ class _Download:
             window.received += len(chunk)
         # Sum outside the lock, in parallel with the other windows. Chunks of
         # one request arrive in order on one thread, so this stays sequential.
-        if self.crc is not None and not window.whole_object:
-            window.crc = self.crc.update(chunk, window.crc)
+        if self._sums_windows() and not window.whole_object:
+            window.crc = self.crc.update(chunk, window.crc)  # type: ignore[union-attr]
 
     def _on_done(self, window: _Window, error: BaseException | None) -> None:
         with self.cond:
@@ -270,7 +273,6 @@ class _Download:
             if window.error is not None:
                 self._fail(window.error)
             self.cond.notify_all()
-        self.pump()
 
     def _window_failed(self, window: _Window, error: BaseException) -> None:
         if (
@@ -370,7 +372,8 @@ class _Download:
     def next_chunk(self) -> bytes | None:
         """Block for the next chunk in order; None at the end."""
         self.crt.require_this_process(f"the ObjectStream of s3://{self.bucket}/{self.key}")
-        self.pump()
+        if not self.first_issued:
+            self.pump()
         with self.cond:
             while True:
                 if self.closed:
@@ -401,8 +404,8 @@ class _Download:
         self.windows.popleft()
         self.crt.budget.release(window.charged)
         length = window.end - window.start
-        if self.crc is not None and not window.whole_object:
-            self.consumed_crc = self.crc.combine(self.consumed_crc, window.crc, length)
+        if self._sums_windows() and not window.whole_object:
+            self.consumed_crc = self.crc.combine(self.consumed_crc, window.crc, length)  # type: ignore[union-attr]
         self.consumed += length
         self.cond.notify_all()
         # Room in the read-ahead: start the next window without waiting.
@@ -495,7 +498,6 @@ class ObjectStream:
         self._download = _Download(crt, bucket, key, start, end, object_size, etag)
         self._pending: memoryview | None = None
         self._position = start
-        self._finalizer = weakref.finalize(self, self._download.close)
         self._download.pump()
 
     # ---------------------------------------------------------------- metadata
@@ -615,7 +617,14 @@ class ObjectStream:
     def close(self) -> None:
         """Cancel whatever is still in flight and free its memory. Idempotent."""
         self._pending = None
-        self._finalizer()
+        self._download.close()
+
+    def __del__(self) -> None:
+        # The CRT callbacks hold the download state, never the stream: dropping
+        # an unfinished stream cancels its requests instead of leaking them.
+        download = getattr(self, "_download", None)
+        if download is not None:
+            download.close()
 
     def __enter__(self) -> ObjectStream:
         return self

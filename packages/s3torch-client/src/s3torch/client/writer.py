@@ -55,7 +55,7 @@ class _Upload:
         self.bucket = bucket
         self.key = key
         self.part_size = crt.config.part_size
-        self.max_in_flight = crt.config.upload_parts_in_flight
+        self.max_in_flight = crt.upload_parts_in_flight
         algorithm = crt.config.checksum_algorithm
         self.crc: Crc | None = ALGORITHMS[algorithm] if algorithm else None
         self.cond = threading.Condition()
@@ -108,7 +108,7 @@ class _Upload:
             "CreateMultipartUpload s3://%s/%s: upload id %s", self.bucket, self.key, self.upload_id
         )
 
-    def send_part(self, data: bytes | bytearray) -> None:
+    def send_part(self, data: bytes | bytearray | memoryview) -> None:
         """Start uploading ``data`` as the next part; wait while too many are in flight."""
         if self.upload_id is None:
             self._create()
@@ -294,6 +294,9 @@ class S3Writer(io.BufferedIOBase):
         if not view.c_contiguous:
             view = memoryview(view.tobytes())
         view = view.cast("B")
+        # Parts cut from an immutable bytes object can be sent as views of it;
+        # anything mutable is copied, since the caller may reuse it.
+        immutable = isinstance(view.obj, bytes)
         total = len(view)
         try:
             part_size = self._upload.part_size
@@ -305,8 +308,9 @@ class S3Writer(io.BufferedIOBase):
                     full, self._buffer = self._buffer, bytearray()
                     self._send(full)
                 if not self._buffer and total - offset > part_size:
-                    # A whole part straight from the caller's memory: one copy.
-                    self._send(bytes(view[offset : offset + part_size]))
+                    # A whole part straight from the caller's memory: at most one copy.
+                    part = view[offset : offset + part_size]
+                    self._send(part if immutable else bytes(part))
                     offset += part_size
                     continue
                 take = min(part_size - len(self._buffer), total - offset)
@@ -318,7 +322,7 @@ class S3Writer(io.BufferedIOBase):
         self._position += total
         return total
 
-    def _send(self, part: bytes | bytearray) -> None:
+    def _send(self, part: bytes | bytearray | memoryview) -> None:
         self._upload.send_part(part)
 
     # ---------------------------------------------------------------- lifetime

@@ -1,0 +1,96 @@
+"""Listing: ListObjectsV2 pages, fetched ahead of the reader.
+
+Continuation tokens make a listing sequential, so the only way to go faster is
+never to leave the server idle: as soon as a page arrives, its token is picked
+out of the raw response and the next page is requested, while the reader is
+still parsing and using the one before. At most two pages run ahead.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import xml.etree.ElementTree as ET
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+from . import _xml
+from ._transport import CrtClient, Response
+from .models import ListObjectsPage
+
+__all__ = ["ObjectListing"]
+
+PAGES_AHEAD = 2
+_TOKEN = re.compile(rb"<NextContinuationToken>([^<]+)</NextContinuationToken>")
+_TRUNCATED = re.compile(rb"<IsTruncated>\s*true\s*</IsTruncated>", re.IGNORECASE)
+
+
+def next_token(body: bytes) -> str | None:
+    """The continuation token of a ListObjectsV2 page, or None on the last page."""
+    if not _TRUNCATED.search(body):
+        return None
+    match = _TOKEN.search(body)
+    if match is None:
+        return None
+    # Decode it as XML (entities and character references alike, e.g. &#39;).
+    return ET.fromstring(b"<t>" + match.group(1) + b"</t>").text
+
+
+class ObjectListing(Iterator[ListObjectsPage]):
+    """The pages of one listing, in key order (made by :meth:`S3Client.list_objects`)."""
+
+    def __init__(
+        self, crt: CrtClient, bucket: str, prefix: str, delimiter: str, max_keys: int
+    ) -> None:
+        self._crt = crt
+        self._bucket = bucket
+        self._query = {"list-type": "2", "encoding-type": "url", "max-keys": str(max_keys)}
+        if prefix:
+            self._query["prefix"] = prefix
+        if delimiter:
+            self._query["delimiter"] = delimiter
+        self._lock = threading.RLock()
+        self._requested: deque[Future[Response]] = deque()
+        self._held_token: str | None = None  # a next page not requested yet (too far ahead)
+        with self._lock:
+            self._request(None)
+
+    def _request(self, token: str | None) -> None:
+        query = dict(self._query)
+        if token:
+            query["continuation-token"] = token
+        _, future = self._crt.start(
+            "ListObjectsV2", "GET", self._bucket, query=query, on_done=self._arrived
+        )
+        self._requested.append(future)
+
+    def _arrived(self, future: Future[Response]) -> None:
+        """On a CRT thread: a page came back; ask for the next one if there is room."""
+        if future.exception() is not None:
+            return  # the reader raises it when it gets there
+        token = next_token(future.result().body)
+        if token is None:
+            return
+        with self._lock:
+            if len(self._requested) < PAGES_AHEAD:
+                self._request(token)
+            else:
+                self._held_token = token
+
+    def __next__(self) -> ListObjectsPage:
+        with self._lock:
+            if not self._requested:
+                raise StopIteration
+            future = self._requested[0]
+        response = future.result()  # raises the S3Exception of a failed page
+        page, _ = _xml.parse_list_objects(response.body, self._bucket)
+        with self._lock:
+            self._requested.popleft()
+            if self._held_token is not None:
+                token, self._held_token = self._held_token, None
+                self._request(token)
+        return page
+
+    def __iter__(self) -> ObjectListing:
+        return self
