@@ -73,44 +73,22 @@ def test_fork_pool_workers_use_the_parents_client(
     assert out.startswith("ok ")
 
 
-def test_spawn_workers_get_the_client_by_pickle(
-    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_spawned_workers_get_the_client_by_pickle(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes], start_method: str
 ) -> None:
     out = _run(
         tmp_path,
-        """
+        f"""
         def work(args):
             client, key = args
             return fetch(key, client)
 
         if __name__ == "__main__":
             fetch("obj1")
-            with multiprocessing.get_context("spawn").Pool(2) as pool:
-                results = pool.map(work, [(CLIENT, f"obj{i}") for i in range(4)])
-            assert results == [fetch(f"obj{i}") for i in range(4)]
-            print("ok")
-    """,
-        s3_endpoint,
-        bucket,
-    )
-    assert out.strip() == "ok"
-
-
-def test_forkserver_workers_work(
-    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
-) -> None:
-    out = _run(
-        tmp_path,
-        """
-        def work(args):
-            client, key = args
-            return fetch(key, client)
-
-        if __name__ == "__main__":
-            fetch("obj2")
-            with multiprocessing.get_context("forkserver").Pool(2) as pool:
-                assert pool.map(work, [(CLIENT, "obj2"), (CLIENT, "obj3")]) == [
-                    fetch("obj2"), fetch("obj3")]
+            with multiprocessing.get_context("{start_method}").Pool(2) as pool:
+                results = pool.map(work, [(CLIENT, f"obj{{i}}") for i in range(4)])
+            assert results == [fetch(f"obj{{i}}") for i in range(4)]
             print("ok")
     """,
         s3_endpoint,
