@@ -1,0 +1,229 @@
+"""The benchmark cases: what is timed, in which unit, and how the result is checked.
+
+A worker builds one case for one client adapter, then calls ``setup`` and
+``warm_up`` (untimed; the warm-up checks content, not only lengths), ``run``
+once per timed repetition (which checks lengths and counts, so a client cannot
+return less than asked for), and ``teardown``, whose dict goes into the
+worker's result for checks the parent makes afterwards.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from . import GiB, KiB, MiB
+from .adapters import Blob, ClientAdapter, Consumer
+from .payload import combined_digest, payload, sha256
+from .workload import Workload
+
+_PUT_SEED = 2
+
+
+class VerificationError(RuntimeError):
+    """A client returned the wrong bytes, length or count."""
+
+
+def human_size(size: int) -> str:
+    """``1073741824`` -> ``"1 GiB"``, ``102400`` -> ``"100 KiB"``."""
+    for unit, name in ((GiB, "GiB"), (MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} B"
+
+
+def expect(what: str, actual: object, expected: object) -> None:
+    """Raise :class:`VerificationError` unless ``actual == expected``."""
+    if actual != expected:
+        raise VerificationError(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+class Case(ABC):
+    """One benchmark case bound to one client and the shared workload."""
+
+    name: ClassVar[str]
+    """Name used on the command line and in the JSON."""
+    unit: ClassVar[str]
+    """Unit of the reported rate."""
+    dataset: ClassVar[str | None] = None
+    """Prepared data this case reads: ``"big"``, ``"small"``, ``"list"`` or None."""
+
+    def __init__(self, adapter: ClientAdapter, workload: Workload) -> None:
+        self.adapter = adapter
+        self.workload = workload
+
+    @classmethod
+    @abstractmethod
+    def title(cls, workload: Workload) -> str:
+        """What the case does, for the table."""
+
+    @classmethod
+    @abstractmethod
+    def amount(cls, workload: Workload) -> float:
+        """Work per repetition, in the numerator of ``unit`` (MiB, objects, keys)."""
+
+    @classmethod
+    def bytes_moved(cls, workload: Workload) -> int:
+        """Payload bytes per repetition (0 where bytes are not the point)."""
+        return 0
+
+    def setup(self) -> None:  # noqa: B027 - an optional hook, not abstract
+        """Untimed preparation inside the worker."""
+
+    def warm_up(self) -> None:
+        """One untimed run; checks content where the case reads data."""
+        self.run()
+
+    @abstractmethod
+    def run(self) -> None:
+        """One timed repetition; raises :class:`VerificationError` on a wrong result."""
+
+    def teardown(self) -> dict[str, Any]:
+        """Free what ``setup`` made; returns facts for the parent's checks."""
+        return {}
+
+
+class GetBig(Case):
+    """GET one large object into memory."""
+
+    name = "get_big"
+    unit = "MiB/s"
+    dataset = "big"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return f"GET {human_size(workload.big_size)} into memory"
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return workload.big_size / MiB
+
+    @classmethod
+    def bytes_moved(cls, workload: Workload) -> int:
+        return workload.big_size
+
+    def _get(self) -> Blob:
+        data = self.adapter.get_object(self.workload.bucket, self.workload.big_key)
+        expect("downloaded length", len(data), self.workload.big_size)
+        return data
+
+    def warm_up(self) -> None:
+        expect("SHA-256 of the download", sha256(self._get()), self.workload.big_sha256)
+
+    def run(self) -> None:
+        self._get()
+
+
+class PutBig(Case):
+    """PUT one large in-memory ``bytes`` object, written in one call."""
+
+    name = "put_big"
+    unit = "MiB/s"
+
+    def __init__(self, adapter: ClientAdapter, workload: Workload) -> None:
+        super().__init__(adapter, workload)
+        self._data = b""
+        self._digest = ""
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return f"PUT {human_size(workload.big_size)} from memory"
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return workload.big_size / MiB
+
+    @classmethod
+    def bytes_moved(cls, workload: Workload) -> int:
+        return workload.big_size
+
+    def setup(self) -> None:
+        self._data = payload(self.workload.big_size, seed=_PUT_SEED)
+        self._digest = sha256(self._data)
+
+    def run(self) -> None:
+        key = self.workload.put_key(self.adapter.name)
+        self.adapter.put_object(self.workload.bucket, key, self._data)
+
+    def teardown(self) -> dict[str, Any]:
+        uploaded = {
+            "key": self.workload.put_key(self.adapter.name),
+            "size": len(self._data),
+            "sha256": self._digest,
+        }
+        self._data = b""
+        return {"uploaded": uploaded}
+
+
+class GetSmall(Case):
+    """GET many small objects, a fixed number in flight."""
+
+    name = "get_small"
+    unit = "obj/s"
+    dataset = "small"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return (
+            f"{workload.small_count:,} x {human_size(workload.small_size)} GET, "
+            f"{workload.in_flight} in flight"
+        )
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return float(workload.small_count)
+
+    @classmethod
+    def bytes_moved(cls, workload: Workload) -> int:
+        return workload.small_count * workload.small_size
+
+    def warm_up(self) -> None:
+        digests: list[str] = []
+
+        def consume(key: str, data: Blob) -> None:
+            expect(f"length of {key}", len(data), self.workload.small_size)
+            digests.append(sha256(data))
+
+        self._fetch(consume)
+        expect("objects downloaded", len(digests), self.workload.small_count)
+        expect("combined SHA-256", combined_digest(digests), self.workload.small_digest)
+
+    def run(self) -> None:
+        sizes: list[int] = []
+        self._fetch(lambda key, data: sizes.append(len(data)))
+        expect("objects downloaded", len(sizes), self.workload.small_count)
+        expect("bytes downloaded", sum(sizes), self.bytes_moved(self.workload))
+
+    def _fetch(self, consume: Consumer) -> None:
+        workload = self.workload
+        keys = workload.small_keys()
+        self.adapter.get_objects(workload.bucket, keys, workload.in_flight, consume)
+
+
+class ListKeys(Case):
+    """List every key under a prefix (ListObjectsV2, 1,000 keys a page)."""
+
+    name = "list"
+    unit = "keys/s"
+    dataset = "list"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return f"list {workload.list_count:,} keys"
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return float(workload.list_count)
+
+    def _list(self) -> list[str]:
+        return self.adapter.list_keys(self.workload.bucket, self.workload.list_prefix)
+
+    def warm_up(self) -> None:
+        expect("listed keys", self._list(), self.workload.list_keys())
+
+    def run(self) -> None:
+        expect("keys listed", len(self._list()), self.workload.list_count)
+
+
+CASES: dict[str, type[Case]] = {case.name: case for case in (GetBig, PutBig, GetSmall, ListKeys)}
+"""Every case, by name, in table order."""

@@ -1,0 +1,71 @@
+"""Wall time, CPU time and memory of the current (worker) process.
+
+CPU time is ``getrusage(RUSAGE_SELF)`` user + system: every thread of the
+process, the client's native threads included. Peak RSS is the kernel's
+high-water mark for this process (``VmHWM``). ``ru_maxrss`` is reported too,
+but on Linux it starts from the parent's peak when a process is spawned (the
+old address space's high-water mark is carried across ``exec``), so it can
+show the parent's memory instead of the worker's.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from . import KiB, MiB
+
+_STATUS = Path("/proc/self/status")
+
+
+@dataclass(frozen=True)
+class Repetition:
+    """One timed run of a case."""
+
+    wall_s: float
+    cpu_s: float
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds used so far by all threads of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def rss_mib() -> float:
+    """Current resident set size, in MiB."""
+    return float(psutil.Process().memory_info().rss) / MiB
+
+
+def ru_maxrss_mib() -> float:
+    """``getrusage`` peak RSS, in MiB (may include the parent's peak; see module doc)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MiB if sys.platform == "darwin" else peak * KiB / MiB
+
+
+def peak_rss_mib() -> float:
+    """This process's own peak RSS since it started, in MiB."""
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * KiB / MiB
+    except OSError:
+        pass
+    return ru_maxrss_mib()
+
+
+def timed(operation: Callable[[], None]) -> Repetition:
+    """Run ``operation`` once; garbage is collected before, outside the timing."""
+    gc.collect()
+    cpu_before = cpu_seconds()
+    start = time.perf_counter()
+    operation()
+    wall = time.perf_counter() - start
+    return Repetition(wall_s=wall, cpu_s=cpu_seconds() - cpu_before)
