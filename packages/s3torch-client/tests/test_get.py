@@ -248,3 +248,25 @@ def test_streams_do_not_pickle(client: S3Client, bucket: str, upload: Callable[.
         pickle.dumps(stream)
     stream.close()
     assert isinstance(S3Exception, type)
+
+
+def test_skip_moves_forward_without_returning_bytes(
+    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    data = upload("obj", 2 * PART + 10)
+    stream = small_part_client.get_object_stream(bucket, "obj")
+    assert stream.read(5) == data[:5]
+    assert stream.skip(PART) == PART
+    assert stream.position == PART + 5
+    assert stream.read(7) == data[PART + 5 : PART + 12]
+    assert stream.skip(10 * PART) == len(data) - PART - 12
+    assert stream.read() == b""
+
+
+def test_read_never_allocates_more_than_what_remains(
+    client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    data = upload("obj", 1000)
+    stream = client.get_object_stream(bucket, "obj")
+    assert stream.read(1 << 40) == data  # a 1 TiB request on a 1000-byte object
+    assert client.get_object_stream(bucket, "obj", start=10, end=20).read(1 << 40) == data[10:20]

@@ -62,7 +62,7 @@ class ClientAdapter(ABC):
 
 
 class S3TorchAdapter(ClientAdapter):
-    """s3torch (ours): streams read into caller buffers; one thread keeps many in flight."""
+    """s3torch (ours): ``get_object_stream(...).read()``; one thread keeps many in flight."""
 
     name = "s3torch"
     distribution = "s3torch-client"
@@ -75,11 +75,7 @@ class S3TorchAdapter(ClientAdapter):
 
     def get_object(self, bucket: str, key: str) -> Blob:
         with self._client.get_object_stream(bucket, key) as stream:
-            buffer = bytearray(stream.object_info.size)
-            count = stream.readinto(buffer)
-        if count != len(buffer):
-            del buffer[count:]
-        return buffer
+            return stream.read()  # built in place: N bytes, copied once
 
     def put_object(self, bucket: str, key: str, data: bytes) -> None:
         with self._client.put_object(bucket, key) as writer:

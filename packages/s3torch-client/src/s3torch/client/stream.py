@@ -30,6 +30,7 @@ from typing import Any
 
 from awscrt.s3 import S3Request, S3RequestType, S3ResponseError
 
+from ._buffers import FillableBytes
 from ._checksums import ALGORITHMS, Crc, full_object_checksum
 from ._crt_errors import header, translate
 from ._transport import CrtClient, Headers, Response
@@ -600,18 +601,39 @@ class ObjectStream:
         return filled
 
     def read(self, size: int = -1) -> bytes:
-        """Read up to ``size`` bytes (all that remain if negative); ``b""`` at the end."""
-        if size is None or size < 0:
-            parts = []
-            while (chunk := self._next()) is not None:
-                parts.append(chunk)
-            if len(parts) == 1 and isinstance(parts[0], bytes):
-                return parts[0]
-            return b"".join(parts)
-        buffer = bytearray(size)
-        count = self.readinto(buffer)
-        del buffer[count:]
-        return bytes(buffer)
+        """Read up to ``size`` bytes (all that remain if negative); ``b""`` at the end.
+
+        The result is built in place: reading N bytes holds N bytes, copied once.
+        """
+        remaining = max(0, self.end - self._position)  # known once the first response is in
+        size = remaining if size is None or size < 0 else min(size, remaining)
+        if size == 0:
+            return b""
+        result = FillableBytes(size)
+        assert result.view is not None
+        count = self.readinto(result.view)
+        if count < size:  # the object ended early (it may have been shorter than announced)
+            return bytes(result.data[:count])
+        return result.freeze()
+
+    def skip(self, size: int) -> int:
+        """Move ``size`` bytes forward without copying them; return how many were skipped."""
+        skipped = 0
+        while skipped < size:
+            if self._pending is not None:
+                source = self._pending
+                self._pending = None
+            else:
+                chunk = self._download.next_chunk()
+                if chunk is None:
+                    break
+                source = memoryview(chunk)
+            count = min(len(source), size - skipped)
+            skipped += count
+            if count < len(source):
+                self._pending = source[count:]
+        self._position += skipped
+        return skipped
 
     # ---------------------------------------------------------------- lifetime
     def close(self) -> None:
