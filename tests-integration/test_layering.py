@@ -20,7 +20,7 @@ def test_import_linter_contracts_are_kept(repo: Path) -> None:
     assert "0 broken" in result.stdout
 
 
-@pytest.mark.parametrize("module", ["s3torch.client"])
+@pytest.mark.parametrize("module", ["s3torch.client", "s3torch.readers"])
 def test_torch_free_layers_do_not_import_torch(module: str) -> None:
     probe = (
         "import json, sys\n"

@@ -298,10 +298,10 @@ class _Download:
                 window.end = window.start
                 return
         failure = translate(error, operation="GetObject", bucket=self.bucket, key=self.key)
-        if isinstance(failure, S3PreconditionFailedError) and window.start != self.start:
+        if isinstance(failure, S3PreconditionFailedError) and self.etag is not None:
             failure = S3PreconditionFailedError(
                 f"the object changed while it was being read (it no longer has ETag "
-                f"{self.etag}); no bytes of the new version were returned",
+                f"{self.etag}); no bytes of another version were returned",
                 operation="GetObject",
                 bucket=self.bucket,
                 key=self.key,

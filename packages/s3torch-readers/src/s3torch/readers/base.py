@@ -1,0 +1,244 @@
+"""S3Reader: the read-only, seekable file object every reader kind is."""
+
+from __future__ import annotations
+
+import abc
+import io
+import operator
+from typing import Any
+
+from s3torch.client import ObjectInfo, S3Client
+
+__all__ = ["S3Reader"]
+
+_WHENCE = {io.SEEK_SET: "SEEK_SET", io.SEEK_CUR: "SEEK_CUR", io.SEEK_END: "SEEK_END"}
+
+
+class S3Reader(io.BufferedIOBase, abc.ABC):
+    """A read-only, seekable file object over one S3 object.
+
+    The file protocol is the same for every reader kind: ``read``,
+    ``readinto``, ``seek`` (``SEEK_SET``, ``SEEK_CUR``, ``SEEK_END``), ``tell``,
+    ``close`` and use as a context manager. Reads past the end return
+    ``b""``; a seek past the end stops at the end. What differs is how bytes
+    are fetched, which each subclass decides.
+
+    The object's size comes from the ``object_info`` given (a listing or a
+    HEAD, so no extra request), otherwise from the first GET's response or,
+    if nothing has been read yet, a HEAD. Readers are not thread-safe: use one
+    per thread. They pickle as their client's configuration, the object's
+    name and info, and the position.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        object_info: ObjectInfo | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(client, S3Client):
+            raise TypeError(f"client must be an s3torch.client.S3Client, got {client!r}")
+        if not isinstance(bucket, str) or not bucket:
+            raise ValueError(f"bucket must be a non-empty string, got {bucket!r}")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"key must be a non-empty string (bucket {bucket!r}), got {key!r}")
+        if object_info is not None and (object_info.bucket, object_info.key) != (bucket, key):
+            raise ValueError(
+                f"object_info describes s3://{object_info.bucket}/{object_info.key}, "
+                f"not s3://{bucket}/{key}"
+            )
+        self._client = client
+        self._bucket = bucket
+        self._key = key
+        self._info = object_info
+        self._position = 0
+
+    # ----------------------------------------------------------------- what
+    @property
+    def bucket(self) -> str:
+        return self._bucket
+
+    @property
+    def key(self) -> str:
+        return self._key
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self._bucket}/{self._key}"
+
+    @property
+    def size(self) -> int:
+        """The object's size in bytes (may ask S3 the first time)."""
+        if self._info is None:
+            self._info = self._discover_info()
+        return self._info.size
+
+    def _discover_info(self) -> ObjectInfo:
+        """Learn size and ETag; subclasses with a response at hand override this."""
+        return self._client.head_object(self._bucket, self._key)
+
+    # ---------------------------------------------------- how (per reader kind)
+    @abc.abstractmethod
+    def _read_at(self, position: int, size: int) -> bytes:
+        """Return the ``size`` bytes at ``position`` (fewer only at the end of the object)."""
+
+    def _readinto_at(self, position: int, view: memoryview) -> int:
+        """Copy the bytes at ``position`` into ``view``; return how many."""
+        data = self._read_at(position, len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def _release(self) -> None:
+        """Free streams and buffers (called once, by ``close``)."""
+
+    # --------------------------------------------------------- file protocol
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return False
+
+    def tell(self) -> int:
+        """The current position."""
+        self._check_open()
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        """Move to ``offset`` relative to ``whence``; return the new position.
+
+        A position past the end stops at the end.
+
+        Raises:
+            TypeError: ``offset`` is not an integer.
+            ValueError: an unknown ``whence``, or a negative resulting position.
+        """
+        self._check_open()
+        if isinstance(offset, bool):
+            raise TypeError(f"seek offset must be an integer, got {offset!r}")
+        try:
+            offset = operator.index(offset)
+        except TypeError:
+            raise TypeError(f"seek offset must be an integer, got {offset!r}") from None
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._position + offset
+        elif whence == io.SEEK_END:
+            target = self.size + offset
+        else:
+            raise ValueError(
+                f"whence must be os.SEEK_SET (0), SEEK_CUR (1) or SEEK_END (2), got {whence!r}"
+            )
+        if target < 0:
+            raise ValueError(
+                f"negative seek position {target} ({_WHENCE[whence]} {offset}) in {self.uri}"
+            )
+        self._position = self._clamp(target)
+        return self._position
+
+    def _clamp(self, target: int) -> int:
+        """Stop a seek at the end of the object (learning the size only if it must)."""
+        if self._info is not None or target > self._position:
+            return min(target, self.size)
+        return target
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Read up to ``size`` bytes; all that remain if ``size`` is None or negative.
+
+        Returns ``b""`` at the end of the object.
+        """
+        self._check_open()
+        size = self._check_size(size)
+        remaining = max(0, self.size - self._position)
+        count = remaining if size < 0 else min(size, remaining)
+        if count == 0:
+            return b""
+        data = self._read_at(self._position, count)
+        self._position += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        """Same as :meth:`read` (a reader has no raw stream beneath it)."""
+        return self.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        """Copy the next bytes into ``buffer`` until it is full or the object ends."""
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), max(0, self.size - self._position))
+        if count == 0:
+            return 0
+        written = self._readinto_at(self._position, view[:count])
+        self._position += written
+        return written
+
+    def readinto1(self, buffer: Any) -> int:
+        return self.readinto(buffer)
+
+    def close(self) -> None:
+        """Free the reader's streams and buffers. Idempotent."""
+        if not self.closed:
+            try:
+                self._release()
+            finally:
+                super().close()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"I/O operation on a closed reader ({self.uri})")
+
+    @staticmethod
+    def _check_size(size: int | None) -> int:
+        if size is None:
+            return -1
+        if isinstance(size, bool):
+            raise TypeError(f"read size must be an integer or None, got {size!r}")
+        try:
+            return operator.index(size)
+        except TypeError:
+            raise TypeError(f"read size must be an integer or None, got {size!r}") from None
+
+    # ------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "client": self._client,
+            "bucket": self._bucket,
+            "key": self._key,
+            "object_info": self._info,
+            "position": self._position,
+            "closed": self.closed,
+            "settings": self._settings(),
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(  # type: ignore[misc]
+            state["client"],
+            state["bucket"],
+            state["key"],
+            state["object_info"],
+            **state["settings"],
+        )
+        self._position = state["position"]
+        if state["closed"]:
+            self.close()
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # io.IOBase refuses to pickle; readers pickle as what is needed to reopen them.
+        return (_rebuild, (type(self),), self.__getstate__())
+
+    def _settings(self) -> dict[str, Any]:
+        """Keyword arguments beyond client, bucket, key and object_info (for pickling)."""
+        return {}
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"at {self._position}"
+        return f"<{type(self).__name__} {self.uri} {state}>"
+
+
+def _rebuild(cls: type[S3Reader]) -> S3Reader:
+    return cls.__new__(cls)

@@ -1,0 +1,181 @@
+"""S3ReaderConstructor: choose the reader kind once, open readers with it everywhere."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from s3torch.client import ObjectInfo, S3Client
+
+from .base import S3Reader
+from .dcp_optimized import DEFAULT_MAX_GAP_SIZE, DCPOptimizedS3Reader, ItemRange
+from .ranged import RangedS3Reader
+from .sequential import SequentialS3Reader
+
+__all__ = ["S3ReaderConstructor", "S3ReaderConstructorProtocol", "get_object"]
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class S3ReaderConstructorProtocol(Protocol):
+    """Opens a reader: ``constructor(client, bucket, key, object_info) -> S3Reader``."""
+
+    def __call__(
+        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+    ) -> S3Reader: ...
+
+
+@dataclass(frozen=True)
+class SequentialConstructor:
+    """Opens :class:`SequentialS3Reader` instances."""
+
+    type_string = "sequential"
+
+    def __call__(
+        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+    ) -> S3Reader:
+        return SequentialS3Reader(client, bucket, key, object_info)
+
+
+@dataclass(frozen=True)
+class RangeBasedConstructor:
+    """Opens :class:`RangedS3Reader` instances with one buffer size."""
+
+    buffer_size: int | None = None
+    type_string = "range_based"
+
+    def __post_init__(self) -> None:
+        size = self.buffer_size
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+            raise ValueError(f"buffer_size must be an int >= 0 or None, got {size!r}")
+
+    def __call__(
+        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+    ) -> S3Reader:
+        return RangedS3Reader(client, bucket, key, object_info, buffer_size=self.buffer_size)
+
+
+@dataclass
+class DCPOptimizedConstructor:
+    """Opens :class:`DCPOptimizedS3Reader` instances for the files of a DCP load plan.
+
+    The DCP storage reader gives it the item ranges of each file
+    (:meth:`set_item_ranges`); a file it has no ranges for (the ``.metadata``
+    file, for one) gets a :class:`SequentialS3Reader`. Constructors compare by
+    ``max_gap_size``: the ranges are the state of one load, not a setting.
+    """
+
+    max_gap_size: float = DEFAULT_MAX_GAP_SIZE
+    item_ranges_by_uri: dict[str, tuple[ItemRange, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+    type_string = "dcp_optimized"
+
+    def __post_init__(self) -> None:
+        gap = self.max_gap_size
+        if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap >= 0:
+            raise ValueError(f"max_gap_size must be a number >= 0 (or inf), got {gap!r}")
+
+    def set_item_ranges(self, ranges_by_uri: Mapping[str, Sequence[ItemRange]]) -> None:
+        """Replace the item ranges, ``{"s3://bucket/key": [ItemRange, ...]}``."""
+        self.item_ranges_by_uri = {uri: tuple(ranges) for uri, ranges in ranges_by_uri.items()}
+
+    def __call__(
+        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+    ) -> S3Reader:
+        ranges = self.item_ranges_by_uri.get(f"s3://{bucket}/{key}")
+        if not ranges or not any(item.length for item in ranges):
+            log.debug("no DCP item ranges for s3://%s/%s: sequential reader", bucket, key)
+            return SequentialS3Reader(client, bucket, key, object_info)
+        return DCPOptimizedS3Reader(
+            client, bucket, key, object_info, item_ranges=ranges, max_gap_size=self.max_gap_size
+        )
+
+
+class S3ReaderConstructor:
+    """Factories of reader constructors, one per reader kind.
+
+    A constructor is a small, picklable value (it compares by its settings)
+    that datasets, checkpoints and DCP take as ``reader_constructor`` and use
+    to open every object.
+    """
+
+    @staticmethod
+    def sequential() -> SequentialConstructor:
+        """The generic reader: all access patterns; best for whole reads and repeated access.
+
+        Example::
+
+            reader_constructor = S3ReaderConstructor.sequential()
+        """
+        return SequentialConstructor()
+
+    @staticmethod
+    def range_based(buffer_size: int | None = None) -> RangeBasedConstructor:
+        """Range-based readers: a ranged GET per read; for sparse reads of large objects.
+
+        Args:
+            buffer_size: Bytes a small read loads around itself (default 8 MiB);
+                reads at least this large bypass the buffer; 0 disables it.
+
+        Example::
+
+            reader_constructor = S3ReaderConstructor.range_based(buffer_size=16 * 1024**2)
+        """
+        return RangeBasedConstructor(buffer_size)
+
+    @staticmethod
+    def dcp_optimized(max_gap_size: float = DEFAULT_MAX_GAP_SIZE) -> DCPOptimizedConstructor:
+        """DCP-optimized readers: only the byte ranges of a DCP load plan, several at once.
+
+        Args:
+            max_gap_size: Items at most this many bytes apart share one GET
+                (default 32 MiB); ``float("inf")`` coalesces everything, 0
+                nothing.
+
+        Falls back to a sequential reader for files without ranges.
+
+        Example::
+
+            reader_constructor = S3ReaderConstructor.dcp_optimized()
+            storage_reader = S3StorageReader(region, path, reader_constructor=reader_constructor)
+        """
+        return DCPOptimizedConstructor(max_gap_size)
+
+    @staticmethod
+    def default() -> SequentialConstructor:
+        """The default reader constructor: :meth:`sequential`."""
+        return S3ReaderConstructor.sequential()
+
+    @staticmethod
+    def get_reader_type_string(constructor: S3ReaderConstructorProtocol | None) -> str:
+        """``"sequential"``, ``"range_based"`` or ``"dcp_optimized"`` (``None``: the default's)."""
+        if constructor is None:
+            constructor = S3ReaderConstructor.default()
+        return str(getattr(constructor, "type_string", "unknown"))
+
+
+def get_object(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    *,
+    reader_constructor: S3ReaderConstructorProtocol | None = None,
+    object_info: ObjectInfo | None = None,
+) -> S3Reader:
+    """Open ``s3://bucket/key`` as a file object (the seed's ``S3Client.get_object``).
+
+    Args:
+        client: The client to read through.
+        reader_constructor: The reader kind, from :class:`S3ReaderConstructor`
+            (default: sequential).
+        object_info: What a listing or HEAD said about the object: its size
+            saves a request, its ETag pins the version.
+
+    Nothing is requested until the first read.
+    """
+    constructor = reader_constructor or S3ReaderConstructor.default()
+    return constructor(client, bucket, key, object_info)

@@ -1,0 +1,280 @@
+"""DCPOptimizedS3Reader: fetch only the byte ranges a Distributed Checkpoint load needs."""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
+from s3torch.client._buffers import FillableBytes
+
+from .base import S3Reader
+
+__all__ = ["DEFAULT_MAX_GAP_SIZE", "FALLBACK_GUIDANCE", "DCPOptimizedS3Reader", "ItemRange"]
+
+DEFAULT_MAX_GAP_SIZE = 32 * 1024 * 1024
+# Range groups downloaded at once, ahead of the reader (each a streamed GET
+# that reads ahead within the client's memory budget).
+GROUPS_IN_FLIGHT = 4
+
+FALLBACK_GUIDANCE = (
+    "The DCP-optimized reader only serves the byte ranges of the items in the DCP load "
+    "plan, in offset order. For any other access pattern, use "
+    "S3ReaderConstructor.default() (the sequential reader) instead."
+)
+
+
+@dataclass(frozen=True, order=True)
+class ItemRange:
+    """Bytes ``[start, end)`` of one item (one tensor or blob) in a checkpoint file."""
+
+    start: int
+    end: int
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise TypeError(f"ItemRange.{name} must be an int, got {value!r}")
+        if self.start < 0 or self.end < self.start:
+            raise ValueError(f"ItemRange needs 0 <= start <= end, got {self.start}-{self.end}")
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class RangeGroup:
+    """Items close enough to be fetched by one GET of ``[start, end)``, gaps included."""
+
+    start: int
+    end: int
+    items: tuple[ItemRange, ...]
+
+
+def coalesce(
+    ranges: Iterable[ItemRange], max_gap_size: float, uri: str
+) -> tuple[tuple[ItemRange, ...], tuple[RangeGroup, ...]]:
+    """Check ``ranges`` (sorted, not overlapping) and group those at most ``max_gap_size`` apart.
+
+    Zero-length ranges are dropped.
+
+    Raises:
+        ValueError: unsorted or overlapping ranges, naming them and ``uri``.
+    """
+    items = tuple(item for item in ranges if item.length)
+    for before, after in itertools.pairwise(items):
+        if after.start < before.start:
+            raise ValueError(
+                f"DCP item ranges of {uri} must be sorted by offset: {after.start}-{after.end} "
+                f"comes after {before.start}-{before.end}"
+            )
+        if after.start < before.end:
+            raise ValueError(
+                f"DCP item ranges of {uri} overlap: {before.start}-{before.end} and "
+                f"{after.start}-{after.end}"
+            )
+    groups: list[RangeGroup] = []
+    members: list[ItemRange] = []
+    for item in items:
+        if members and item.start - members[-1].end > max_gap_size:
+            groups.append(RangeGroup(members[0].start, members[-1].end, tuple(members)))
+            members = []
+        members.append(item)
+    if members:
+        groups.append(RangeGroup(members[0].start, members[-1].end, tuple(members)))
+    return items, tuple(groups)
+
+
+class DCPOptimizedS3Reader(S3Reader):
+    """Reads the items of a DCP load plan, and nothing else, as fast as the network allows.
+
+    Given the byte ranges of the items a load needs (sorted by offset), it
+    coalesces ranges at most ``max_gap_size`` apart into groups and downloads
+    only those groups, several at once, each with parallel ranged requests. An
+    item is loaded whole into one buffer when the reader reaches it and freed
+    when it moves on: reading an item whole returns that buffer itself,
+    without a copy. Gap bytes inside a group are skipped, never copied.
+
+    Access must follow DCP's pattern: items in offset order (items may be
+    skipped), with any seeks and reads inside the current item (``torch.load``
+    seeks backwards within an item). Anything else raises a ``ValueError`` that
+    says to use :meth:`S3ReaderConstructor.default` instead.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        object_info: ObjectInfo | None = None,
+        *,
+        item_ranges: Sequence[ItemRange],
+        max_gap_size: float = DEFAULT_MAX_GAP_SIZE,
+    ) -> None:
+        super().__init__(client, bucket, key, object_info)
+        for item in item_ranges:
+            if not isinstance(item, ItemRange):
+                raise TypeError(f"item_ranges must hold ItemRange objects, got {item!r}")
+        if isinstance(max_gap_size, bool) or not isinstance(max_gap_size, (int, float)):
+            raise TypeError(f"max_gap_size must be a number, got {max_gap_size!r}")
+        if math.isnan(max_gap_size) or max_gap_size < 0:
+            raise ValueError(f"max_gap_size must be >= 0 (or float('inf')), got {max_gap_size!r}")
+        self._max_gap_size = max_gap_size
+        self._items, self._groups = coalesce(item_ranges, max_gap_size, self.uri)
+        if not self._items:
+            raise ValueError(f"no non-empty item ranges to read from {self.uri}")
+        self._item_starts = [item.start for item in self._items]
+        self._group_of = {
+            item: index for index, group in enumerate(self._groups) for item in group.items
+        }
+        self._streams: dict[int, ObjectStream] = {}  # open group streams, by group index
+        self._next_group = 0  # the first group not started yet
+        self._etag = object_info.etag if object_info is not None else None
+        self._item: ItemRange | None = None  # the current item
+        self._item_data = b""
+        self._item_index = -1
+
+    def _settings(self) -> dict[str, Any]:
+        return {"item_ranges": list(self._items), "max_gap_size": self._max_gap_size}
+
+    @property
+    def item_ranges(self) -> tuple[ItemRange, ...]:
+        return self._items
+
+    @property
+    def groups(self) -> tuple[RangeGroup, ...]:
+        """The coalesced groups, each one GET."""
+        return self._groups
+
+    def _discover_info(self) -> ObjectInfo:
+        info = super()._discover_info()
+        self._etag = self._etag or info.etag
+        return info
+
+    # ------------------------------------------------------------- fetching
+    def _stream_for(self, group_index: int) -> ObjectStream:
+        """The stream of a group; starts it and the next few groups if needed."""
+        while self._next_group <= group_index or (
+            self._next_group < len(self._groups)
+            and self._next_group < group_index + GROUPS_IN_FLIGHT
+        ):
+            self._start_group(self._next_group)
+            self._next_group += 1
+        return self._streams[group_index]
+
+    def _start_group(self, index: int) -> None:
+        group = self._groups[index]
+        if self._etag is None and self._streams:
+            # Pin every group to the version the first one saw.
+            self._etag = next(iter(self._streams.values())).object_info.etag
+        self._streams[index] = self._client.get_object_stream(
+            self._bucket,
+            self._key,
+            start=group.start,
+            end=group.end,
+            object_info=self._info,
+            etag=self._etag,
+        )
+
+    def _load(self, item_index: int) -> None:
+        """Make ``item_index`` the current item, its bytes in one buffer."""
+        item = self._items[item_index]
+        group_index = self._group_of[item]
+        # Groups left behind are finished with: free them.
+        for done in [index for index in self._streams if index < group_index]:
+            self._streams.pop(done).close()
+        stream = self._stream_for(group_index)
+        stream.skip(item.start - stream.position)  # the gap, or skipped items: never copied
+        buffer = FillableBytes(item.length)
+        assert buffer.view is not None
+        count = stream.readinto(buffer.view)
+        if count != item.length:
+            raise S3Exception(
+                f"item {item.start}-{item.end} ended after {count} bytes "
+                "(the object is shorter than the DCP plan says)",
+                operation="GetObject",
+                bucket=self._bucket,
+                key=self._key,
+                code="IncompleteBody",
+            )
+        self._etag = self._etag or stream.object_info.etag
+        self._item, self._item_index, self._item_data = item, item_index, buffer.freeze()
+        if item is self._groups[group_index].items[-1]:
+            self._streams.pop(group_index).close()
+
+    def _locate(self, start: int, end: int) -> ItemRange:
+        """The item holding ``[start, end)``: the current one or a later one."""
+        item = self._item
+        if item is not None and item.start <= start and end <= item.end:
+            return item
+        index = bisect.bisect_right(self._item_starts, start) - 1
+        if index >= 0 and end <= self._items[index].end:
+            if index > self._item_index:
+                self._load(index)
+                return self._items[index]
+            if self._item is not None:
+                raise ValueError(
+                    f"read of bytes {start}-{end} of {self.uri} goes back to item "
+                    f"{self._items[index].start}-{self._items[index].end}, but the reader "
+                    f"has moved on to item {self._item.start}-{self._item.end}. "
+                    + FALLBACK_GUIDANCE
+                )
+        raise ValueError(
+            f"read of bytes {start}-{end} of {self.uri} is outside the item ranges given to "
+            f"the DCP-optimized reader. " + FALLBACK_GUIDANCE
+        )
+
+    # ------------------------------------------------------------- reading
+    def read(self, size: int | None = -1) -> bytes:
+        """Read ``size`` bytes inside the current (or a later) item."""
+        self._check_open()
+        count = self._check_size(size)
+        if count < 0:
+            raise ValueError(
+                f"read() of all of {self.uri} is not supported by the DCP-optimized reader: "
+                "read items by size. " + FALLBACK_GUIDANCE
+            )
+        if count == 0:
+            return b""
+        data = self._read_at(self._position, count)
+        self._position += len(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        """Fill ``buffer`` from inside the current (or a later) item."""
+        self._check_open()
+        view = memoryview(buffer).cast("B")
+        if not len(view):
+            return 0
+        written = self._readinto_at(self._position, view)
+        self._position += written
+        return written
+
+    def _clamp(self, target: int) -> int:
+        # No size is needed to serve items: a seek never costs a request.
+        return min(target, self._info.size) if self._info is not None else target
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        item = self._locate(position, position + size)
+        offset = position - item.start
+        if offset == 0 and size == item.length:
+            return self._item_data  # the whole item: the buffer itself, no copy
+        return self._item_data[offset : offset + size]
+
+    def _readinto_at(self, position: int, view: memoryview) -> int:
+        item = self._locate(position, position + len(view))
+        offset = position - item.start
+        view[:] = memoryview(self._item_data)[offset : offset + len(view)]
+        return len(view)
+
+    def _release(self) -> None:
+        for stream in self._streams.values():
+            stream.close()
+        self._streams.clear()
+        self._item_data = b""

@@ -1,0 +1,101 @@
+"""SequentialS3Reader: one streamed GET into one buffer the size of the object."""
+
+from __future__ import annotations
+
+from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
+from s3torch.client._buffers import FillableBytes
+
+from .base import S3Reader
+
+__all__ = ["SequentialS3Reader"]
+
+# Fill at least this far past what a read needs, so that many small reads do
+# not each take a turn through the stream.
+FILL_AHEAD = 1024 * 1024
+
+
+class SequentialS3Reader(S3Reader):
+    """The generic reader: supports every access pattern, best for whole reads.
+
+    The first read starts one streamed GET of the whole object (read ahead in
+    parallel ranged requests by the client). Bytes land directly in a buffer
+    allocated once at the object's size, filled only as far as reads need, and
+    kept for seeks backwards. Reading an N-byte object therefore costs about N
+    bytes of memory: ``read()`` of the whole object returns that buffer itself,
+    and ``readinto`` copies once, from it into yours.
+    """
+
+    def __init__(
+        self,
+        client: S3Client,
+        bucket: str,
+        key: str,
+        object_info: ObjectInfo | None = None,
+    ) -> None:
+        super().__init__(client, bucket, key, object_info)
+        self._stream: ObjectStream | None = None
+        self._filling: FillableBytes | None = None
+        self._data: bytes | None = None  # the whole object, once complete
+        self._filled = 0
+
+    def _open(self) -> ObjectStream:
+        if self._stream is None:
+            self._stream = self._client.get_object_stream(
+                self._bucket, self._key, object_info=self._info
+            )
+        return self._stream
+
+    def _discover_info(self) -> ObjectInfo:
+        return self._open().object_info  # the first response, not an extra HEAD
+
+    def _fill(self, end: int) -> None:
+        """Make bytes ``[0, end)`` of the object available in the buffer."""
+        if self._data is not None or self._filled >= end:
+            return
+        size = self.size
+        if self._filling is None:
+            self._filling = FillableBytes(size)
+        view = self._filling.view
+        assert view is not None
+        target = min(size, max(end, self._filled + FILL_AHEAD))
+        stream = self._open() if self._filled < size else None
+        while self._filled < target:
+            assert stream is not None
+            count = stream.readinto(view[self._filled : target])
+            if count == 0:
+                raise S3Exception(
+                    f"the object ended after {self._filled} bytes, but it was said to have {size}",
+                    operation="GetObject",
+                    bucket=self._bucket,
+                    key=self._key,
+                    code="IncompleteBody",
+                )
+            self._filled += count
+        if self._filled == size:
+            self._data = self._filling.freeze()
+            self._filling = None
+            if self._stream is not None:
+                self._stream.close()
+                self._stream = None
+
+    def _buffer(self) -> memoryview:
+        return memoryview(self._data if self._data is not None else self._filling.data)  # type: ignore[union-attr]
+
+    def _read_at(self, position: int, size: int) -> bytes:
+        self._fill(position + size)
+        if self._data is not None and position == 0 and size == len(self._data):
+            return self._data  # the whole object: hand out the buffer itself, no copy
+        return bytes(self._buffer()[position : position + size])
+
+    def _readinto_at(self, position: int, view: memoryview) -> int:
+        self._fill(position + len(view))
+        source = self._buffer()[position : position + len(view)]
+        view[: len(source)] = source
+        return len(source)
+
+    def _release(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        self._filling = None
+        self._data = None

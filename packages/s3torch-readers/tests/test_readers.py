@@ -1,0 +1,281 @@
+"""The file protocol, sizes, versions and memory of every reader kind, on the wire."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from locals3 import FaultProxy
+from s3torch.client import S3Client, S3NotFoundError, S3PreconditionFailedError
+from s3torch.readers import (
+    ItemRange,
+    RangedS3Reader,
+    S3Reader,
+    S3ReaderConstructor,
+    SequentialS3Reader,
+    get_object,
+)
+
+MiB = 1024 * 1024
+PART = 5 * MiB
+KINDS = {
+    "sequential": S3ReaderConstructor.sequential(),
+    "range_based": S3ReaderConstructor.range_based(),
+    "range_based_unbuffered": S3ReaderConstructor.range_based(buffer_size=0),
+}
+
+
+@pytest.fixture(params=list(KINDS))
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_readers_are_read_only_seekable_file_objects(
+    client: S3Client, bucket: str, upload: Callable[..., bytes], kind: str
+) -> None:
+    upload("obj", 100)
+    with get_object(client, bucket, "obj", reader_constructor=KINDS[kind]) as reader:
+        assert isinstance(reader, io.BufferedIOBase)
+        assert isinstance(reader, S3Reader)
+        assert (reader.readable(), reader.seekable(), reader.writable()) == (True, True, False)
+        assert (reader.bucket, reader.key, reader.tell()) == (bucket, "obj", 0)
+        with pytest.raises(io.UnsupportedOperation):
+            reader.write(b"x")
+    assert reader.closed
+    with pytest.raises(ValueError, match="closed reader"):
+        reader.read()
+    reader.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda r: r.seek(-1), ValueError, "negative seek position -1"),
+        (lambda r: r.seek(-101, io.SEEK_END), ValueError, "negative seek position -1"),
+        (lambda r: r.seek(0, 3), ValueError, "whence must be os.SEEK_SET"),
+        (lambda r: r.seek(1.5), TypeError, "seek offset must be an integer"),
+        (lambda r: r.seek("10"), TypeError, "seek offset must be an integer"),
+        (lambda r: r.seek(True), TypeError, "seek offset must be an integer"),
+        (lambda r: r.read(2.0), TypeError, "read size must be an integer or None"),
+        (lambda r: r.read("1"), TypeError, "read size must be an integer or None"),
+    ],
+)
+def test_bad_positions_and_sizes_are_refused_clearly(
+    client: S3Client,
+    bucket: str,
+    upload: Callable[..., bytes],
+    kind: str,
+    call: Any,
+    error: type[Exception],
+    message: str,
+) -> None:
+    upload("obj", 100)
+    reader = get_object(client, bucket, "obj", reader_constructor=KINDS[kind])
+    with pytest.raises(error, match=message):
+        call(reader)
+    assert reader.tell() == 0
+
+
+def test_reads_past_the_end_are_empty_and_seeks_past_it_stop_there(
+    client: S3Client, bucket: str, upload: Callable[..., bytes], kind: str
+) -> None:
+    data = upload("obj", 100)
+    reader = get_object(client, bucket, "obj", reader_constructor=KINDS[kind])
+    assert reader.seek(1000) == 100
+    assert reader.read() == b""
+    assert reader.read(10) == b""
+    assert reader.readinto(bytearray(10)) == 0
+    assert reader.seek(10, io.SEEK_END) == 100
+    assert reader.seek(-10, io.SEEK_END) == 90
+    assert reader.read(100) == data[90:]
+
+
+def test_a_missing_object_raises_the_clients_not_found_error(
+    client: S3Client, bucket: str, kind: str
+) -> None:
+    reader = get_object(client, bucket, "missing", reader_constructor=KINDS[kind])
+    with pytest.raises(S3NotFoundError) as caught:
+        reader.read(10)
+    assert isinstance(caught.value, FileNotFoundError)
+    assert (caught.value.bucket, caught.value.key) == (bucket, "missing")
+
+
+def test_readers_pickle_with_their_position(
+    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes], kind: str
+) -> None:
+    data = upload("obj", PART + 100)
+    reader = get_object(small_part_client, bucket, "obj", reader_constructor=KINDS[kind])
+    reader.seek(PART - 7)
+    reader.read(3)
+    clone = pickle.loads(pickle.dumps(reader))
+    assert type(clone) is type(reader)
+    assert (clone.bucket, clone.key, clone.tell()) == (bucket, "obj", PART - 4)
+    assert clone.read(10) == data[PART - 4 : PART + 6]
+    assert clone._client.s3client_config == small_part_client.s3client_config
+    reader.close()
+    assert pickle.loads(pickle.dumps(reader)).closed
+
+
+def test_the_size_comes_from_the_listing_without_a_head(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+    kind: str,
+) -> None:
+    data = upload("obj", 3000)
+    client = make_client(endpoint=fault_proxy.endpoint)
+    (info,) = next(iter(client.list_objects(bucket))).objects
+    fault_proxy.clear()
+    reader = get_object(client, bucket, "obj", reader_constructor=KINDS[kind], object_info=info)
+    assert fault_proxy.seen == []  # nothing is requested before the first read
+    assert reader.seek(-10, io.SEEK_END) == 2990
+    assert reader.read() == data[-10:]
+    assert [r.method for r in fault_proxy.seen] == ["GET"]
+
+
+def test_the_sequential_reader_learns_the_size_from_its_get(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    data = upload("obj", 3000)
+    reader = get_object(make_client(endpoint=fault_proxy.endpoint), bucket, "obj")
+    assert reader.seek(-10, io.SEEK_END) == 2990
+    assert reader.read() == data[-10:]
+    assert [r.method for r in fault_proxy.seen] == ["GET"]  # no HEAD
+
+
+def test_a_change_mid_read_raises_instead_of_mixing_versions(
+    make_client: Callable[..., S3Client], bucket: str, upload: Callable[..., bytes], kind: str
+) -> None:
+    # 1 Gbps: little read-ahead, so later requests are made after the overwrite.
+    client = make_client(part_size=PART, throughput_target_gbps=1.0)
+    first = upload("obj", 10 * PART)
+    reader = get_object(client, bucket, "obj", reader_constructor=KINDS[kind])
+    assert reader.read(100) == first[:100]
+    upload("obj", 10 * PART)
+    reader.seek(9 * PART)
+    with pytest.raises(S3PreconditionFailedError, match="changed"):
+        reader.read(1000)
+
+
+def test_the_dcp_reader_never_mixes_versions_either(
+    make_client: Callable[..., S3Client], bucket: str, upload: Callable[..., bytes]
+) -> None:
+    client = make_client(part_size=PART, throughput_target_gbps=1.0)
+    first = upload("obj", 10 * PART)
+    items = [ItemRange(i * PART, i * PART + 1000) for i in range(10)]
+    constructor = S3ReaderConstructor.dcp_optimized(max_gap_size=0)
+    constructor.set_item_ranges({f"s3://{bucket}/obj": items})
+    reader = get_object(client, bucket, "obj", reader_constructor=constructor)
+    reader.seek(0)
+    assert reader.read(1000) == first[:1000]
+    upload("obj", 10 * PART)
+    for item in items[1:]:  # every byte from the first version, or a clear error
+        reader.seek(item.start)
+        try:
+            assert reader.read(1000) == first[item.start : item.end]
+        except S3PreconditionFailedError:
+            break
+
+
+def test_reading_a_whole_object_holds_it_once(
+    make_client: Callable[..., S3Client], bucket: str, upload: Callable[..., bytes]
+) -> None:
+    client = make_client(part_size=PART, throughput_target_gbps=1.0)
+    data = upload("obj", 64 * MiB)
+    readahead = client.s3client_config.readahead_parts * PART
+    reader = SequentialS3Reader(client, bucket, "obj")
+    tracemalloc.start()
+    try:
+        whole = reader.read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert whole == data
+    # One buffer of the object, plus what the stream reads ahead; not 2-3x.
+    assert peak <= len(data) + readahead + MiB, f"peak {peak / MiB:.0f} MiB"
+    assert reader.read() == b""
+    reader.seek(0)
+    assert reader.read() is whole  # the buffer itself, kept for seeks back
+
+
+def test_readinto_fills_the_callers_buffer_across_parts(
+    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes], kind: str
+) -> None:
+    data = upload("obj", 3 * PART + 17)
+    reader = get_object(small_part_client, bucket, "obj", reader_constructor=KINDS[kind])
+    reader.seek(PART - 5)
+    buffer = bytearray(2 * PART)
+    assert reader.readinto(buffer) == 2 * PART
+    assert bytes(buffer) == data[PART - 5 : 3 * PART - 5]
+    assert reader.readinto(memoryview(buffer)[:100]) == 22
+    assert bytes(buffer[:22]) == data[3 * PART - 5 :]
+
+
+def test_range_based_buffer_semantics(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    data = upload("obj", 100_000)
+    client = make_client(endpoint=fault_proxy.endpoint)
+    info = client.head_object(bucket, "obj")
+    reader = RangedS3Reader(client, bucket, "obj", info, buffer_size=10_000)
+    assert reader.buffer_size == 10_000
+    fault_proxy.clear()
+
+    def ranges() -> list[str]:
+        return [r.headers.get("range", "") for r in fault_proxy.seen]
+
+    assert reader.read(100) == data[:100]  # small miss: loads a buffer's worth
+    assert ranges() == ["bytes=0-9999"]
+    assert reader.read(5000) == data[100:5100]  # inside the buffer: no request
+    assert reader.read(20_000) == data[5100:25100]  # large: buffered part, then direct
+    assert ranges() == ["bytes=0-9999", "bytes=10000-25099"]
+    reader.seek(50_000)
+    assert reader.read(12_000) == data[50_000:62_000]  # at least buffer_size: bypasses it
+    assert ranges()[-1] == "bytes=50000-61999"
+    reader.seek(9_990)  # forward overlap: 10 buffered bytes, the rest refills the buffer
+    assert reader.read(30) == data[9_990:10_020]
+    assert ranges()[-1] == "bytes=10000-19999"
+    unbuffered = RangedS3Reader(client, bucket, "obj", info, buffer_size=0)
+    fault_proxy.clear()
+    assert unbuffered.read(10) == data[:10]
+    assert unbuffered.read(10) == data[10:20]
+    assert ranges() == ["bytes=0-9", "bytes=10-19"]
+
+
+def test_range_based_refuses_a_bad_buffer_size(client: S3Client) -> None:
+    with pytest.raises(ValueError, match="buffer_size must be an int >= 0 or None"):
+        RangedS3Reader(client, "bucket", "key", buffer_size=-1)
+    with pytest.raises(ValueError, match="buffer_size must be an int >= 0 or None"):
+        S3ReaderConstructor.range_based(buffer_size=1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("bucket_name", "key", "message"),
+    [("", "k", "bucket must be a non-empty string"), ("b", "", "key must be a non-empty string")],
+)
+def test_readers_need_a_bucket_and_a_key(
+    client: S3Client, bucket_name: str, key: str, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        SequentialS3Reader(client, bucket_name, key)
+
+
+def test_object_info_must_describe_the_object(
+    client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    upload("a", 10)
+    info = client.head_object(bucket, "a")
+    with pytest.raises(ValueError, match=f"describes s3://{bucket}/a, not s3://{bucket}/b"):
+        SequentialS3Reader(client, bucket, "b", info)
