@@ -270,3 +270,16 @@ def test_read_never_allocates_more_than_what_remains(
     stream = client.get_object_stream(bucket, "obj")
     assert stream.read(1 << 40) == data  # a 1 TiB request on a 1000-byte object
     assert client.get_object_stream(bucket, "obj", start=10, end=20).read(1 << 40) == data[10:20]
+
+
+def test_a_stale_size_without_an_etag_never_duplicates_bytes(
+    client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    from s3torch.client import ObjectInfo
+
+    data = upload("obj", 100)
+    stale = ObjectInfo(bucket=bucket, key="obj", size=60)  # an old listing, no ETag
+    assert client.get_object_stream(bucket, "obj", object_info=stale).read() == data
+    assert b"".join(client.get_object_stream(bucket, "obj", object_info=stale)) == data
+    ranged = client.get_object_stream(bucket, "obj", end=60, object_info=stale)
+    assert ranged.read() == data[:60]

@@ -184,3 +184,27 @@ def test_signatures_verify_for_awkward_keys_and_listing_queries(
     assert [o.key for o in page.objects] == ["a b/c+d=e&f"]
     client.delete_objects(seaweedfs_bucket, keys)
     assert [p.objects for p in client.list_objects(seaweedfs_bucket)] == [()]
+
+
+@pytest.mark.parametrize("how", ["read", "readinto-exact", "iterate"])
+def test_corruption_is_caught_whichever_way_the_bytes_are_read(
+    seaweed_client: Callable[..., S3Client],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_bucket: str,
+    how: str,
+) -> None:
+    client = seaweed_client()
+    data = os.urandom(3 * PART + 11)
+    with client.put_object(seaweedfs_bucket, "big") as writer:
+        writer.write(data)
+    seaweed_proxy.corrupt_response(
+        when=lambda r: r.method == "GET" and "bytes=5242880-" in r.headers.get("range", "")
+    )
+    stream = client.get_object_stream(seaweedfs_bucket, "big")
+    consume = {
+        "read": stream.read,
+        "readinto-exact": lambda: stream.readinto(bytearray(len(data))),  # ends at the last byte
+        "iterate": lambda: list(stream),
+    }[how]
+    with pytest.raises(S3ChecksumMismatchError):
+        consume()

@@ -232,10 +232,11 @@ class _Download:
             match = _CONTENT_RANGE.fullmatch(named.get("content-range", ""))
             if match and match.group(3) != "*":
                 self._set_extent(int(match.group(3)))
-        else:  # 200: the whole object
+        else:  # 200: the whole object, whatever size a listing announced before
             self._set_extent(int(named.get("content-length") or 0))
             window.end = window.start + (self.object_size or 0)
-        if self.end is not None and window.end > self.end:
+            self.next_offset = max(self.next_offset, window.end)  # nothing more to fetch
+        if self.end is not None and window.end > self.end and not window.whole_object:
             window.end = self.end
         self.cond.notify_all()
 
@@ -245,6 +246,7 @@ class _Download:
                 return
             window.chunks.append(chunk)
             window.received += len(chunk)
+            self.cond.notify_all()
         # Sum outside the lock, in parallel with the other windows. Chunks of
         # one request arrive in order on one thread, so this stays sequential.
         if self._sums_windows() and not window.whole_object:
@@ -257,19 +259,22 @@ class _Download:
             window.request = None
             if self.closed:
                 return
-            if error is not None:
-                self._window_failed(window, error)
-            elif window.whole_object:
-                self._check_whole_object(window)
-            elif window.received != window.end - window.start:
-                window.error = S3Exception(
-                    f"expected {window.end - window.start} bytes at offset {window.start}, "
-                    f"got {window.received}",
-                    operation="GetObject",
-                    bucket=self.bucket,
-                    key=self.key,
-                    code="IncompleteBody",
-                )
+            try:
+                if error is not None:
+                    self._window_failed(window, error)
+                elif window.whole_object:
+                    self._check_whole_object(window)
+                elif window.received != window.end - window.start:
+                    window.error = S3Exception(
+                        f"expected {window.end - window.start} bytes at offset {window.start}, "
+                        f"got {window.received}",
+                        operation="GetObject",
+                        bucket=self.bucket,
+                        key=self.key,
+                        code="IncompleteBody",
+                    )
+            except Exception as unexpected:  # awscrt would swallow it and leave a reader waiting
+                window.error = unexpected
             window.done = True
             if window.error is not None:
                 self._fail(window.error)
@@ -316,49 +321,58 @@ class _Download:
         if self.metadata is None:
             self.metadata = []
             self._set_extent(window.received)
-        window.end = window.start + window.received
-        if self.crc is None or not window.received:
-            return
-        declared = full_object_checksum(self.metadata)
-        if declared is None:
-            return
-        crc, expected = declared
-        actual = 0
-        for chunk in window.chunks:
-            actual = crc.update(chunk, actual)
-        if crc.encode(actual) != expected:
-            window.error = self._mismatch(crc, expected, crc.encode(actual))
+        body_end = window.start + window.received
+        declared = full_object_checksum(self.metadata) if self.crc is not None else None
+        if declared is not None and window.received:
+            crc, expected = declared
+            actual = 0
+            for chunk in window.chunks:
+                actual = crc.update(chunk, actual)
+            if crc.encode(actual) != expected:
+                window.error = self._mismatch(crc, expected, crc.encode(actual))
+                return
+        limit = self.end if self.end is not None else body_end
+        if body_end > limit:  # more than the range asked for: deliver the range only
+            body = b"".join(window.chunks)
+            window.chunks = deque([body[: limit - window.start]])
+        window.end = min(body_end, limit)
 
     def _on_head_done(self, future: Any) -> None:
         with self.cond:
-            self.head_state = "done"
-            error = future.exception()
-            if error is not None:
-                log.debug(
-                    "checksum HEAD of s3://%s/%s failed, not validating: %s",
-                    self.bucket,
-                    self.key,
-                    error,
+            try:
+                self._take_head(future)
+            finally:  # whatever happens, the reader must not wait for it forever
+                self.head_state = "done"
+                self.cond.notify_all()
+
+    def _take_head(self, future: Any) -> None:
+        """Keep the full-object checksum a HEAD reported (and check the ETag still holds)."""
+        error = future.exception()
+        if error is not None:
+            log.debug(
+                "checksum HEAD of s3://%s/%s failed, not validating: %s",
+                self.bucket,
+                self.key,
+                error,
+            )
+            return
+        response: Response = future.result()
+        head_etag = response.header("ETag")
+        if self.etag is not None and head_etag is not None and head_etag != self.etag:
+            self._fail(
+                S3PreconditionFailedError(
+                    f"the object changed while it was being read (ETag {self.etag} "
+                    f"became {head_etag})",
+                    operation="GetObject",
+                    bucket=self.bucket,
+                    key=self.key,
+                    status=412,
+                    code="PreconditionFailed",
                 )
-            else:
-                response: Response = future.result()
-                head_etag = response.header("ETag")
-                if self.etag is not None and head_etag is not None and head_etag != self.etag:
-                    self._fail(
-                        S3PreconditionFailedError(
-                            f"the object changed while it was being read (ETag {self.etag} "
-                            f"became {head_etag})",
-                            operation="GetObject",
-                            bucket=self.bucket,
-                            key=self.key,
-                            status=412,
-                            code="PreconditionFailed",
-                        )
-                    )
-                declared = full_object_checksum(response.headers)
-                if declared is not None and declared[0] is self.crc:
-                    self.expected = declared
-            self.cond.notify_all()
+            )
+        declared = full_object_checksum(response.headers)
+        if declared is not None and declared[0] is self.crc:
+            self.expected = declared
 
     def _mismatch(self, crc: Crc, expected: str, actual: str) -> S3ChecksumMismatchError:
         return S3ChecksumMismatchError(
@@ -391,8 +405,21 @@ class _Download:
                 if window.chunks and (window.done or not window.whole_object):
                     chunk = window.chunks.popleft()
                     window.delivered += len(chunk)
-                    if window.done and not window.chunks:
+                    if window.start + window.delivered >= window.end:
+                        # The window's last bytes: its end is imminent; wait for it, so that
+                        # any failure, and the whole-object checksum after the stream's last
+                        # window, is raised before these bytes are handed out.
+                        while not (window.done or self.closed):
+                            self.cond.wait()
+                        if window.error is not None:
+                            raise window.error
                         self._retire(window)
+                        if (
+                            not self.windows
+                            and self.end is not None
+                            and (self.next_offset >= self.end)
+                        ):
+                            self._finish()
                     return chunk
                 if window.error is not None:
                     raise window.error
@@ -436,15 +463,16 @@ class _Download:
             self.started = 0.0
 
     def wait_for_metadata(self) -> None:
+        """Wait for the first response: the truth about size and ETag, whatever a listing said."""
         self.crt.require_this_process(f"the ObjectStream of s3://{self.bucket}/{self.key}")
         self.pump()
         with self.cond:
-            while self.metadata is None and self.end is None:
+            while self.metadata is None:
                 if self.error is not None:
                     raise self.error
                 if self.closed:
                     raise ValueError("I/O operation on a closed ObjectStream")
-                if self.first_issued and not self.windows:
+                if self.first_issued and not self.windows and self.end is not None:
                     return  # an empty range: nothing was requested
                 self.cond.wait()
 
