@@ -187,6 +187,10 @@ def test_a_writer_dropped_without_close_aborts(
         writer = None
         gc.collect()
     assert "garbage-collected without close()" in caplog.text
+    # The abort is sent, not waited for (collection may run on a CRT thread).
+    deadline = time.monotonic() + 10
+    while _uploads(boto3_s3, bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert _uploads(boto3_s3, bucket) == []
     assert not _exists(boto3_s3, bucket, "obj")
 
@@ -283,3 +287,67 @@ def test_writers_do_not_pickle(client: S3Client, bucket: str) -> None:
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(writer)
     writer.abort()
+
+
+def test_part_sizes_double_every_thousand_parts_up_to_5_gib() -> None:
+    from s3torch.client.writer import part_size_for
+
+    base = 8 * MiB
+    assert [part_size_for(n, base) for n in (1, 1000)] == [base, base]
+    assert [part_size_for(n, base) for n in (1001, 2000, 2001)] == [2 * base, 2 * base, 4 * base]
+    assert part_size_for(10_000, base) == 512 * base
+    assert part_size_for(10_000, 1024 * MiB) == 5 * 1024 * MiB  # never above S3's maximum
+    capacity = sum(part_size_for(n, base) for n in range(1, 10_001))
+    assert capacity > 5 * 1024**4  # S3's 5 TB limit is reachable with the default part size
+
+
+def test_an_interrupt_while_sending_a_part_leaves_nothing_behind(
+    make_client: Callable[..., S3Client],
+    boto3_s3: Any,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = make_client(part_size=PART)
+    crt = client._client()
+    real_start = crt.start
+    calls = {"parts": 0}
+
+    def start(operation: str, *args: Any, **kwargs: Any) -> Any:
+        if operation == "UploadPart":
+            calls["parts"] += 1
+            if calls["parts"] == 2:
+                raise KeyboardInterrupt  # Ctrl-C just as the second part goes out
+        return real_start(operation, *args, **kwargs)
+
+    monkeypatch.setattr(crt, "start", start)
+    writer = client.put_object(bucket, "obj")
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(os.urandom(3 * PART + 1))
+    assert writer.closed
+    assert crt.budget.in_use == 0
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+
+
+def test_an_interrupt_while_the_upload_is_created_leaves_no_upload_behind(
+    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
+) -> None:
+    import _thread
+    import threading
+
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=PART)
+    fault_proxy.hold_until_concurrent(2, timeout=2.0)  # CreateMultipartUpload waits 2 s
+    threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C meanwhile
+    writer = client.put_object(bucket, "obj")
+    with pytest.raises(KeyboardInterrupt):
+        writer.write(os.urandom(2 * PART))
+    deadline = time.monotonic() + 15  # the upload is created after all, then aborted
+    while time.monotonic() < deadline:
+        created = any("uploads" in r.path for r in fault_proxy.seen)
+        aborted = any(r.method == "DELETE" for r in fault_proxy.seen)
+        if created and aborted and not _uploads(boto3_s3, bucket):
+            break
+        time.sleep(0.1)
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+    assert any(r.method == "DELETE" and "uploadId=" in r.path for r in fault_proxy.seen)

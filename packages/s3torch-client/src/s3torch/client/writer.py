@@ -31,10 +31,21 @@ from awscrt.s3 import S3Request
 from . import _xml
 from ._checksums import ALGORITHMS, Crc
 from ._transport import CrtClient, Response
+from .config import MAX_PART_SIZE
 
 __all__ = ["S3Writer"]
 
 log = logging.getLogger(__name__)
+
+
+# S3 allows 10,000 parts. Every 1,000 parts the part size doubles, so an upload
+# of unknown length can reach about 8 TB with 8 MiB parts (S3's limit is 5 TB).
+PARTS_PER_SIZE_STEP = 1000
+
+
+def part_size_for(number: int, base: int) -> int:
+    """The size of part ``number`` (from 1): ``base``, doubled every 1,000 parts, at most 5 GiB."""
+    return min(base << ((number - 1) // PARTS_PER_SIZE_STEP), MAX_PART_SIZE)
 
 
 @dataclass
@@ -44,7 +55,8 @@ class _Part:
     checksum: str | None
     request: S3Request | None = None
     etag: str | None = None
-    done: bool = False
+    done: bool = False  # finished, failed, or never sent
+    settled: bool = False  # its place in flight and its memory have been given back
 
 
 class _Upload:
@@ -54,7 +66,7 @@ class _Upload:
         self.crt = crt
         self.bucket = bucket
         self.key = key
-        self.part_size = crt.config.part_size
+        self.base_part_size = crt.config.part_size
         self.max_in_flight = crt.upload_parts_in_flight
         algorithm = crt.config.checksum_algorithm
         self.crc: Crc | None = ALGORITHMS[algorithm] if algorithm else None
@@ -62,17 +74,37 @@ class _Upload:
         self.upload_id: str | None = None
         self.parts: list[_Part] = []
         self.in_flight = 0
-        self.charged = 0
         self.object_crc = 0
         self.size = 0
         self.error: BaseException | None = None
         self.finished = False
         self.started = time.perf_counter()
 
+    @property
+    def part_size(self) -> int:
+        """The size the next part will have."""
+        return part_size_for(len(self.parts) + 1, self.base_part_size)
+
     # ------------------------------------------------------------ single PUT
     def put_whole(self, data: bytearray) -> None:
-        headers = self._checksum_headers(data)
-        self.crt.call("PutObject", "PUT", self.bucket, self.key, headers=headers, body=data)
+        """Upload ``data`` in one PutObject.
+
+        If interrupted, the request is cancelled; S3 then holds either the old
+        object or the new one, complete, never a part of it.
+        """
+        request, future = self.crt.start(
+            "PutObject",
+            "PUT",
+            self.bucket,
+            self.key,
+            headers=self._checksum_headers(data),
+            body=data,
+        )
+        try:
+            future.result()
+        except BaseException:
+            request.cancel()
+            raise
         self.finished = True
         log.debug(
             "PutObject s3://%s/%s: %d bytes in one request, %.1f ms",
@@ -95,7 +127,7 @@ class _Upload:
                 ("x-amz-checksum-algorithm", self.crc.name),
                 ("x-amz-checksum-type", "FULL_OBJECT"),
             ]
-        response = self.crt.call(
+        _, future = self.crt.start(
             "CreateMultipartUpload",
             "POST",
             self.bucket,
@@ -103,15 +135,36 @@ class _Upload:
             query={"uploads": ""},
             headers=headers,
         )
+        try:
+            response = future.result()
+        except BaseException:
+            # Interrupted while the request was out: if S3 created the upload
+            # anyway, abort it, so that nothing is left behind.
+            self._abort_if_created(future)
+            raise
         self.upload_id = _xml.parse_upload_id(response.body, self.bucket, self.key)
         log.debug(
             "CreateMultipartUpload s3://%s/%s: upload id %s", self.bucket, self.key, self.upload_id
         )
 
+    def _abort_if_created(self, future: Future[Response]) -> None:
+        try:
+            response = future.result(timeout=60)
+            upload_id = _xml.parse_upload_id(response.body, self.bucket, self.key)
+        except BaseException:
+            return  # it failed, so nothing was created
+        self._send_abort(upload_id, wait=False)
+
     def send_part(self, data: bytes | bytearray | memoryview) -> None:
         """Start uploading ``data`` as the next part; wait while too many are in flight."""
         if self.upload_id is None:
             self._create()
+        assert self.upload_id is not None
+        checksum = None
+        if self.crc is not None:
+            value = self.crc.of(data)
+            checksum = self.crc.encode(value)
+        part = _Part(len(self.parts) + 1, len(data), checksum)
         with self.cond:
             while True:
                 self._raise_if_failed()
@@ -121,45 +174,53 @@ class _Upload:
                     break
                 self.cond.wait()
             self.in_flight += 1
-            self.charged += len(data)
-        checksum = None
+            self.parts.append(part)
+        try:
+            request, _ = self.crt.start(
+                "UploadPart",
+                "PUT",
+                self.bucket,
+                self.key,
+                query={"partNumber": str(part.number), "uploadId": self.upload_id},
+                headers=[(self.crc.header, checksum)] if self.crc is not None and checksum else [],
+                body=data,
+                on_done=self._part_done(part),
+            )
+        except BaseException:
+            with self.cond:  # it never went out (or will be ignored): give its place back
+                part.done = True
+                self._settle(part)
+            raise
+        with self.cond:
+            if not part.done:  # else its on_done already ran: do not hold the request again
+                part.request = request
         if self.crc is not None:
-            value = self.crc.of(data)
             self.object_crc = self.crc.combine(self.object_crc, value, len(data))
-            checksum = self.crc.encode(value)
-        part = _Part(len(self.parts) + 1, len(data), checksum)
-        self.parts.append(part)
         self.size += len(data)
-        headers = [(self.crc.header, checksum)] if self.crc is not None and checksum else []
-        assert self.upload_id is not None
-        part.request, _ = self.crt.start(
-            "UploadPart",
-            "PUT",
-            self.bucket,
-            self.key,
-            query={"partNumber": str(part.number), "uploadId": self.upload_id},
-            headers=headers,
-            body=data,
-            on_done=self._part_done(part),
-        )
+
+    def _settle(self, part: _Part) -> None:
+        """Give back the place and memory of ``part``, once. Call with ``cond`` held."""
+        if part.settled:
+            return
+        part.settled = True
+        self.in_flight -= 1
+        self.crt.budget.release(part.size)
+        self.cond.notify_all()
 
     def _part_done(self, part: _Part) -> Callable[[Future[Response]], None]:
         def on_done(future: Future[Response]) -> None:
             error = future.exception()
             with self.cond:
-                self.in_flight -= 1
-                self.charged -= part.size
-                self.crt.budget.release(part.size)
-                part.done = True
                 # The native request holds our callbacks (and the part's body);
                 # dropping it here breaks a cycle the garbage collector cannot see.
                 part.request = None
+                part.done = True
                 if error is not None:
                     if self.error is None:
                         self.error = error
                 else:
                     part.etag = future.result().header("ETag")
-                self.cond.notify_all()
+                self._settle(part)
 
         return on_done
 
@@ -169,7 +230,7 @@ class _Upload:
 
     def _wait_for_parts(self) -> None:
         with self.cond:
-            self.cond.wait_for(lambda: self.in_flight == 0)
+            self.cond.wait_for(lambda: self.in_flight <= 0)
 
     def complete(self) -> None:
         self._wait_for_parts()
@@ -195,38 +256,47 @@ class _Upload:
             body=body,
         )
         self.finished = True
-        elapsed = time.perf_counter() - self.started
         log.debug(
             "CompleteMultipartUpload s3://%s/%s: %d bytes in %d parts, %.1f ms",
             self.bucket,
             self.key,
             self.size,
             len(self.parts),
-            elapsed * 1000,
+            (time.perf_counter() - self.started) * 1000,
         )
 
-    def abort(self) -> None:
-        """Cancel parts in flight and abort the multipart upload, if one was started."""
+    def abort(self, *, wait: bool = True) -> None:
+        """Cancel parts in flight and abort the multipart upload, if one was started.
+
+        With ``wait=False`` (garbage collection, which may run on any thread,
+        a CRT thread included) nothing blocks: the abort is only sent.
+        """
         if self.upload_id is None or self.finished:
             return
         with self.cond:
             for part in self.parts:
                 if not part.done and part.request is not None:
                     part.request.cancel()
-        self._wait_for_parts()
-        self.crt.call(
+        if wait:
+            self._wait_for_parts()
+        self._send_abort(self.upload_id, wait=wait)
+        self.finished = True
+
+    def _send_abort(self, upload_id: str, *, wait: bool) -> None:
+        _, future = self.crt.start(
             "AbortMultipartUpload",
             "DELETE",
             self.bucket,
             self.key,
-            query={"uploadId": self.upload_id},
+            query={"uploadId": upload_id},
         )
-        self.finished = True
+        if wait:
+            future.result()
         log.debug(
             "AbortMultipartUpload s3://%s/%s: upload id %s aborted",
             self.bucket,
             self.key,
-            self.upload_id,
+            upload_id,
         )
 
 
@@ -299,12 +369,12 @@ class S3Writer(io.BufferedIOBase):
         immutable = isinstance(view.obj, bytes)
         total = len(view)
         try:
-            part_size = self._upload.part_size
             offset = 0
             # A full part is sent only once more bytes follow it: an object of
             # exactly one part still goes up as a single PUT at close().
             while offset < total:
-                if len(self._buffer) == part_size:
+                part_size = self._upload.part_size  # grows every 1,000 parts
+                if len(self._buffer) >= part_size:
                     full, self._buffer = self._buffer, bytearray()
                     self._send(full)
                 if not self._buffer and total - offset > part_size:
@@ -401,17 +471,30 @@ class S3Writer(io.BufferedIOBase):
 
     def __del__(self) -> None:
         # io.IOBase would close() (complete!) a forgotten writer; abort instead.
+        # Garbage collection may run on any thread, a CRT thread included: the
+        # abort is only sent, never waited for.
         if getattr(self, "_done", True):
             return
-        if not self._upload.crt.in_this_process:
+        self._done = True
+        upload = self._upload
+        if not upload.crt.in_this_process:
             return  # inherited across fork: the parent owns (and finishes) this upload
         log.warning(
             "S3Writer for s3://%s/%s was garbage-collected without close(); "
             "the upload was aborted and no object was written",
-            self.bucket,
-            self.key,
+            upload.bucket,
+            upload.key,
         )
-        self._fail()
+        try:
+            upload.abort(wait=False)
+        except Exception as error:
+            log.warning(
+                "could not abort the upload of s3://%s/%s: %s (upload id %s)",
+                upload.bucket,
+                upload.key,
+                error,
+                upload.upload_id,
+            )
 
     def __reduce__(self) -> Any:
         raise TypeError("an S3Writer cannot be pickled")
