@@ -176,16 +176,18 @@ def test_streams_and_writers_inherited_across_fork_refuse_to_be_used(
         stream = CLIENT.get_object_stream(BUCKET, "obj0")
         writer = CLIENT.put_object(BUCKET, "from-parent")
         writer.write(b"parent bytes")
+        listing = CLIENT.list_objects(BUCKET, max_keys=1)
         pid = os.fork()
         if pid == 0:
             messages = []
-            for use in (stream.read, lambda: writer.write(b"x"), writer.close):
+            uses = (stream.read, lambda: writer.write(b"x"), writer.close, lambda: next(listing))
+            for use in uses:
                 try:
                     use()
                 except RuntimeError as error:
                     messages.append("cannot be used in process" in str(error))
             stream.close()  # allowed, and must not touch the parent's requests
-            os._exit(0 if messages == [True, True, True] else 5)
+            os._exit(0 if messages == [True, True, True, True] else 5)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
         writer.close()  # the parent still owns both

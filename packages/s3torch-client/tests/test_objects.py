@@ -197,3 +197,39 @@ def test_continuation_tokens_are_read_from_the_raw_page() -> None:
     assert (
         next_token(b"<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>") is None
     )
+
+
+def test_delete_objects_handles_keys_with_control_characters(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    keys = ["a\rb", "tab\tkey", "plain"]  # (moto cannot store a key with a newline)
+    _put_many(boto3_s3, bucket, [*keys, "survivor"])
+    client.delete_objects(bucket, keys)
+    assert _keys(boto3_s3, bucket) == ["survivor"]
+
+
+def test_copy_pins_the_version_it_saw(
+    make_client: Any, fault_proxy: Any, boto3_s3: Any, bucket: str
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="src", Body=b"v1")
+    etag = boto3_s3.head_object(Bucket=bucket, Key="src")["ETag"]
+    make_client(endpoint=fault_proxy.endpoint).copy_object(bucket, "src", bucket, "dst")
+    copy = next(r for r in fault_proxy.seen if r.method == "PUT")
+    assert copy.headers["x-amz-copy-source-if-match"] == etag
+
+
+def test_a_listing_never_ends_early_however_threads_interleave(
+    client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    import sys
+
+    keys = [f"k{i:02d}" for i in range(20)]
+    _put_many(boto3_s3, bucket, keys)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: widen every race
+    try:
+        for _ in range(10):
+            listed = [o.key for p in client.list_objects(bucket, max_keys=1) for o in p.objects]
+            assert listed == keys
+    finally:
+        sys.setswitchinterval(interval)

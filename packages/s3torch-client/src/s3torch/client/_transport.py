@@ -76,6 +76,8 @@ class _Collector:
     key: str | None
     started: float = field(default_factory=time.perf_counter)
     future: Future[Response] = field(default_factory=Future)
+    # Runs before the future resolves, so whoever waits on it sees its effects.
+    on_response: Callable[[Response], None] | None = None
     status: int = 0
     headers: Headers = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
@@ -102,6 +104,12 @@ class _Collector:
             self.future.set_exception(failure)
             return
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        response = Response(self.status, self.headers, body)
+        if self.on_response is not None:
+            try:
+                self.on_response(response)
+            except Exception:  # awscrt would swallow it; the caller still gets its response
+                log.exception("%s %s/%s: on_response failed", self.operation, self.bucket, self.key)
         log.debug(
             "%s %s/%s -> %d (%d bytes) in %.1f ms",
             self.operation,
@@ -111,7 +119,7 @@ class _Collector:
             len(body),
             elapsed_ms,
         )
-        self.future.set_result(Response(self.status, self.headers, body))
+        self.future.set_result(response)
 
 
 class BytesBody(io.RawIOBase):
@@ -241,6 +249,7 @@ class CrtClient:
         body: bytes | bytearray | memoryview | None = None,
         request_type: int = S3RequestType.DEFAULT,
         on_done: Callable[[Future[Response]], None] | None = None,
+        on_response: Callable[[Response], None] | None = None,
     ) -> tuple[S3Request, Future[Response]]:
         """Start one request; its future gives the :class:`Response` or an S3Exception."""
         all_headers = list(headers)
@@ -250,7 +259,7 @@ class CrtClient:
             body_stream = BytesBody(body)
         elif method in ("PUT", "POST"):
             all_headers.append(("Content-Length", "0"))
-        collector = _Collector(operation, bucket, key or None)
+        collector = _Collector(operation, bucket, key or None, on_response=on_response)
         if on_done is not None:
             collector.future.add_done_callback(on_done)
         log.debug("%s %s %s/%s started", operation, method, bucket, key)

@@ -96,9 +96,14 @@ def complete_multipart_upload(
     return "".join(lines).encode()
 
 
+# An XML parser turns a raw CR (or CR LF) into LF and may fold tabs: characters
+# that must reach the server unchanged go as character references.
+_KEY_ENTITIES = {"\r": "&#13;", "\n": "&#10;", "\t": "&#9;"}
+
+
 def delete_objects(keys: Iterable[str]) -> bytes:
     """A quiet DeleteObjects body: the response then lists failures only."""
-    objects = "".join(f"<Object><Key>{escape(key)}</Key></Object>" for key in keys)
+    objects = "".join(f"<Object><Key>{escape(key, _KEY_ENTITIES)}</Key></Object>" for key in keys)
     return f"<Delete><Quiet>true</Quiet>{objects}</Delete>".encode()
 
 

@@ -274,9 +274,9 @@ class S3Client:
         validate_key(dst_bucket, dst_key)
         source = self.head_object(src_bucket, src_key)
         headers = [("x-amz-copy-source", quote(f"{src_bucket}/{src_key}", safe="/~"))]
+        if source.etag:  # copy the version the HEAD saw (the CRT passes it to every part)
+            headers.append(("x-amz-copy-source-if-match", source.etag))
         if source.size <= MAX_SINGLE_COPY:
-            if source.etag:
-                headers.append(("x-amz-copy-source-if-match", source.etag))
             self._client().call("CopyObject", "PUT", dst_bucket, dst_key, headers=headers)
         else:
             # aws-c-s3's multipart copy: UploadPartCopy in parallel.

@@ -61,15 +61,17 @@ class ObjectListing(Iterator[ListObjectsPage]):
         if token:
             query["continuation-token"] = token
         _, future = self._crt.start(
-            "ListObjectsV2", "GET", self._bucket, query=query, on_done=self._arrived
+            "ListObjectsV2", "GET", self._bucket, query=query, on_response=self._arrived
         )
         self._requested.append(future)
 
-    def _arrived(self, future: Future[Response]) -> None:
-        """On a CRT thread: a page came back; ask for the next one if there is room."""
-        if future.exception() is not None:
-            return  # the reader raises it when it gets there
-        token = next_token(future.result().body)
+    def _arrived(self, response: Response) -> None:
+        """On a CRT thread, before the page's future resolves: ask for the next page.
+
+        Doing it before the future resolves means a reader that finds no page
+        requested really is at the end.
+        """
+        token = next_token(response.body)
         if token is None:
             return
         with self._lock:
@@ -79,6 +81,7 @@ class ObjectListing(Iterator[ListObjectsPage]):
                 self._held_token = token
 
     def __next__(self) -> ListObjectsPage:
+        self._crt.require_this_process(f"the listing of s3://{self._bucket}")
         with self._lock:
             if not self._requested:
                 raise StopIteration
