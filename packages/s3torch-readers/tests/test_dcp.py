@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 from collections.abc import Callable
 
 import pytest
@@ -9,7 +11,7 @@ import pytest
 from locals3 import FaultProxy
 from s3torch.client import S3Client
 from s3torch.readers import DCPOptimizedS3Reader, ItemRange, S3ReaderConstructor, get_object
-from s3torch.readers.dcp_optimized import coalesce
+from s3torch.readers.dcp_optimized import coalesce, plan_fetches
 
 MiB = 1024 * 1024
 
@@ -27,6 +29,43 @@ def test_ranges_at_most_max_gap_apart_share_a_group() -> None:
     assert len(everything) == 1
     _, separate = coalesce(_ranges((0, 10), (10, 20)), 0, "u")
     assert len(separate) == 1  # adjacent: a gap of 0
+
+
+def _plan(pairs: list[tuple[int, int]], max_gap: float, part: int) -> list[tuple[int, int]]:
+    _, groups = coalesce(_ranges(*pairs), max_gap, "u")
+    return [(fetch.start, fetch.end) for fetch in plan_fetches(groups, part)]
+
+
+def test_a_fetch_spans_a_gap_only_where_it_shares_a_part_with_item_bytes() -> None:
+    # Part 10: a gap inside a part is read through; one that would need a
+    # part of its own is not fetched at all.
+    assert _plan([(0, 2), (5, 7), (12, 14)], max_gap=100, part=10) == [(0, 7), (12, 14)]
+    # Every second item of a shard, items half a part long: only items are fetched.
+    every_second = [(start, start + 5) for start in range(0, 100, 10)]
+    assert _plan(every_second, max_gap=100, part=10) == every_second
+
+
+def test_fetches_never_cross_groups_and_split_large_items_into_parts() -> None:
+    assert _plan([(0, 2), (5, 7)], max_gap=2, part=10) == [(0, 2), (5, 7)]
+    assert _plan([(0, 25)], max_gap=0, part=10) == [(0, 10), (10, 20), (20, 25)]
+    assert _plan([(0, 3), (4, 25)], max_gap=100, part=10) == [(0, 10), (10, 20), (20, 25)]
+
+
+def test_no_more_fetches_than_streaming_each_group_in_parts() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        edges = sorted(rng.sample(range(10_000), 2 * rng.randint(1, 30)))
+        pairs = list(zip(edges[::2], edges[1::2], strict=True))
+        part, max_gap = rng.choice([16, 100, 1000]), rng.choice([0, 50, 500, float("inf")])
+        _, groups = coalesce(_ranges(*pairs), max_gap, "u")
+        fetches = plan_fetches(groups, part)
+        streamed = sum(-(-(group.end - group.start) // part) for group in groups)
+        assert len(fetches) <= streamed
+        assert all(0 < fetch.end - fetch.start <= part for fetch in fetches)
+        covered = {b for fetch in fetches for b in range(fetch.start, fetch.end)}
+        assert all(b in covered for start, end in pairs for b in range(start, end))
+        assert fetches == tuple(sorted(fetches, key=lambda fetch: fetch.start))
+        assert all(a.end <= b.start for a, b in itertools.pairwise(fetches))
 
 
 @pytest.mark.parametrize(
@@ -124,6 +163,29 @@ def test_gaps_are_fetched_only_inside_a_group(
         assert reader.read(end - start) == data[start:end]
     ranges = sorted(r.headers["range"] for r in fault_proxy.seen)
     assert ranges == ["bytes=0-2999", f"bytes={5 * MiB}-{5 * MiB + 9}"]  # nothing else
+
+
+def test_a_large_shard_is_fetched_in_parts_that_skip_whole_gaps(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    data = upload("shard", 24 * MiB)
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=8 * MiB)
+    info = client.head_object(bucket, "shard")
+    pairs = [(0, 1 * MiB), (6 * MiB, 7 * MiB), (12 * MiB, 13 * MiB), (14 * MiB, 24 * MiB)]
+    reader = DCPOptimizedS3Reader(client, bucket, "shard", info, item_ranges=_ranges(*pairs))
+    assert len(reader.groups) == 1  # the default max_gap_size coalesces them all
+    fault_proxy.clear()
+    for start, end in pairs:
+        reader.seek(start)
+        assert reader.read(end - start) == data[start:end]
+    ranges = sorted(r.headers["range"] for r in fault_proxy.seen)
+    assert ranges == sorted(
+        f"bytes={start}-{end - 1}"
+        for start, end in [(0, 7 * MiB), (12 * MiB, 20 * MiB), (20 * MiB, 24 * MiB)]
+    )  # 5-6 MiB and 7-12 MiB of gaps never travel
 
 
 def test_several_groups_download_at_once(

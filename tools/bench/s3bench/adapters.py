@@ -3,10 +3,17 @@
 Each adapter imports its client library in ``__init__`` (so a worker's
 baseline RSS, taken right after the adapter is built, includes the imports)
 and uses the client the way its documentation shows, with default settings.
+
+The reader cases go through the ``S3Reader`` family (sequential, range-based
+and DCP-optimized readers) of the clients that have one
+(:class:`ReaderClientAdapter`; the reader modules are imported when the
+first reader is opened, in the warm-up); boto3 has no readers and does the
+plain equivalent: a whole-object GET, or one ranged GET per read or item.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from abc import ABC, abstractmethod
 from collections import deque
@@ -14,12 +21,16 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import islice
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
+
+from .workload import ByteRange
 
 log = logging.getLogger(__name__)
 
 Blob: TypeAlias = "bytes | bytearray"
 Consumer: TypeAlias = "Callable[[str, Blob], None]"
+RangeConsumer: TypeAlias = "Callable[[ByteRange, Blob], None]"
+ReaderKind: TypeAlias = 'Literal["sequential", "range_based", "dcp_optimized"]'
 
 
 class ClientAdapter(ABC):
@@ -60,9 +71,70 @@ class ClientAdapter(ABC):
             ):
                 consume(key, data)
 
+    @abstractmethod
+    def read_sequential(self, bucket: str, key: str) -> Blob:
+        """The whole object, through a sequential reader's ``read()``."""
 
-class S3TorchAdapter(ClientAdapter):
-    """s3torch (ours): ``get_object_stream(...).read()``; one thread keeps many in flight."""
+    @abstractmethod
+    def read_random(
+        self, bucket: str, key: str, ranges: Sequence[ByteRange], consume: RangeConsumer
+    ) -> None:
+        """Each of ``ranges`` in the order given: a seek, then a read of its length.
+
+        One range-based reader (default settings) serves them all;
+        ``consume(range, data)`` is called after each read.
+        """
+
+    @abstractmethod
+    def read_items(
+        self, bucket: str, key: str, items: Sequence[ByteRange], consume: RangeConsumer
+    ) -> None:
+        """DCP-style: ``items`` (sorted, not overlapping) through one DCP-optimized reader.
+
+        The reader is told the items before the first read (as DCP's load plan
+        does), then each item is read whole after a seek to its start.
+        """
+
+
+class ReaderClientAdapter(ClientAdapter):
+    """A client with the ``S3Reader`` family: the reader cases use its readers."""
+
+    @abstractmethod
+    def _open_reader(
+        self, bucket: str, key: str, kind: ReaderKind, items: Sequence[ByteRange] = ()
+    ) -> io.BufferedIOBase:
+        """A ``kind`` reader with default settings (``items``: the DCP reader's ranges)."""
+
+    def read_sequential(self, bucket: str, key: str) -> Blob:
+        with self._open_reader(bucket, key, "sequential") as reader:
+            return reader.read()
+
+    def read_random(
+        self, bucket: str, key: str, ranges: Sequence[ByteRange], consume: RangeConsumer
+    ) -> None:
+        with self._open_reader(bucket, key, "range_based") as reader:
+            _seek_and_read(reader, ranges, consume)
+
+    def read_items(
+        self, bucket: str, key: str, items: Sequence[ByteRange], consume: RangeConsumer
+    ) -> None:
+        with self._open_reader(bucket, key, "dcp_optimized", items) as reader:
+            _seek_and_read(reader, items, consume)
+
+
+def _seek_and_read(
+    reader: io.BufferedIOBase, ranges: Sequence[ByteRange], consume: RangeConsumer
+) -> None:
+    for byte_range in ranges:
+        reader.seek(byte_range.start)
+        consume(byte_range, reader.read(byte_range.length))
+
+
+class S3TorchAdapter(ReaderClientAdapter):
+    """s3torch (ours): ``get_object_stream(...).read()``; one thread keeps many in flight.
+
+    Its readers come from ``s3torch.readers`` (the ``s3torch-readers`` package).
+    """
 
     name = "s3torch"
     distribution = "s3torch-client"
@@ -102,8 +174,29 @@ class S3TorchAdapter(ClientAdapter):
                 streams.append(self._client.get_object_stream(bucket, following))
             consume(stream.key, data)
 
+    def _open_reader(
+        self, bucket: str, key: str, kind: ReaderKind, items: Sequence[ByteRange] = ()
+    ) -> io.BufferedIOBase:
+        from s3torch.readers import (
+            ItemRange,
+            S3ReaderConstructor,
+            S3ReaderConstructorProtocol,
+            get_object,
+        )
 
-class ConnectorAdapter(ClientAdapter):
+        constructor: S3ReaderConstructorProtocol
+        if kind == "sequential":
+            constructor = S3ReaderConstructor.sequential()
+        elif kind == "range_based":
+            constructor = S3ReaderConstructor.range_based()
+        else:
+            dcp = S3ReaderConstructor.dcp_optimized()
+            dcp.set_item_ranges({f"s3://{bucket}/{key}": [ItemRange(*item) for item in items]})
+            constructor = dcp
+        return get_object(self._client, bucket, key, reader_constructor=constructor)
+
+
+class ConnectorAdapter(ReaderClientAdapter):
     """s3torchconnector 1.5.0 (the reference), through its ``S3Client``."""
 
     name = "s3torchconnector"
@@ -128,9 +221,35 @@ class ConnectorAdapter(ClientAdapter):
         pages = self._client.list_objects(bucket, prefix)
         return [info.key for page in pages for info in page.object_info]
 
+    def _open_reader(
+        self, bucket: str, key: str, kind: ReaderKind, items: Sequence[ByteRange] = ()
+    ) -> io.BufferedIOBase:
+        from s3torchconnector import S3ReaderConstructor
+        from s3torchconnector.s3reader.dcp_optimized import ItemRange
+
+        if kind == "sequential":
+            constructor = S3ReaderConstructor.sequential()
+        elif kind == "range_based":
+            constructor = S3ReaderConstructor.range_based()
+        else:
+            constructor = S3ReaderConstructor.dcp_optimized()
+            # Its public setter, set_item_ranges_by_file(), takes DCP load-plan
+            # objects (torch's ReadItem and storage metadata); it fills this mapping.
+            constructor._item_ranges_by_file = {
+                f"s3://{bucket}/{key}": [ItemRange(*item) for item in items]
+            }
+        reader: io.BufferedIOBase = self._client.get_object(
+            bucket, key, reader_constructor=constructor
+        )
+        return reader
+
 
 class Boto3Adapter(ClientAdapter):
-    """boto3, with a connection pool large enough for the thread pool."""
+    """boto3, with a connection pool large enough for the thread pool.
+
+    It has no readers: a sequential read is a whole-object GET, and each
+    random read or DCP item is one ranged GET of exactly its bytes.
+    """
 
     name = "boto3"
     distribution = "boto3"
@@ -158,6 +277,27 @@ class Boto3Adapter(ClientAdapter):
     def list_keys(self, bucket: str, prefix: str) -> list[str]:
         pages = self._client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+    def read_sequential(self, bucket: str, key: str) -> Blob:
+        return self.get_object(bucket, key)
+
+    def read_random(
+        self, bucket: str, key: str, ranges: Sequence[ByteRange], consume: RangeConsumer
+    ) -> None:
+        for byte_range in ranges:
+            consume(byte_range, self._get_range(bucket, key, byte_range))
+
+    def read_items(
+        self, bucket: str, key: str, items: Sequence[ByteRange], consume: RangeConsumer
+    ) -> None:
+        """Without a reader there is no load plan: an item is one more range."""
+        self.read_random(bucket, key, items, consume)
+
+    def _get_range(self, bucket: str, key: str, byte_range: ByteRange) -> bytes:
+        http_range = f"bytes={byte_range.start}-{byte_range.end - 1}"
+        response = self._client.get_object(Bucket=bucket, Key=key, Range=http_range)
+        data: bytes = response["Body"].read()
+        return data
 
 
 ADAPTERS: dict[str, type[ClientAdapter]] = {

@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from . import GiB, KiB, MiB
-from .adapters import Blob, ClientAdapter, Consumer
-from .payload import combined_digest, payload, sha256
-from .workload import Workload
+from .adapters import Blob, ClientAdapter, Consumer, RangeConsumer
+from .payload import combined_digest, payload, payload_range, sha256
+from .workload import ByteRange, Workload
 
 _PUT_SEED = 2
 
@@ -36,6 +36,15 @@ def expect(what: str, actual: object, expected: object) -> None:
     """Raise :class:`VerificationError` unless ``actual == expected``."""
     if actual != expected:
         raise VerificationError(f"{what}: expected {expected!r}, got {actual!r}")
+
+
+def expect_content(what: str, actual: Blob, expected: bytes) -> None:
+    """Raise :class:`VerificationError` unless ``actual`` holds exactly ``expected``."""
+    if actual != expected:
+        raise VerificationError(
+            f"{what}: expected {len(expected):,} bytes with SHA-256 {sha256(expected)}, "
+            f"got {len(actual):,} bytes with SHA-256 {sha256(actual)}"
+        )
 
 
 class Case(ABC):
@@ -102,8 +111,11 @@ class GetBig(Case):
     def bytes_moved(cls, workload: Workload) -> int:
         return workload.big_size
 
+    def _download(self) -> Blob:
+        return self.adapter.get_object(self.workload.bucket, self.workload.big_key)
+
     def _get(self) -> Blob:
-        data = self.adapter.get_object(self.workload.bucket, self.workload.big_key)
+        data = self._download()
         expect("downloaded length", len(data), self.workload.big_size)
         return data
 
@@ -225,5 +237,133 @@ class ListKeys(Case):
         expect("keys listed", len(self._list()), self.workload.list_count)
 
 
-CASES: dict[str, type[Case]] = {case.name: case for case in (GetBig, PutBig, GetSmall, ListKeys)}
+class ReadSequential(GetBig):
+    """Read the large object whole (``read()``) through a sequential reader."""
+
+    name = "read_sequential"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return f"sequential reader: read() {human_size(workload.big_size)}"
+
+    def _download(self) -> Blob:
+        return self.adapter.read_sequential(self.workload.bucket, self.workload.big_key)
+
+
+class RangeReadCase(Case):
+    """Partial reads of the large object: a seek, then a read, for each of fixed ranges.
+
+    Every repetition checks the length of each read and their count; the
+    warm-up checks the content of every read against the payload generator.
+    """
+
+    dataset = "big"
+
+    def __init__(self, adapter: ClientAdapter, workload: Workload) -> None:
+        super().__init__(adapter, workload)
+        self._ranges: list[ByteRange] = []
+
+    @classmethod
+    @abstractmethod
+    def ranges(cls, workload: Workload) -> list[ByteRange]:
+        """The ranges read, in reading order (the same for every client)."""
+
+    @classmethod
+    def bytes_moved(cls, workload: Workload) -> int:
+        """The bytes the caller asked for (readers may fetch more)."""
+        return sum(byte_range.length for byte_range in cls.ranges(workload))
+
+    @abstractmethod
+    def _read(self, consume: RangeConsumer) -> None:
+        """Read ``self._ranges`` through the adapter."""
+
+    def setup(self) -> None:
+        self._ranges = self.ranges(self.workload)
+
+    def warm_up(self) -> None:
+        self._read_checked(self._check_content)
+
+    def run(self) -> None:
+        self._read_checked(self._check_length)
+
+    def _read_checked(self, check: RangeConsumer) -> None:
+        """Read every range, ``check`` each read, then check count and order."""
+        reads: list[ByteRange] = []
+
+        def consume(byte_range: ByteRange, data: Blob) -> None:
+            check(byte_range, data)
+            reads.append(byte_range)
+
+        self._read(consume)
+        expect("reads", len(reads), len(self._ranges))
+        if reads != self._ranges:
+            raise VerificationError("the ranges were not read in the order given")
+
+    @staticmethod
+    def _check_length(byte_range: ByteRange, data: Blob) -> None:
+        expect(f"length of bytes {byte_range.start}-{byte_range.end}", len(data), byte_range.length)
+
+    def _check_content(self, byte_range: ByteRange, data: Blob) -> None:
+        start, end = byte_range
+        expected = payload_range(self.workload.big_size, self.workload.big_seed, start, end)
+        expect_content(f"bytes {start}-{end}", data, expected)
+
+
+class ReadRandom(RangeReadCase):
+    """Random small reads of the large object through one range-based reader."""
+
+    name = "read_random"
+    unit = "reads/s"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return (
+            f"range-based reader: {workload.random_reads:,} random "
+            f"{human_size(workload.random_read_size)} reads"
+        )
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return float(workload.random_reads)
+
+    @classmethod
+    def ranges(cls, workload: Workload) -> list[ByteRange]:
+        return workload.random_ranges()
+
+    def _read(self, consume: RangeConsumer) -> None:
+        workload = self.workload
+        self.adapter.read_random(workload.bucket, workload.big_key, self._ranges, consume)
+
+
+class ReadDCP(RangeReadCase):
+    """DCP-style partial read: every second item of the large object, each read whole."""
+
+    name = "read_dcp"
+    unit = "MiB/s"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        items = workload.dcp_items()
+        return (
+            f"DCP reader: {len(items):,} x {human_size(workload.item_size)} items "
+            f"of {human_size(workload.big_size)}"
+        )
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return cls.bytes_moved(workload) / MiB
+
+    @classmethod
+    def ranges(cls, workload: Workload) -> list[ByteRange]:
+        return workload.dcp_items()
+
+    def _read(self, consume: RangeConsumer) -> None:
+        workload = self.workload
+        self.adapter.read_items(workload.bucket, workload.big_key, self._ranges, consume)
+
+
+CASES: dict[str, type[Case]] = {
+    case.name: case
+    for case in (GetBig, PutBig, GetSmall, ListKeys, ReadSequential, ReadRandom, ReadDCP)
+}
 """Every case, by name, in table order."""

@@ -54,6 +54,7 @@ class Settings:
     size_mib: int
     small_count: int
     list_count: int
+    random_reads: int
     quick: bool
 
 
@@ -97,7 +98,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="small sizes for a smoke run: 64 MiB, 200 objects, 1,000 keys, 2 reps",
+        help="small sizes for a smoke run: 64 MiB, 200 objects, 1,000 keys, 200 random reads, "
+        "2 reps",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
@@ -109,6 +111,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         size_mib=args.size_mib or (64 if quick else 1024),
         small_count=200 if quick else 2000,
         list_count=1000 if quick else 5000,
+        random_reads=200 if quick else 2000,
         quick=quick,
     )
     if settings.repeat < 1 or settings.size_mib < 1:
@@ -160,6 +163,7 @@ def _run_all(
         small_count=settings.small_count,
         small_size=100 * KiB,
         list_count=settings.list_count,
+        random_reads=settings.random_reads,
     )
     env = dict(os.environ)
     raw: list[dict[str, Any]] = []

@@ -20,7 +20,6 @@ from .workload import Workload
 
 log = logging.getLogger(__name__)
 
-_BIG_SEED = 1
 _UPLOAD_THREADS = 16
 
 DATASETS = ("big", "small", "list")
@@ -52,7 +51,7 @@ def _put(client: Any, bucket: str, key: str, data: bytes) -> None:
 
 
 def _upload_big(client: Any, workload: Workload) -> dict[str, str]:
-    data = payload(workload.big_size, seed=_BIG_SEED)
+    data = payload(workload.big_size, seed=workload.big_seed)
     digest = sha256(data)
     _put(client, workload.bucket, workload.big_key, data)
     return {"big_sha256": digest}

@@ -143,6 +143,10 @@ TARGETS: tuple[RateTarget | RssTarget, ...] = (
     RateTarget("put_big", REFERENCE, 1.0),
     RateTarget("get_small", REFERENCE, 1.5),
     RateTarget("list", REFERENCE, 1.0),
+    RateTarget("read_sequential", REFERENCE, 2.0),
+    RssTarget("read_sequential", 1.3, 200),
+    RateTarget("read_random", REFERENCE, 1.0),
+    RateTarget("read_dcp", REFERENCE, 1.5),
 )
 
 

@@ -7,9 +7,22 @@ preparation worker reports, and hands it to every measuring worker as JSON.
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
-from . import GiB, KiB
+from . import GiB, KiB, MiB
+
+
+class ByteRange(NamedTuple):
+    """Bytes ``[start, end)`` of an object."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
 
 
 @dataclass(frozen=True)
@@ -22,6 +35,11 @@ class Workload:
     small_size: int = 100 * KiB
     list_count: int = 5000
     in_flight: int = 16
+    random_reads: int = 2000
+    random_read_size: int = 64 * KiB
+    random_seed: int = 3
+    item_size: int = 4 * MiB
+    big_seed: int = 1
     big_key: str = "big/object"
     small_prefix: str = "small/"
     list_prefix: str = "list/"
@@ -36,6 +54,23 @@ class Workload:
     def list_keys(self) -> list[str]:
         """Keys under the listing prefix, in listing order."""
         return [f"{self.list_prefix}{index:06d}" for index in range(self.list_count)]
+
+    def random_ranges(self) -> list[ByteRange]:
+        """Where the random-read case reads, in reading order: the same for every client.
+
+        Offsets are drawn uniformly from the whole large object with a fixed
+        seed, so they are aligned to nothing in particular.
+        """
+        rng = random.Random(self.random_seed)
+        last_start = self.big_size - self.random_read_size
+        starts = (rng.randrange(last_start + 1) for _ in range(self.random_reads))
+        return [ByteRange(start, start + self.random_read_size) for start in starts]
+
+    def dcp_items(self) -> list[ByteRange]:
+        """The DCP case's items: every second ``item_size`` slice of the large object."""
+        size = self.item_size
+        starts = range(0, self.big_size - size + 1, 2 * size)
+        return [ByteRange(start, start + size) for start in starts]
 
     def put_key(self, client: str) -> str:
         """Where ``client`` uploads in the PUT case (overwritten by each repetition)."""

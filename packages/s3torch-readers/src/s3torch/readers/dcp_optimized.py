@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +18,6 @@ from .base import S3Reader
 __all__ = ["DEFAULT_MAX_GAP_SIZE", "FALLBACK_GUIDANCE", "DCPOptimizedS3Reader", "ItemRange"]
 
 DEFAULT_MAX_GAP_SIZE = 32 * 1024 * 1024
-# Range groups downloaded at once, ahead of the reader (each a streamed GET
-# that reads ahead within the client's memory budget).
-GROUPS_IN_FLIGHT = 4
 
 FALLBACK_GUIDANCE = (
     "The DCP-optimized reader only serves the byte ranges of the items in the DCP load "
@@ -91,15 +89,54 @@ def coalesce(
     return items, tuple(groups)
 
 
+@dataclass(frozen=True)
+class Fetch:
+    """One ranged GET of bytes ``[start, end)``, at most one part long."""
+
+    start: int
+    end: int
+
+
+def plan_fetches(groups: Iterable[RangeGroup], part_size: int) -> tuple[Fetch, ...]:
+    """The ranged GETs that fetch ``groups``: part-sized at most, over item bytes only.
+
+    Each GET starts at the first item byte not yet covered and reaches as far
+    as one part allows, ending with the last item byte inside that part. So a
+    gap inside a group is fetched only where it shares a part with item
+    bytes (where skipping it would cost another request), a gap between
+    groups never, and the number of requests is never more than streaming
+    each group whole in parts would take.
+    """
+    fetches: list[Fetch] = []
+    for group in groups:
+        start = end = -1
+        for item in group.items:
+            position = item.start
+            while position < item.end:
+                if start < 0 or position >= start + part_size:
+                    if start >= 0:
+                        fetches.append(Fetch(start, end))
+                    start = position
+                end = min(item.end, start + part_size)
+                position = end
+        if start >= 0:
+            fetches.append(Fetch(start, end))
+    return tuple(fetches)
+
+
 class DCPOptimizedS3Reader(S3Reader):
     """Reads the items of a DCP load plan, and nothing else, as fast as the network allows.
 
     Given the byte ranges of the items a load needs (sorted by offset), it
-    coalesces ranges at most ``max_gap_size`` apart into groups and downloads
-    only those groups, several at once, each with parallel ranged requests. An
-    item is loaded whole into one buffer when the reader reaches it and freed
-    when it moves on: reading an item whole returns that buffer itself,
-    without a copy. Gap bytes inside a group are skipped, never copied.
+    coalesces ranges at most ``max_gap_size`` apart into groups and fetches
+    them with part-sized ranged GETs (:func:`plan_fetches`): a gap inside a
+    group is downloaded only where it shares a part with item bytes, a gap
+    between groups never. The client's read-ahead of requests
+    (``S3ClientConfig.readahead_parts``) stays in flight ahead of the reader,
+    across items and groups, so one large shard loads at full speed with
+    bounded memory. An item is loaded whole into one buffer when the reader
+    reaches it and freed when it moves on: reading an item whole returns that
+    buffer itself, without a copy. Gap bytes are skipped, never copied.
 
     Access must follow DCP's pattern: items in offset order (items may be
     skipped), with any seeks and reads inside the current item (``torch.load``
@@ -130,11 +167,11 @@ class DCPOptimizedS3Reader(S3Reader):
         if not self._items:
             raise ValueError(f"no non-empty item ranges to read from {self.uri}")
         self._item_starts = [item.start for item in self._items]
-        self._group_of = {
-            item: index for index, group in enumerate(self._groups) for item in group.items
-        }
-        self._streams: dict[int, ObjectStream] = {}  # open group streams, by group index
-        self._next_group = 0  # the first group not started yet
+        self._fetches = plan_fetches(self._groups, client.s3client_config.part_size)
+        self._fetch_ends = [fetch.end for fetch in self._fetches]
+        self._in_flight = client.s3client_config.readahead_parts
+        self._open: deque[tuple[Fetch, ObjectStream]] = deque()  # started, in order
+        self._next_fetch = 0  # the first fetch not started yet
         self._etag = object_info.etag if object_info is not None else None
         self._item: ItemRange | None = None  # the current item
         self._item_data = b""
@@ -149,7 +186,7 @@ class DCPOptimizedS3Reader(S3Reader):
 
     @property
     def groups(self) -> tuple[RangeGroup, ...]:
-        """The coalesced groups, each one GET."""
+        """The coalesced groups: items close enough that gaps between them may be fetched."""
         return self._groups
 
     def _discover_info(self) -> ObjectInfo:
@@ -157,56 +194,69 @@ class DCPOptimizedS3Reader(S3Reader):
         self._etag = self._etag or info.etag
         return info
 
-    # ------------------------------------------------------------- fetching
-    def _stream_for(self, group_index: int) -> ObjectStream:
-        """The stream of a group; starts it and the next few groups if needed."""
-        while self._next_group <= group_index or (
-            self._next_group < len(self._groups)
-            and self._next_group < group_index + GROUPS_IN_FLIGHT
-        ):
-            self._start_group(self._next_group)
-            self._next_group += 1
-        return self._streams[group_index]
+    @property
+    def fetches(self) -> tuple[Fetch, ...]:
+        """The ranged GETs that fetch the items (see :func:`plan_fetches`)."""
+        return self._fetches
 
-    def _start_group(self, index: int) -> None:
-        group = self._groups[index]
-        if self._etag is None and self._streams:
-            # Pin every group to the version the first one saw.
-            self._etag = next(iter(self._streams.values())).object_info.etag
-        self._streams[index] = self._client.get_object_stream(
+    # ------------------------------------------------------------- fetching
+    def _stream_at(self, position: int) -> tuple[Fetch, ObjectStream]:
+        """The open fetch holding byte ``position``."""
+        self._advance(position)
+        if not self._open or not self._open[0][0].start <= position:
+            raise AssertionError(f"no fetch planned for byte {position} of {self.uri}")
+        return self._open[0]
+
+    def _advance(self, position: int) -> None:
+        """Drop the fetches that end before ``position``; keep the read-ahead in flight."""
+        while self._open and self._open[0][0].end <= position:
+            self._open.popleft()[1].close()  # skipped items: never read
+        if not self._open:
+            self._next_fetch = max(
+                self._next_fetch, bisect.bisect_right(self._fetch_ends, position)
+            )
+        while len(self._open) < self._in_flight and self._next_fetch < len(self._fetches):
+            self._start(self._fetches[self._next_fetch])
+            self._next_fetch += 1
+
+    def _start(self, fetch: Fetch) -> None:
+        if self._etag is None and self._open:
+            # Pin every later request to the version the first one saw.
+            self._etag = self._open[0][1].object_info.etag
+        stream = self._client.get_object_stream(
             self._bucket,
             self._key,
-            start=group.start,
-            end=group.end,
+            start=fetch.start,
+            end=fetch.end,
             object_info=self._info,
             etag=self._etag,
         )
+        self._open.append((fetch, stream))
 
     def _load(self, item_index: int) -> None:
         """Make ``item_index`` the current item, its bytes in one buffer."""
         item = self._items[item_index]
-        group_index = self._group_of[item]
-        # Groups left behind are finished with: free them.
-        for done in [index for index in self._streams if index < group_index]:
-            self._streams.pop(done).close()
-        stream = self._stream_for(group_index)
-        stream.skip(item.start - stream.position)  # the gap, or skipped items: never copied
         buffer = FillableBytes(item.length)
         assert buffer.view is not None
-        count = stream.readinto(buffer.view)
-        if count != item.length:
-            raise S3Exception(
-                f"item {item.start}-{item.end} ended after {count} bytes "
-                "(the object is shorter than the DCP plan says)",
-                operation="GetObject",
-                bucket=self._bucket,
-                key=self._key,
-                code="IncompleteBody",
-            )
-        self._etag = self._etag or stream.object_info.etag
+        position = item.start
+        while position < item.end:  # an item larger than a part spans several fetches
+            fetch, stream = self._stream_at(position)
+            stream.skip(position - stream.position)  # a gap: never copied
+            wanted = min(item.end, fetch.end) - position
+            count = stream.readinto(buffer.view[position - item.start :][:wanted])
+            self._etag = self._etag or stream.object_info.etag
+            if count != wanted:
+                raise S3Exception(
+                    f"item {item.start}-{item.end} ended after {position + count - item.start} "
+                    "bytes (the object is shorter than the DCP plan says)",
+                    operation="GetObject",
+                    bucket=self._bucket,
+                    key=self._key,
+                    code="IncompleteBody",
+                )
+            position += count
         self._item, self._item_index, self._item_data = item, item_index, buffer.freeze()
-        if item is self._groups[group_index].items[-1]:
-            self._streams.pop(group_index).close()
+        self._advance(position)  # free what is finished with, start the next fetches
 
     def _locate(self, start: int, end: int) -> ItemRange:
         """The item holding ``[start, end)``: the current one or a later one."""
@@ -274,7 +324,6 @@ class DCPOptimizedS3Reader(S3Reader):
         return len(view)
 
     def _release(self) -> None:
-        for stream in self._streams.values():
-            stream.close()
-        self._streams.clear()
+        while self._open:
+            self._open.popleft()[1].close()
         self._item_data = b""
