@@ -50,6 +50,14 @@ def test_wheels_build_install_and_import_in_a_fresh_venv(repo: Path, tmp_path: P
     result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == _workspace_version(repo)
+    # The torch layer: its wheel brought torch along, and every layer shares the namespace.
+    probe = (
+        "import s3torch.datasets as d, s3torch.readers as r, torch\n"
+        "assert d.S3MapDataset and d.S3IterableDataset and r.S3ReaderConstructor\n"
+        "assert getattr(__import__('s3torch'), '__file__', None) is None  # a namespace\n"
+    )
+    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def _workspace_version(repo: Path) -> str:

@@ -288,3 +288,45 @@ def test_object_info_must_describe_the_object(
     info = client.head_object(bucket, "a")
     with pytest.raises(ValueError, match=f"describes s3://{bucket}/a, not s3://{bucket}/b"):
         SequentialS3Reader(client, bucket, "b", info)
+
+
+def test_prefetch_starts_several_sequential_downloads_from_one_thread(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    objects = {f"obj{i}": upload(f"obj{i}", 1000 + i) for i in range(3)}
+    client = make_client(endpoint=fault_proxy.endpoint)
+    readers = [
+        get_object(client, bucket, key, reader_constructor=KINDS["sequential"]) for key in objects
+    ]
+    fault_proxy.hold_until_concurrent(3, timeout=20)  # answers nothing until 3 GETs wait
+    for reader in readers:
+        reader.prefetch()
+        reader.prefetch()  # idempotent: still one GET
+    assert [reader.read() for reader in readers] == list(objects.values())
+    assert fault_proxy.hold_reached
+    assert sum(request.method == "GET" for request in fault_proxy.seen) == 3
+    readers[0].close()
+    with pytest.raises(ValueError, match="closed reader"):
+        readers[0].prefetch()
+
+
+def test_prefetch_of_a_range_based_reader_fetches_nothing_yet(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    data = upload("obj", 1000)
+    client = make_client(endpoint=fault_proxy.endpoint)
+    info = client.head_object(bucket, "obj")
+    fault_proxy.clear()
+    reader = get_object(
+        client, bucket, "obj", reader_constructor=KINDS["range_based"], object_info=info
+    )
+    reader.prefetch()
+    assert fault_proxy.seen == []
+    assert reader.read(10) == data[:10]
+    assert [request.method for request in fault_proxy.seen] == ["GET"]

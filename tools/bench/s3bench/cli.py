@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -127,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s [run] %(levelname)s %(message)s",
     )
     isolate_aws_environment()  # fake credentials, no metadata lookups; children inherit it
+    # A plain `kill` must still stop the server and remove the bucket (the
+    # `with` blocks below): turn SIGTERM into SystemExit.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     json_path = args.json or REPO_ROOT / "bench-results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     machine = machine_info()

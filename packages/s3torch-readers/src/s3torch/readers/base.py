@@ -79,6 +79,16 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         """Learn size and ETag; subclasses with a response at hand override this."""
         return self._client.head_object(self._bucket, self._key)
 
+    def prefetch(self) -> None:
+        """Start downloading now, without waiting, so that a later read finds bytes ready.
+
+        Datasets call it on the next few objects while you consume the current
+        one. The sequential reader starts its streamed GET (read ahead within
+        the client's memory budget); readers that fetch only what each read
+        asks for do nothing until that read. Idempotent.
+        """
+        self._check_open()
+
     # ---------------------------------------------------- how (per reader kind)
     @abc.abstractmethod
     def _read_at(self, position: int, size: int) -> bytes:

@@ -132,9 +132,11 @@ class S3ReaderConstructor:
         """DCP-optimized readers: only the byte ranges of a DCP load plan, several at once.
 
         Args:
-            max_gap_size: Items at most this many bytes apart share one GET
-                (default 32 MiB); ``float("inf")`` coalesces everything, 0
-                nothing.
+            max_gap_size: Items at most this many bytes apart are coalesced
+                into one group (default 32 MiB): a gap inside a group is
+                fetched where it shares a part-sized GET with item bytes, a
+                gap between groups never. ``float("inf")`` coalesces
+                everything, 0 nothing.
 
         Falls back to a sequential reader for files without ranges.
 

@@ -48,6 +48,12 @@ class SequentialS3Reader(S3Reader):
     def _discover_info(self) -> ObjectInfo:
         return self._open().object_info  # the first response, not an extra HEAD
 
+    def prefetch(self) -> None:
+        """Start the streamed GET of the whole object now (if nothing has been read yet)."""
+        super().prefetch()
+        if self._data is None:
+            self._open()
+
     def _fill(self, end: int) -> None:
         """Make bytes ``[0, end)`` of the object available in the buffer."""
         if self._data is not None or self._filled >= end:

@@ -1,0 +1,21 @@
+"""s3torch.datasets: PyTorch datasets over S3 objects that keep a GPU fed from one worker.
+
+>>> from torch.utils.data import DataLoader
+>>> from s3torch.datasets import S3IterableDataset
+>>> dataset = S3IterableDataset.from_prefix(
+...     "s3://my-bucket/train/", region="us-east-1", enable_sharding=True,
+...     shuffle=True, transform=lambda reader: reader.read())
+>>> loader = DataLoader(dataset, batch_size=32, num_workers=2)
+"""
+
+from ._base import DEFAULT_PREFETCH, TransformError, identity
+from .iterable_dataset import S3IterableDataset
+from .map_dataset import S3MapDataset
+
+__all__ = [
+    "DEFAULT_PREFETCH",
+    "S3IterableDataset",
+    "S3MapDataset",
+    "TransformError",
+    "identity",
+]

@@ -1,0 +1,145 @@
+"""What both dataset kinds share: where the objects are, how to open and transform them."""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from s3torch.client import S3Client, S3ClientConfig, S3Exception
+from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
+
+from ._source import DatasetObject
+
+__all__ = [
+    "DEFAULT_PREFETCH",
+    "DatasetSource",
+    "S3DatasetBase",
+    "TransformError",
+    "identity",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PREFETCH = 16
+"""Objects downloaded ahead of the one being transformed, within one process."""
+
+DatasetSource = Callable[[S3Client], Iterable[DatasetObject]]
+"""Lists a dataset's objects with a client (must pickle, for spawned workers)."""
+
+
+def identity(reader: S3Reader) -> S3Reader:
+    """The default transform: the item is the reader itself."""
+    return reader
+
+
+class TransformError(Exception):
+    """A dataset's ``transform`` failed: the message names the object; ``__cause__`` is why."""
+
+
+class S3DatasetBase:
+    """Settings, the per-process client, and reading objects with prefetch.
+
+    A dataset pickles as its settings and its object source only: no client
+    (each process makes its own on first use) and no listing.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        get_dataset_objects: DatasetSource,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        if not isinstance(region, str) or not region:
+            raise ValueError(f"region must be a non-empty string, got {region!r}")
+        if not callable(get_dataset_objects):
+            raise TypeError(f"get_dataset_objects must be callable, got {get_dataset_objects!r}")
+        if not callable(transform):
+            raise TypeError(f"transform must be callable, got {transform!r}")
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        self._region = region
+        self._endpoint = endpoint
+        self._get_dataset_objects = get_dataset_objects
+        self._transform = transform
+        self._config = s3client_config
+        self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
+        self._prefetch = prefetch
+        self._client: S3Client | None = None
+
+    @property
+    def region(self) -> str:
+        return self._region
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._endpoint
+
+    @property
+    def prefetch(self) -> int:
+        """Objects downloaded ahead of the one being transformed."""
+        return self._prefetch
+
+    @property
+    def reader_constructor(self) -> S3ReaderConstructorProtocol:
+        return self._reader_constructor
+
+    def _get_client(self) -> S3Client:
+        # One per dataset object and process: a client stays usable after a
+        # fork (the child gets its own transfers), and never travels in a pickle.
+        if self._client is None:
+            self._client = S3Client(
+                self._region, endpoint=self._endpoint, s3client_config=self._config
+            )
+        return self._client
+
+    def _list(self) -> Iterator[DatasetObject]:
+        return iter(self._get_dataset_objects(self._get_client()))
+
+    def _open(self, obj: DatasetObject) -> S3Reader:
+        return self._reader_constructor(self._get_client(), obj.bucket, obj.key, obj.info)
+
+    def _apply(self, reader: S3Reader) -> Any:
+        try:
+            return self._transform(reader)
+        except S3Exception:
+            raise  # already names the bucket and key
+        except Exception as error:
+            raise TransformError(f"transform failed on {reader.uri}: {error!r}") from error
+
+    def _read_all(self, objects: Iterable[DatasetObject]) -> Iterator[Any]:
+        """``transform(reader)`` of each object, in order, the next ``prefetch`` downloading."""
+        ahead: deque[S3Reader] = deque()
+        pending = iter(objects)
+        try:
+            while True:
+                while len(ahead) <= self._prefetch:
+                    obj = next(pending, None)
+                    if obj is None:
+                        break
+                    reader = self._open(obj)
+                    reader.prefetch()
+                    ahead.append(reader)
+                if not ahead:
+                    return
+                yield self._apply(ahead.popleft())
+        finally:  # stopped early: cancel what was fetched ahead
+            for unread in ahead:
+                unread.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None
+        return state
+
+    def _describe(self) -> str:
+        return (
+            f"region={self._region!r}, endpoint={self._endpoint!r}, "
+            f"source={self._get_dataset_objects!r}, "
+            f"reader={S3ReaderConstructor.get_reader_type_string(self._reader_constructor)}"
+        )

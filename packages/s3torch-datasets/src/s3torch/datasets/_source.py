@@ -1,0 +1,81 @@
+"""Which objects a dataset holds: a prefix to list, or a fixed list of URIs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from s3torch.client import ObjectInfo, S3Client, parse_s3_uri
+
+__all__ = ["DatasetObject", "ObjectList", "PrefixListing", "is_folder_marker"]
+
+log = logging.getLogger(__name__)
+
+
+class DatasetObject(NamedTuple):
+    """One object of a dataset; ``info`` (size, ETag) when a listing provided it."""
+
+    bucket: str
+    key: str
+    info: ObjectInfo | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+def is_folder_marker(info: ObjectInfo) -> bool:
+    """A zero-byte key ending in ``/``: how consoles show folders, not data."""
+    return info.size == 0 and info.key.endswith("/")
+
+
+@dataclass(frozen=True)
+class PrefixListing:
+    """Every object under ``s3://bucket/prefix``, recursively, in key order.
+
+    Sizes and ETags come from the listing, so opening an object costs no HEAD.
+    Folder markers are skipped. Called with a client, it lists lazily, page by
+    page (the client fetches pages ahead), so the first objects are available
+    after one page.
+    """
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def from_uri(cls, s3_uri: str) -> PrefixListing:
+        """Parse ``s3://bucket/prefix`` (ValueError naming the URI if malformed)."""
+        bucket, prefix = parse_s3_uri(s3_uri)
+        return cls(bucket, prefix)
+
+    def __call__(self, client: S3Client) -> Iterator[DatasetObject]:
+        log.debug("listing s3://%s/%s", self.bucket, self.prefix)
+        for page in client.list_objects(self.bucket, self.prefix):
+            for info in page.objects:
+                if not is_folder_marker(info):
+                    yield DatasetObject(info.bucket, info.key, info)
+
+
+@dataclass(frozen=True)
+class ObjectList:
+    """A fixed list of objects, in the order given (their sizes are learnt when read)."""
+
+    objects: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def from_uris(cls, object_uris: str | Iterable[str]) -> ObjectList:
+        """Parse one URI or many (ValueError naming the first malformed one)."""
+        uris = [object_uris] if isinstance(object_uris, str) else list(object_uris)
+        objects = []
+        for uri in uris:
+            bucket, key = parse_s3_uri(uri)
+            if not key:
+                raise ValueError(f"Invalid object URI {uri!r}: it names a bucket, not an object")
+            objects.append((bucket, key))
+        return cls(tuple(objects))
+
+    def __call__(self, client: S3Client) -> Iterator[DatasetObject]:
+        for bucket, key in self.objects:
+            yield DatasetObject(bucket, key)

@@ -1,0 +1,286 @@
+"""S3IterableDataset: an iterable dataset over S3 objects, sharded, shuffled and resumable."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch.utils.data
+
+from s3torch.client import S3ClientConfig
+from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
+
+from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
+from ._sharding import Shard, current_shard, distributed_rank
+from ._source import DatasetObject, ObjectList, PrefixListing
+
+__all__ = ["S3IterableDataset"]
+
+log = logging.getLogger(__name__)
+
+_STATE_VERSION = 1
+
+
+class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
+    """An iterable dataset: ``transform(reader)`` of each object, in order.
+
+    Make one with :meth:`from_prefix` or :meth:`from_objects`. Iterating
+    downloads up to ``prefetch`` objects at once, ahead of the one being
+    transformed, so a single DataLoader worker keeps many requests in flight.
+
+    * ``enable_sharding=True``: each (distributed rank, DataLoader worker)
+      reads a disjoint share, every object exactly once per epoch across all
+      of them. Rank and world size are read when iteration starts, so a
+      process group initialised after construction counts.
+    * ``shuffle=True``: each epoch reads the objects in a random order drawn
+      from ``seed`` and the epoch (the same on every rank, so shares stay
+      disjoint). Call :meth:`set_epoch` at the start of each epoch, as with
+      ``DistributedSampler``; a process that iterates again on its own (no
+      DataLoader workers, or persistent workers) moves to the next epoch
+      after each complete pass.
+    * :meth:`state_dict` / :meth:`load_state_dict`: how far this process has
+      got in the epoch, so a job resumes without repeating or skipping an
+      object (also inside torchdata's ``StatefulDataLoader`` workers).
+
+    Objects are listed once per process, lazily: without shuffling the first
+    items come after one listing page, and the process keeps only its share.
+    Shuffling needs the whole listing (keys and sizes) first.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        get_dataset_objects: DatasetSource,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        enable_sharding: bool = False,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            region,
+            get_dataset_objects,
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+        )
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an int, got {seed!r}")
+        self._enable_sharding = bool(enable_sharding)
+        self._shuffle = bool(shuffle)
+        self._seed = seed
+        self._epoch = 0
+        self._consumed = 0  # objects handed out in this epoch, by this process
+        self._resume_from = 0  # objects to skip at the start of the next pass
+        self._shard: Shard | None = None  # of the current or last pass
+        self._listing: tuple[Shard | None, list[DatasetObject]] | None = None
+        self._parent_rank: tuple[int, int] | None = None  # see __getstate__
+
+    @classmethod
+    def from_prefix(
+        cls,
+        s3_uri: str,
+        *,
+        region: str,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        enable_sharding: bool = False,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> S3IterableDataset:
+        """Every object under the prefix ``s3_uri`` (recursively, in key order).
+
+        An empty prefix gives an empty dataset; folder markers (zero-byte keys
+        ending in ``/``) are skipped.
+
+        Raises:
+            ValueError: ``s3_uri`` is not an ``s3://bucket/prefix`` URI.
+        """
+        return cls(
+            region,
+            PrefixListing.from_uri(s3_uri),
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            enable_sharding=enable_sharding,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+            shuffle=shuffle,
+            seed=seed,
+        )
+
+    @classmethod
+    def from_objects(
+        cls,
+        object_uris: str | Iterable[str],
+        *,
+        region: str,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        enable_sharding: bool = False,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        shuffle: bool = False,
+        seed: int = 0,
+    ) -> S3IterableDataset:
+        """The objects ``object_uris`` (one URI or many), in the order given.
+
+        Raises:
+            ValueError: a URI is malformed or names no object.
+        """
+        return cls(
+            region,
+            ObjectList.from_uris(object_uris),
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            enable_sharding=enable_sharding,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+            shuffle=shuffle,
+            seed=seed,
+        )
+
+    # ------------------------------------------------------------- settings
+    @property
+    def enable_sharding(self) -> bool:
+        return self._enable_sharding
+
+    @property
+    def shuffle(self) -> bool:
+        return self._shuffle
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the current (or next) pass: it seeds the shuffle."""
+        return self._epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` with the next pass (a different shuffle each epoch)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        self._epoch = epoch
+        self._consumed = self._resume_from = 0
+
+    # ----------------------------------------------------------- resumption
+    def state_dict(self) -> dict[str, Any]:
+        """Where this process is: epoch, objects consumed in it, and its shard."""
+        shard = self._shard
+        return {
+            "version": _STATE_VERSION,
+            "epoch": self._epoch,
+            "consumed": self._consumed,
+            "shard": [shard.index, shard.count] if shard is not None else None,
+            "seed": self._seed,
+            "shuffle": self._shuffle,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume where :meth:`state_dict` was taken: the next pass skips what was consumed.
+
+        Raises:
+            ValueError: the state is not one of this dataset's, or was taken
+                with other shuffle settings.
+        """
+        missing = {"version", "epoch", "consumed", "seed", "shuffle"} - set(state)
+        if missing or state["version"] != _STATE_VERSION:
+            raise ValueError(
+                f"not an S3IterableDataset state (missing {sorted(missing)}): {dict(state)!r}"
+            )
+        if (state["seed"], state["shuffle"]) != (self._seed, self._shuffle):
+            raise ValueError(
+                f"the state was taken with shuffle={state['shuffle']}, seed={state['seed']}; "
+                f"this dataset has shuffle={self._shuffle}, seed={self._seed}"
+            )
+        self._epoch = int(state["epoch"])
+        self._consumed = self._resume_from = int(state["consumed"])
+        shard = state.get("shard")
+        self._shard = Shard(*shard) if shard is not None else None
+
+    # ------------------------------------------------------------ iteration
+    def __iter__(self) -> Iterator[Any]:
+        shard = current_shard(self._parent_rank) if self._enable_sharding else None
+        if self._resume_from and self._shard is not None and shard != self._shard:
+            raise ValueError(
+                f"cannot resume: the state was taken in share {self._shard.index} of "
+                f"{self._shard.count}, but this process reads share {shard} (a different "
+                "number of ranks or DataLoader workers changes which objects each one reads)"
+            )
+        self._shard = shard
+        skip, self._resume_from = self._resume_from, 0
+        epoch = self._epoch
+        self._consumed = skip
+        objects = self._epoch_objects(shard, epoch)
+        if skip:
+            log.debug("%r: resuming epoch %d after %d objects", self, epoch, skip)
+            objects = _drop(objects, skip)
+        for item in self._read_all(objects):
+            self._consumed += 1
+            yield item
+        self._epoch = epoch + 1  # a complete pass: the next one is a new epoch
+        self._consumed = 0
+
+    def _epoch_objects(self, shard: Shard | None, epoch: int) -> Iterator[DatasetObject]:
+        """This process's objects for ``epoch``, in reading order."""
+        if not self._shuffle:
+            return self._share(shard)
+        everything = self._listed(None)
+        order = list(range(len(everything)))
+        random.Random(f"s3torch:{self._seed}:{epoch}").shuffle(order)
+        if shard is not None:
+            order = order[shard.index :: shard.count]
+        return (everything[index] for index in order)
+
+    def _share(self, shard: Shard | None) -> Iterator[DatasetObject]:
+        """The listing, or this shard's share of it: cached after one complete listing."""
+        if self._listing is not None and self._listing[0] in (shard, None):
+            objects = self._listing[1]
+            if self._listing[0] is None and shard is not None:
+                return iter(objects[shard.index :: shard.count])
+            return iter(objects)
+        return self._list_share(shard)
+
+    def _list_share(self, shard: Shard | None) -> Iterator[DatasetObject]:
+        kept: list[DatasetObject] = []
+        for position, obj in enumerate(self._list()):
+            if shard is None or position % shard.count == shard.index:
+                kept.append(obj)
+                yield obj
+        self._listing = (shard, kept)
+
+    def _listed(self, shard: Shard | None) -> list[DatasetObject]:
+        if self._listing is None or self._listing[0] != shard:
+            self._listing = (shard, list(self._list()))
+        return self._listing[1]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_listing"] = None  # each process lists for itself
+        # DataLoader pickles the dataset for spawned workers when iteration
+        # starts; they have no process group, so they take the rank from here.
+        state["_parent_rank"] = distributed_rank() or self._parent_rank
+        return state
+
+    def __repr__(self) -> str:
+        return (
+            f"S3IterableDataset({self._describe()}, enable_sharding={self._enable_sharding}, "
+            f"shuffle={self._shuffle}, seed={self._seed})"
+        )
+
+
+def _drop(objects: Iterator[DatasetObject], count: int) -> Iterator[DatasetObject]:
+    for _ in range(count):
+        if next(objects, None) is None:
+            return
+    yield from objects

@@ -1,0 +1,151 @@
+"""S3MapDataset: a map-style dataset over S3 objects."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch.utils.data
+
+from s3torch.client import S3ClientConfig
+from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
+
+from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
+from ._source import DatasetObject, ObjectList, PrefixListing
+
+__all__ = ["S3MapDataset"]
+
+log = logging.getLogger(__name__)
+
+
+class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
+    """A map-style dataset: item ``i`` is ``transform(reader of the i-th object)``.
+
+    Make one with :meth:`from_prefix` or :meth:`from_objects`. The objects are
+    listed once per process, on first use (``len`` or an item), in key order,
+    with sizes from the listing (no HEAD per object). A batch asked for through
+    ``__getitems__`` (what ``DataLoader`` does when batching) downloads up to
+    ``prefetch`` objects at once, ahead of the one being transformed, so one
+    worker keeps many requests in flight. Works with any sampler, including
+    ``DistributedSampler``.
+
+    Pickling (for spawned DataLoader workers) carries the settings and the
+    object source, never a client or the listing.
+    """
+
+    def __init__(
+        self,
+        region: str,
+        get_dataset_objects: DatasetSource,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        super().__init__(
+            region,
+            get_dataset_objects,
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+        )
+        self._objects: list[DatasetObject] | None = None  # listed on first use
+
+    @classmethod
+    def from_prefix(
+        cls,
+        s3_uri: str,
+        *,
+        region: str,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> S3MapDataset:
+        """Every object under the prefix ``s3_uri`` (recursively, in key order).
+
+        An empty prefix gives an empty dataset; folder markers (zero-byte keys
+        ending in ``/``) are skipped.
+
+        Raises:
+            ValueError: ``s3_uri`` is not an ``s3://bucket/prefix`` URI.
+        """
+        return cls(
+            region,
+            PrefixListing.from_uri(s3_uri),
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+        )
+
+    @classmethod
+    def from_objects(
+        cls,
+        object_uris: str | Iterable[str],
+        *,
+        region: str,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> S3MapDataset:
+        """The objects ``object_uris`` (one URI or many), in the order given.
+
+        Raises:
+            ValueError: a URI is malformed or names no object.
+        """
+        return cls(
+            region,
+            ObjectList.from_uris(object_uris),
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+        )
+
+    @property
+    def _dataset_objects(self) -> list[DatasetObject]:
+        # Once per process: a forked worker inherits a listing made before
+        # the fork; a spawned one lists for itself.
+        if self._objects is None:
+            self._objects = list(self._list())
+            log.debug("%r: %d objects", self, len(self._objects))
+        return self._objects
+
+    def __len__(self) -> int:
+        return len(self._dataset_objects)
+
+    def _object_at(self, index: int) -> DatasetObject:
+        objects = self._dataset_objects
+        if isinstance(index, bool) or not hasattr(index, "__index__"):
+            raise TypeError(f"{type(self).__name__} indices must be integers, got {index!r}")
+        position = index.__index__()
+        if not -len(objects) <= position < len(objects):
+            raise IndexError(
+                f"{type(self).__name__} index {position} out of range for {len(objects)} objects"
+            )
+        return objects[position]
+
+    def __getitem__(self, index: int) -> Any:
+        return self._apply(self._open(self._object_at(index)))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[Any]:
+        """The items at ``indices``, downloading up to ``prefetch`` objects at once."""
+        return list(self._read_all([self._object_at(index) for index in indices]))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_objects"] = None  # each process lists for itself
+        return state
+
+    def __repr__(self) -> str:
+        return f"S3MapDataset({self._describe()})"
