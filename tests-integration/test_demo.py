@@ -31,5 +31,7 @@ def test_the_demo_writes_reads_verifies_and_cleans_up(repo: Path) -> None:
     steps = [line.split("  ")[1] if line.startswith("  ") else line for line in lines]
     assert any("upload 40 x 64 KiB" in line for line in steps)
     assert any("read back 1 x 12 MiB" in line for line in steps)
-    assert "every byte verified by SHA-256" in result.stdout
+    assert any("DataLoader, iterable dataset, 2 workers" in line for line in steps)
+    assert any("DataLoader, map dataset, 2 workers" in line for line in steps)
+    assert "every byte verified (SHA-256, tensor equality after the DataLoader" in result.stdout
     assert lines[-1] == "done"

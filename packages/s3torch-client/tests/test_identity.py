@@ -35,6 +35,35 @@ def test_requests_are_signed_with_the_environment_credentials(
     assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=")
 
 
+def test_environment_credentials_are_read_for_each_request(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client = make_client(endpoint=fault_proxy.endpoint)
+    client.delete_object(bucket, "k")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ROTATEDKEY")  # e.g. a refreshed session
+    client.delete_object(bucket, "k")
+    keys = [_access_key(request.headers) for request in fault_proxy.seen]
+    assert keys[1] == "ROTATEDKEY"
+    assert keys[0] != "ROTATEDKEY"
+
+
+def test_the_default_chain_is_built_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    from s3torch.client import _runtime
+    from s3torch.client._transport import _credentials_provider
+
+    runtime = _runtime.current()
+    with_environment = _credentials_provider(runtime, None)
+    assert _credentials_provider(runtime, None) is not with_environment  # cheap, never cached
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    chain = _credentials_provider(runtime, None)
+    assert _credentials_provider(runtime, None) is chain
+    monkeypatch.setenv("AWS_PROFILE", "other")
+    assert _credentials_provider(runtime, None) is not chain
+
+
 def test_unsigned_requests_carry_no_authorization(
     make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
 ) -> None:

@@ -95,6 +95,14 @@ class ClientAdapter(ABC):
         does), then each item is read whole after a seek to its start.
         """
 
+    @abstractmethod
+    def iterable_dataset(self, bucket: str, prefix: str) -> Any:
+        """An iterable dataset of ``(key, bytes)`` samples under ``prefix``, sharded by worker."""
+
+    @abstractmethod
+    def map_dataset(self, bucket: str, prefix: str) -> Any:
+        """A map-style dataset of ``(key, bytes)`` samples under ``prefix``, in key order."""
+
 
 class ReaderClientAdapter(ClientAdapter):
     """A client with the ``S3Reader`` family: the reader cases use its readers."""
@@ -195,6 +203,28 @@ class S3TorchAdapter(ReaderClientAdapter):
             constructor = dcp
         return get_object(self._client, bucket, key, reader_constructor=constructor)
 
+    def iterable_dataset(self, bucket: str, prefix: str) -> Any:
+        from s3torch.datasets import S3IterableDataset
+
+        from .torch_datasets import sample
+
+        return S3IterableDataset.from_prefix(
+            f"s3://{bucket}/{prefix}",
+            region=self.region,
+            endpoint=self.endpoint,
+            transform=sample,
+            enable_sharding=True,
+        )
+
+    def map_dataset(self, bucket: str, prefix: str) -> Any:
+        from s3torch.datasets import S3MapDataset
+
+        from .torch_datasets import sample
+
+        return S3MapDataset.from_prefix(
+            f"s3://{bucket}/{prefix}", region=self.region, endpoint=self.endpoint, transform=sample
+        )
+
 
 class ConnectorAdapter(ReaderClientAdapter):
     """s3torchconnector 1.5.0 (the reference), through its ``S3Client``."""
@@ -242,6 +272,33 @@ class ConnectorAdapter(ReaderClientAdapter):
             bucket, key, reader_constructor=constructor
         )
         return reader
+
+    def iterable_dataset(self, bucket: str, prefix: str) -> Any:
+        from s3torchconnector import S3ClientConfig, S3IterableDataset
+
+        from .torch_datasets import sample
+
+        return S3IterableDataset.from_prefix(
+            f"s3://{bucket}/{prefix}",
+            region=self.region,
+            endpoint=self.endpoint,
+            transform=sample,
+            s3client_config=S3ClientConfig(force_path_style=True),
+            enable_sharding=True,
+        )
+
+    def map_dataset(self, bucket: str, prefix: str) -> Any:
+        from s3torchconnector import S3ClientConfig, S3MapDataset
+
+        from .torch_datasets import sample
+
+        return S3MapDataset.from_prefix(
+            f"s3://{bucket}/{prefix}",
+            region=self.region,
+            endpoint=self.endpoint,
+            transform=sample,
+            s3client_config=S3ClientConfig(force_path_style=True),
+        )
 
 
 class Boto3Adapter(ClientAdapter):
@@ -292,6 +349,16 @@ class Boto3Adapter(ClientAdapter):
     ) -> None:
         """Without a reader there is no load plan: an item is one more range."""
         self.read_random(bucket, key, items, consume)
+
+    def iterable_dataset(self, bucket: str, prefix: str) -> Any:
+        from .torch_datasets import Boto3IterableDataset
+
+        return Boto3IterableDataset(self.endpoint, self.region, bucket, prefix)
+
+    def map_dataset(self, bucket: str, prefix: str) -> Any:
+        from .torch_datasets import Boto3MapDataset
+
+        return Boto3MapDataset(self.endpoint, self.region, bucket, prefix)
 
     def _get_range(self, bucket: str, key: str, byte_range: ByteRange) -> bytes:
         http_range = f"bytes={byte_range.start}-{byte_range.end - 1}"

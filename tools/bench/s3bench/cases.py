@@ -362,8 +362,130 @@ class ReadDCP(RangeReadCase):
         self.adapter.read_items(workload.bucket, workload.big_key, self._ranges, consume)
 
 
+class LoaderCase(Case):
+    """The small objects as ``(key, bytes)`` samples through a ``DataLoader``.
+
+    Batches of ``workload.loader_batch`` (collated as plain lists), workers
+    forked afresh for each repetition (an epoch). The warm-up checks every
+    sample's content; each repetition checks the count and the bytes.
+    """
+
+    unit = "samples/s"
+    dataset = "small"
+    kind: ClassVar[str]
+    """``"iterable"`` or ``"map"``."""
+    workers: ClassVar[int]
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return (
+            f"{cls.kind} dataset, DataLoader num_workers={cls.workers}: "
+            f"{workload.small_count:,} x {human_size(workload.small_size)}"
+        )
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return float(workload.small_count)
+
+    @classmethod
+    def bytes_moved(cls, workload: Workload) -> int:
+        return workload.small_count * workload.small_size
+
+    def setup(self) -> None:
+        import torch.utils.data
+
+        workload = self.workload
+        make = (
+            self.adapter.iterable_dataset if self.kind == "iterable" else self.adapter.map_dataset
+        )
+        self._loader = torch.utils.data.DataLoader(
+            make(workload.bucket, workload.small_prefix),
+            batch_size=workload.loader_batch,
+            num_workers=self.workers,
+            collate_fn=list,
+        )
+
+    def _samples(self) -> list[tuple[str, bytes]]:
+        return [sample for batch in self._loader for sample in batch]
+
+    def warm_up(self) -> None:
+        samples = sorted(self._samples())
+        expect("keys", [key for key, _ in samples], self.workload.small_keys())
+        digest = combined_digest(sha256(data) for _, data in samples)
+        expect("combined SHA-256", digest, self.workload.small_digest)
+
+    def run(self) -> None:
+        samples = self._samples()
+        expect("samples", len(samples), self.workload.small_count)
+        expect("bytes", sum(len(data) for _, data in samples), self.bytes_moved(self.workload))
+
+
+class IterableLoader1(LoaderCase):
+    name = "loader_iterable_w1"
+    kind = "iterable"
+    workers = 1
+
+
+class IterableLoader2(LoaderCase):
+    name = "loader_iterable_w2"
+    kind = "iterable"
+    workers = 2
+
+
+class MapLoader1(LoaderCase):
+    name = "loader_map_w1"
+    kind = "map"
+    workers = 1
+
+
+class MapLoader2(LoaderCase):
+    name = "loader_map_w2"
+    kind = "map"
+    workers = 2
+
+
+class FirstSample(Case):
+    """From nothing to the first sample of a large prefix: dataset made, listed, first GET.
+
+    The rate is 1 / seconds, so a higher ratio is a shorter wait. No DataLoader
+    (its worker start-up is the same for every client).
+    """
+
+    name = "first_sample"
+    unit = "1/s"
+    dataset = "many"
+
+    @classmethod
+    def title(cls, workload: Workload) -> str:
+        return f"time to first sample, iterable dataset over {workload.many_count:,} objects"
+
+    @classmethod
+    def amount(cls, workload: Workload) -> float:
+        return 1.0
+
+    def run(self) -> None:
+        workload = self.workload
+        dataset = self.adapter.iterable_dataset(workload.bucket, workload.many_prefix)
+        key, data = next(iter(dataset))
+        first = workload.many_keys()[0]
+        expect("first sample", (key, data), (first, first.encode()))
+
+
 CASES: dict[str, type[Case]] = {
     case.name: case
-    for case in (GetBig, PutBig, GetSmall, ListKeys, ReadSequential, ReadRandom, ReadDCP)
+    for case in (
+        GetBig,
+        PutBig,
+        GetSmall,
+        ListKeys,
+        ReadSequential,
+        ReadRandom,
+        ReadDCP,
+        IterableLoader1,
+        IterableLoader2,
+        MapLoader1,
+        MapLoader2,
+        FirstSample,
+    )
 }
 """Every case, by name, in table order."""

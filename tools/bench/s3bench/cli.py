@@ -55,6 +55,7 @@ class Settings:
     size_mib: int
     small_count: int
     list_count: int
+    many_count: int
     random_reads: int
     quick: bool
 
@@ -100,7 +101,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         "--quick",
         action="store_true",
         help="small sizes for a smoke run: 64 MiB, 200 objects, 1,000 keys, 200 random reads, "
-        "2 reps",
+        "2,000 objects for the first sample, 2 reps",
     )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     args = parser.parse_args(argv)
@@ -112,6 +113,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         size_mib=args.size_mib or (64 if quick else 1024),
         small_count=200 if quick else 2000,
         list_count=1000 if quick else 5000,
+        many_count=2000 if quick else 20000,
         random_reads=200 if quick else 2000,
         quick=quick,
     )
@@ -167,6 +169,7 @@ def _run_all(
         small_count=settings.small_count,
         small_size=100 * KiB,
         list_count=settings.list_count,
+        many_count=settings.many_count,
         random_reads=settings.random_reads,
     )
     env = dict(os.environ)

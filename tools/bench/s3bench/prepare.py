@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 _UPLOAD_THREADS = 16
 
-DATASETS = ("big", "small", "list")
+DATASETS = ("big", "small", "list", "many")
 
 
 def prepare(
@@ -36,6 +36,7 @@ def prepare(
         "big": _upload_big,
         "small": _upload_small,
         "list": _upload_list,
+        "many": _upload_many_keys,
     }
     digests: dict[str, str] = {}
     for dataset in datasets:
@@ -75,4 +76,9 @@ def _upload_small(client: Any, workload: Workload) -> dict[str, str]:
 
 def _upload_list(client: Any, workload: Workload) -> dict[str, str]:
     _upload_many(client, workload.bucket, {key: key.encode() for key in workload.list_keys()})
+    return {}
+
+
+def _upload_many_keys(client: Any, workload: Workload) -> dict[str, str]:
+    _upload_many(client, workload.bucket, {key: key.encode() for key in workload.many_keys()})
     return {}

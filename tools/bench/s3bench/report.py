@@ -147,6 +147,9 @@ TARGETS: tuple[RateTarget | RssTarget, ...] = (
     RssTarget("read_sequential", 1.3, 200),
     RateTarget("read_random", REFERENCE, 1.0),
     RateTarget("read_dcp", REFERENCE, 1.5),
+    RateTarget("loader_iterable_w1", REFERENCE, 2.0),
+    RateTarget("loader_map_w1", REFERENCE, 2.0),
+    RateTarget("first_sample", REFERENCE, 1.0),
 )
 
 

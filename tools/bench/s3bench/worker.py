@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--case", required=True, choices=sorted(CASES))
     run.add_argument("--repeat", type=int, required=True)
     prepare = commands.add_parser("prepare", help="upload the benchmark data")
-    prepare.add_argument("--datasets", required=True, help="comma-separated: big,small,list")
+    prepare.add_argument("--datasets", required=True, help="comma-separated: big,small,list,many")
     return parser
 
 

@@ -40,9 +40,12 @@ class Workload:
     random_seed: int = 3
     item_size: int = 4 * MiB
     big_seed: int = 1
+    many_count: int = 20000
+    loader_batch: int = 32
     big_key: str = "big/object"
     small_prefix: str = "small/"
     list_prefix: str = "list/"
+    many_prefix: str = "many/"
     put_prefix: str = "put/"
     big_sha256: str = ""
     small_digest: str = ""
@@ -54,6 +57,10 @@ class Workload:
     def list_keys(self) -> list[str]:
         """Keys under the listing prefix, in listing order."""
         return [f"{self.list_prefix}{index:06d}" for index in range(self.list_count)]
+
+    def many_keys(self) -> list[str]:
+        """Keys of the time-to-first-sample prefix, in listing order (each holds its key)."""
+        return [f"{self.many_prefix}{index:06d}" for index in range(self.many_count)]
 
     def random_ranges(self) -> list[ByteRange]:
         """Where the random-read case reads, in reading order: the same for every client.

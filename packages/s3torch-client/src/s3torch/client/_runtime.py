@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
@@ -29,12 +29,17 @@ _inherited: list[Any] = []
 
 @dataclass(frozen=True)
 class Runtime:
-    """Event loop group, host resolver and bootstrap owned by process ``pid``."""
+    """Event loop group, host resolver and bootstrap owned by process ``pid``.
+
+    ``credentials`` caches credentials providers (built on this bootstrap) for
+    every client of the process.
+    """
 
     pid: int
     event_loop_group: EventLoopGroup
     host_resolver: DefaultHostResolver
     bootstrap: ClientBootstrap
+    credentials: dict[Any, Any] = field(default_factory=dict)
 
 
 def current() -> Runtime:

@@ -152,6 +152,29 @@ class BytesBody(io.RawIOBase):
         return self._pos
 
 
+def _credentials_provider(runtime: _runtime.Runtime, profile: str | None) -> AwsCredentialsProvider:
+    """Where requests get credentials: ``profile``, or the default chain, made once per process.
+
+    The default chain starts with the environment; when the environment holds
+    credentials, the environment provider alone gives the same answer without
+    building the chain (about 30 ms: it prepares TLS for the STS, SSO and
+    instance-metadata providers behind it).
+    """
+    if profile is None and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= os.environ.keys():
+        return AwsCredentialsProvider.new_environment()
+    cache_key = (profile, os.environ.get("AWS_PROFILE"))
+    provider = runtime.credentials.get(cache_key)
+    if provider is None:
+        if profile is not None:
+            provider = AwsCredentialsProvider.new_profile(
+                client_bootstrap=runtime.bootstrap, profile_name=profile
+            )
+        else:
+            provider = AwsCredentialsProvider.new_default_chain(runtime.bootstrap)
+        runtime.credentials[cache_key] = provider
+    return provider
+
+
 class CrtClient:
     """An awscrt S3 client for one process, one endpoint and one configuration."""
 
@@ -175,14 +198,8 @@ class CrtClient:
             self._base_headers.append(("x-amz-request-payer", "requester"))
         signing_config = None
         if not config.unsigned:
-            if config.profile is not None:
-                provider = AwsCredentialsProvider.new_profile(
-                    client_bootstrap=runtime.bootstrap, profile_name=config.profile
-                )
-            else:
-                provider = AwsCredentialsProvider.new_default_chain(runtime.bootstrap)
             signing_config = create_default_s3_signing_config(
-                region=region, credential_provider=provider
+                region=region, credential_provider=_credentials_provider(runtime, config.profile)
             )
         self.crt = CrtS3Client(
             bootstrap=runtime.bootstrap,
