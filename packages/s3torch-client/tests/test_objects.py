@@ -63,6 +63,24 @@ def test_listing_pagination_over_more_than_a_thousand_keys(
     assert [info.key for page in pages for info in page.objects] == keys
 
 
+def test_a_short_first_page_then_full_pages(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    keys = [f"k{i:03d}" for i in range(25)]
+    _put_many(boto3_s3, bucket, keys)
+    pages = list(client.list_objects(bucket, max_keys=10, first_page_keys=3))
+    assert [len(page.objects) for page in pages] == [3, 10, 10, 2]
+    assert [info.key for page in pages for info in page.objects] == keys
+
+
+@pytest.mark.parametrize("first_page_keys", [0, 11, 1.5, True])
+def test_listing_validates_first_page_keys(
+    client: S3Client, bucket: str, first_page_keys: Any
+) -> None:
+    with pytest.raises(
+        ValueError, match=r"first_page_keys must be None or an int from 1 to max_keys \(10\)"
+    ):
+        client.list_objects(bucket, max_keys=10, first_page_keys=first_page_keys)
+
+
 def test_listing_with_a_delimiter_rolls_up_common_prefixes(
     client: S3Client, boto3_s3: Any, bucket: str
 ) -> None:

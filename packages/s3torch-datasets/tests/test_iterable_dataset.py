@@ -277,6 +277,7 @@ def test_two_ranks_with_two_workers_each_read_every_object_exactly_once(
     assert [result["total"] for result in results] == [41, 41]  # all_reduce agrees
 
 
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")  # torchdata's own
 def test_torchdata_stateful_dataloader_resumes_mid_epoch(
     upload: Callable[..., dict[str, bytes]], bucket: str, options: dict[str, Any]
 ) -> None:

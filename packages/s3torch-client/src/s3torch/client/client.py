@@ -185,7 +185,13 @@ class S3Client:
         return S3Writer(self._client(), bucket, key)
 
     def list_objects(
-        self, bucket: str, prefix: str = "", delimiter: str = "", max_keys: int = 1000
+        self,
+        bucket: str,
+        prefix: str = "",
+        delimiter: str = "",
+        max_keys: int = 1000,
+        *,
+        first_page_keys: int | None = None,
     ) -> ObjectListing:
         """List ``bucket`` page by page (ListObjectsV2), in key order.
 
@@ -197,6 +203,10 @@ class S3Client:
             delimiter: Roll keys up to the next occurrence of this into
                 ``common_prefixes`` (``"/"`` lists one "directory" level).
             max_keys: Keys per page, 1 to 1000.
+            first_page_keys: Keys in the first page only (1 to ``max_keys``):
+                a small first page arrives sooner (servers take time in
+                proportion to the keys a page holds), so work on the first
+                keys can start while the full pages follow.
 
         Raises:
             S3NotFoundError: the bucket does not exist (on first iteration).
@@ -204,7 +214,18 @@ class S3Client:
         validate_bucket(bucket)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 1000:
             raise ValueError(f"max_keys must be an int from 1 to 1000, got {max_keys!r}")
-        return ObjectListing(self._client(), bucket, prefix, delimiter, max_keys)
+        if first_page_keys is not None and (
+            isinstance(first_page_keys, bool)
+            or not isinstance(first_page_keys, int)
+            or not 1 <= first_page_keys <= max_keys
+        ):
+            raise ValueError(
+                f"first_page_keys must be None or an int from 1 to max_keys ({max_keys}), "
+                f"got {first_page_keys!r}"
+            )
+        return ObjectListing(
+            self._client(), bucket, prefix, delimiter, max_keys, first_page_keys=first_page_keys
+        )
 
     def delete_object(self, bucket: str, key: str) -> None:
         """Delete ``s3://bucket/key``. Deleting a key that does not exist succeeds."""

@@ -41,10 +41,17 @@ class ObjectListing(Iterator[ListObjectsPage]):
     """The pages of one listing, in key order (made by :meth:`S3Client.list_objects`)."""
 
     def __init__(
-        self, crt: CrtClient, bucket: str, prefix: str, delimiter: str, max_keys: int
+        self,
+        crt: CrtClient,
+        bucket: str,
+        prefix: str,
+        delimiter: str,
+        max_keys: int,
+        first_page_keys: int | None = None,
     ) -> None:
         self._crt = crt
         self._bucket = bucket
+        self._first_page_keys = first_page_keys
         self._query = {"list-type": "2", "encoding-type": "url", "max-keys": str(max_keys)}
         if prefix:
             self._query["prefix"] = prefix
@@ -60,6 +67,8 @@ class ObjectListing(Iterator[ListObjectsPage]):
         query = dict(self._query)
         if token:
             query["continuation-token"] = token
+        elif self._first_page_keys is not None:
+            query["max-keys"] = str(self._first_page_keys)
         _, future = self._crt.start(
             "ListObjectsV2", "GET", self._bucket, query=query, on_response=self._arrived
         )
