@@ -11,7 +11,7 @@ import torch.utils.data
 from s3torch.client import S3ClientConfig
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
-from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
+from ._base import DEFAULT_PREFETCH, S3DatasetBase, identity
 from ._source import DatasetObject, ObjectList, PrefixListing
 
 __all__ = ["S3MapDataset"]
@@ -34,26 +34,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
     object source, never a client or the listing.
     """
 
-    def __init__(
-        self,
-        region: str,
-        get_dataset_objects: DatasetSource,
-        endpoint: str | None = None,
-        transform: Callable[[S3Reader], Any] = identity,
-        s3client_config: S3ClientConfig | None = None,
-        reader_constructor: S3ReaderConstructorProtocol | None = None,
-        prefetch: int = DEFAULT_PREFETCH,
-    ) -> None:
-        super().__init__(
-            region,
-            get_dataset_objects,
-            endpoint=endpoint,
-            transform=transform,
-            s3client_config=s3client_config,
-            reader_constructor=reader_constructor,
-            prefetch=prefetch,
-        )
-        self._objects: list[DatasetObject] | None = None  # listed on first use
+    _objects: list[DatasetObject] | None = None  # listed on first use, once per process
 
     @classmethod
     def from_prefix(
