@@ -179,6 +179,49 @@ def test_shuffle_is_a_function_of_seed_and_epoch(
     assert [key for i in range(10) for key in (s[i] for s in shares)] == order(1, 0)
 
 
+def test_a_shuffle_buffer_mixes_each_share_within_its_bound(
+    upload: Callable[..., dict[str, bytes]], bucket: str, options: dict[str, Any]
+) -> None:
+    keys = sorted(upload([f"{i:02d}" for i in range(40)]))
+
+    def order(seed: int, epoch: int, size: int, **extra: Any) -> list[str]:
+        dataset = S3IterableDataset.from_prefix(
+            f"s3://{bucket}",
+            shuffle=True,
+            seed=seed,
+            shuffle_buffer_size=size,
+            transform=key_of,
+            **extra,
+            **options,
+        )
+        dataset.set_epoch(epoch)
+        return list(dataset)
+
+    shuffled = order(1, 0, 8)
+    assert shuffled == order(1, 0, 8)
+    assert sorted(shuffled) == keys
+    assert shuffled != keys
+    assert shuffled != order(1, 1, 8)
+    assert shuffled != order(2, 0, 8)
+    # Never more than 8 names held: no key comes out 8 or more places early.
+    assert all(keys.index(key) - position < 8 for position, key in enumerate(shuffled))
+    assert order(1, 0, 1) == keys  # a buffer of one: listing order
+    sharded = S3IterableDataset.from_prefix(
+        f"s3://{bucket}",
+        shuffle=True,
+        seed=1,
+        shuffle_buffer_size=4,
+        enable_sharding=True,
+        transform=key_of,
+        **options,
+    )
+    shares = _shares(sharded, 3)
+    assert sorted(key for share in shares for key in share) == keys
+    assert [sorted(share) for share in shares] == [keys[i::3] for i in range(3)]
+    with pytest.raises(ValueError, match="shuffle_buffer_size must be None or an int >= 1, got 0"):
+        S3IterableDataset.from_prefix(f"s3://{bucket}", shuffle_buffer_size=0, **options)
+
+
 def test_a_complete_pass_moves_to_the_next_epoch(
     upload: Callable[..., dict[str, bytes]], bucket: str, options: dict[str, Any]
 ) -> None:
@@ -196,18 +239,28 @@ def test_a_complete_pass_moves_to_the_next_epoch(
         dataset.set_epoch(-1)
 
 
-@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize(
+    ("shuffle", "buffer"),
+    [(False, None), (True, None), (True, 6)],
+    ids=["ordered", "permuted", "buffered"],
+)
 def test_resuming_from_a_state_dict_neither_repeats_nor_skips(
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
     options: dict[str, Any],
     shuffle: bool,
+    buffer: int | None,
 ) -> None:
     upload([f"{i:02d}" for i in range(25)])
 
     def make() -> S3IterableDataset:
         return S3IterableDataset.from_prefix(
-            f"s3://{bucket}", shuffle=shuffle, seed=9, transform=key_of, **options
+            f"s3://{bucket}",
+            shuffle=shuffle,
+            seed=9,
+            shuffle_buffer_size=buffer,
+            transform=key_of,
+            **options,
         )
 
     dataset = make()
@@ -231,7 +284,9 @@ def test_a_foreign_state_is_refused(options: dict[str, Any], bucket: str) -> Non
     with pytest.raises(ValueError, match="not an S3IterableDataset state"):
         dataset.load_state_dict({"epoch": 1})
     other = S3IterableDataset.from_prefix(f"s3://{bucket}", seed=2, **options).state_dict()
-    with pytest.raises(ValueError, match="taken with shuffle=False, seed=2"):
+    with pytest.raises(
+        ValueError, match="taken with shuffle=False, seed=2, shuffle_buffer_size=None"
+    ):
         dataset.load_state_dict(other)
 
 

@@ -36,7 +36,10 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       process group initialised after construction counts.
     * ``shuffle=True``: each epoch reads the objects in a random order drawn
       from ``seed`` and the epoch (the same on every rank, so shares stay
-      disjoint). Call :meth:`set_epoch` at the start of each epoch, as with
+      disjoint). By default the whole listing is permuted; with
+      ``shuffle_buffer_size=N`` each share streams in listing order through a
+      buffer of N objects' names instead (no whole listing first, a more
+      local shuffle). Call :meth:`set_epoch` at the start of each epoch, as with
       ``DistributedSampler``; a process that iterates again on its own (no
       DataLoader workers, or persistent workers) moves to the next epoch
       after each complete pass.
@@ -44,9 +47,10 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       got in the epoch, so a job resumes without repeating or skipping an
       object (also inside torchdata's ``StatefulDataLoader`` workers).
 
-    Objects are listed once per process, lazily: without shuffling the first
-    items come after one listing page, and the process keeps only its share.
-    Shuffling needs the whole listing (keys and sizes) first.
+    Objects are listed once per process, lazily: without shuffling (or with a
+    shuffle buffer) the first items come after one listing page, and the
+    process keeps only its share. A whole-listing shuffle needs the listing
+    (keys and sizes) first.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         prefetch: int = DEFAULT_PREFETCH,
         shuffle: bool = False,
         seed: int = 0,
+        shuffle_buffer_size: int | None = None,
     ) -> None:
         super().__init__(
             region,
@@ -73,9 +78,18 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
+        if shuffle_buffer_size is not None and (
+            isinstance(shuffle_buffer_size, bool)
+            or not isinstance(shuffle_buffer_size, int)
+            or shuffle_buffer_size < 1
+        ):
+            raise ValueError(
+                f"shuffle_buffer_size must be None or an int >= 1, got {shuffle_buffer_size!r}"
+            )
         self._enable_sharding = bool(enable_sharding)
         self._shuffle = bool(shuffle)
         self._seed = seed
+        self._shuffle_buffer_size = shuffle_buffer_size
         self._epoch = 0
         self._consumed = 0  # objects handed out in this epoch, by this process
         self._resume_from = 0  # objects to skip at the start of the next pass
@@ -97,6 +111,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         prefetch: int = DEFAULT_PREFETCH,
         shuffle: bool = False,
         seed: int = 0,
+        shuffle_buffer_size: int | None = None,
     ) -> S3IterableDataset:
         """Every object under the prefix ``s3_uri`` (recursively, in key order).
 
@@ -117,6 +132,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             prefetch=prefetch,
             shuffle=shuffle,
             seed=seed,
+            shuffle_buffer_size=shuffle_buffer_size,
         )
 
     @classmethod
@@ -133,6 +149,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         prefetch: int = DEFAULT_PREFETCH,
         shuffle: bool = False,
         seed: int = 0,
+        shuffle_buffer_size: int | None = None,
     ) -> S3IterableDataset:
         """The objects ``object_uris`` (one URI or many), in the order given.
 
@@ -150,6 +167,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             prefetch=prefetch,
             shuffle=shuffle,
             seed=seed,
+            shuffle_buffer_size=shuffle_buffer_size,
         )
 
     # ------------------------------------------------------------- settings
@@ -184,6 +202,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             "shard": [shard.index, shard.count] if shard is not None else None,
             "seed": self._seed,
             "shuffle": self._shuffle,
+            "shuffle_buffer_size": self._shuffle_buffer_size,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -198,10 +217,12 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             raise ValueError(
                 f"not an S3IterableDataset state (missing {sorted(missing)}): {dict(state)!r}"
             )
-        if (state["seed"], state["shuffle"]) != (self._seed, self._shuffle):
+        taken = (state["shuffle"], state["seed"], state.get("shuffle_buffer_size"))
+        ours = (self._shuffle, self._seed, self._shuffle_buffer_size)
+        if taken != ours:
             raise ValueError(
-                f"the state was taken with shuffle={state['shuffle']}, seed={state['seed']}; "
-                f"this dataset has shuffle={self._shuffle}, seed={self._seed}"
+                "the state was taken with shuffle={}, seed={}, shuffle_buffer_size={}; "
+                "this dataset has shuffle={}, seed={}, shuffle_buffer_size={}".format(*taken, *ours)
             )
         self._epoch = int(state["epoch"])
         self._consumed = self._resume_from = int(state["consumed"])
@@ -235,6 +256,11 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         """This process's objects for ``epoch``, in reading order."""
         if not self._shuffle:
             return self._share(shard)
+        if self._shuffle_buffer_size is not None:
+            # Streaming: this share in listing order, mixed through a bounded buffer.
+            stream = "" if shard is None else f":{shard.index}"
+            rng = random.Random(f"s3torch:{self._seed}:{epoch}{stream}")
+            return _buffer_shuffled(self._share(shard), self._shuffle_buffer_size, rng)
         everything = self._listed(None)
         order = list(range(len(everything)))
         random.Random(f"s3torch:{self._seed}:{epoch}").shuffle(order)
@@ -275,7 +301,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
     def __repr__(self) -> str:
         return (
             f"S3IterableDataset({self._describe()}, enable_sharding={self._enable_sharding}, "
-            f"shuffle={self._shuffle}, seed={self._seed})"
+            f"shuffle={self._shuffle}, seed={self._seed}, "
+            f"shuffle_buffer_size={self._shuffle_buffer_size})"
         )
 
 
@@ -284,3 +311,19 @@ def _drop(objects: Iterator[DatasetObject], count: int) -> Iterator[DatasetObjec
         if next(objects, None) is None:
             return
     yield from objects
+
+
+def _buffer_shuffled(
+    objects: Iterator[DatasetObject], size: int, rng: random.Random
+) -> Iterator[DatasetObject]:
+    """``objects`` in a random order that never holds more than ``size`` of them."""
+    buffer: list[DatasetObject] = []
+    for obj in objects:
+        if len(buffer) < size:
+            buffer.append(obj)
+            continue
+        slot = rng.randrange(size)
+        yield buffer[slot]
+        buffer[slot] = obj
+    rng.shuffle(buffer)
+    yield from buffer
