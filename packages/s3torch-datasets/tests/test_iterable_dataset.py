@@ -279,6 +279,21 @@ def test_resuming_from_a_state_dict_neither_repeats_nor_skips(
     assert resumed.state_dict()["epoch"] == 4  # the epoch was completed
 
 
+def test_a_state_of_another_share_is_refused(
+    upload: Callable[..., dict[str, bytes]], bucket: str, options: dict[str, Any]
+) -> None:
+    upload([f"{i:02d}" for i in range(6)])
+    dataset = S3IterableDataset.from_prefix(
+        f"s3://{bucket}", enable_sharding=True, transform=key_of, **options
+    )
+    state = dataset.state_dict() | {"consumed": 2, "shard": [1, 4]}
+    dataset.load_state_dict(state)
+    with pytest.raises(
+        ValueError, match="taken in share 1 of 4, but this process reads share 0 of 1"
+    ):
+        list(dataset)
+
+
 def test_a_foreign_state_is_refused(options: dict[str, Any], bucket: str) -> None:
     dataset = S3IterableDataset.from_prefix(f"s3://{bucket}", seed=1, **options)
     with pytest.raises(ValueError, match="not an S3IterableDataset state"):

@@ -233,10 +233,11 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
     def __iter__(self) -> Iterator[Any]:
         shard = current_shard(self._parent_rank) if self._enable_sharding else None
         if self._resume_from and self._shard is not None and shard != self._shard:
+            now = "everything" if shard is None else f"share {shard.index} of {shard.count}"
             raise ValueError(
                 f"cannot resume: the state was taken in share {self._shard.index} of "
-                f"{self._shard.count}, but this process reads share {shard} (a different "
-                "number of ranks or DataLoader workers changes which objects each one reads)"
+                f"{self._shard.count}, but this process reads {now} (a different number "
+                "of ranks or DataLoader workers changes which objects each one reads)"
             )
         self._shard = shard
         skip, self._resume_from = self._resume_from, 0
