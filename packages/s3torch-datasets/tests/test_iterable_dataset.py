@@ -217,7 +217,19 @@ def test_a_shuffle_buffer_mixes_each_share_within_its_bound(
     )
     shares = _shares(sharded, 3)
     assert sorted(key for share in shares for key in share) == keys
-    assert [sorted(share) for share in shares] == [keys[i::3] for i in range(3)]
+    assert sorted(len(share) for share in shares) == [13, 13, 14]
+    # Each run of 3 keys is dealt one to each share, in a random order...
+    taker = {key: index for index, share in enumerate(shares) for key in share}
+    assert all({taker[key] for key in keys[run : run + 3]} == {0, 1, 2} for run in range(0, 39, 3))
+    assert [sorted(share) for share in shares] != [keys[i::3] for i in range(3)]
+    # ... and each share mixed within its buffer of 4.
+    for share in shares:
+        assert sorted(share) != share
+        assert all(sorted(share).index(key) - position < 4 for position, key in enumerate(share))
+    sharded.set_epoch(1)
+    next_epoch = _shares(sharded, 3)
+    assert sorted(key for share in next_epoch for key in share) == keys
+    assert [sorted(share) for share in next_epoch] != [sorted(share) for share in shares]
     with pytest.raises(ValueError, match="shuffle_buffer_size must be None or an int >= 1, got 0"):
         S3IterableDataset.from_prefix(f"s3://{bucket}", shuffle_buffer_size=0, **options)
 

@@ -13,10 +13,12 @@ import http.client
 import http.server
 import socket
 import struct
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
@@ -44,6 +46,15 @@ class _Rule:
     hits: list[SeenRequest] = field(default_factory=list)
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # the client went away before its answer (a process that exited)
+        super().handle_error(request, client_address)
+
+
 class FaultProxy:
     """Forward ``127.0.0.1:<port>`` to ``127.0.0.1:<upstream_port>``, with injected faults."""
 
@@ -58,7 +69,7 @@ class FaultProxy:
         self._held = 0
         self._hold_timeout = 0.0
         self.hold_reached = False
-        self._server: http.server.ThreadingHTTPServer | None = None
+        self._server: _Server | None = None
 
     @property
     def port(self) -> int:
@@ -214,8 +225,7 @@ class FaultProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one  # noqa: N815
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

@@ -7,10 +7,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import torch.utils.data
+
 from s3torch.client import S3Client, S3ClientConfig, S3Exception
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
-from ._source import DatasetObject
+from ._shared_listing import SharedListing
+from ._source import DatasetObject, PrefixListing
 
 __all__ = [
     "DEFAULT_PREFETCH",
@@ -42,7 +45,9 @@ class S3DatasetBase:
     """Settings, the per-process client, and reading objects with prefetch.
 
     A dataset pickles as its settings and its object source only: no client
-    (each process makes its own on first use) and no listing.
+    (each process makes its own on first use) and no listing. The DataLoader
+    workers of a dataset over a prefix share one listing (see
+    :mod:`._shared_listing`): the first to need it lists, the others read.
     """
 
     def __init__(
@@ -71,6 +76,11 @@ class S3DatasetBase:
         self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
         self._prefetch = prefetch
         self._client: S3Client | None = None
+        self._shared_listing = (
+            SharedListing.for_dataset(self)
+            if isinstance(get_dataset_objects, PrefixListing) and SharedListing.available()
+            else None
+        )
 
     @property
     def region(self) -> str:
@@ -99,7 +109,16 @@ class S3DatasetBase:
         return self._client
 
     def _list(self) -> Iterator[DatasetObject]:
-        return iter(self._get_dataset_objects(self._get_client()))
+        """The dataset's objects: from the workers' shared listing, if this is a worker."""
+        source, client = self._get_dataset_objects, self._get_client()
+        shared = self._shared_listing
+        if shared is not None and isinstance(source, PrefixListing) and self._listing_is_shared():
+            return shared.objects(source.bucket, lambda: source.pages(client))
+        return iter(source(client))
+
+    def _listing_is_shared(self) -> bool:
+        """Whether :meth:`_list` reads the listing the DataLoader workers share."""
+        return self._shared_listing is not None and torch.utils.data.get_worker_info() is not None
 
     def _open(self, obj: DatasetObject) -> S3Reader:
         return self._reader_constructor(self._get_client(), obj.bucket, obj.key, obj.info)

@@ -54,13 +54,20 @@ class PrefixListing:
         return cls(bucket, prefix)
 
     def __call__(self, client: S3Client) -> Iterator[DatasetObject]:
+        for page in self.pages(client):
+            yield from page
+
+    def pages(self, client: S3Client) -> Iterator[list[DatasetObject]]:
+        """The objects, a listing page at a time."""
         log.debug("listing s3://%s/%s", self.bucket, self.prefix)
         # A small first page: the first objects start downloading sooner.
         listing = client.list_objects(self.bucket, self.prefix, first_page_keys=FIRST_PAGE_KEYS)
         for page in listing:
-            for info in page.objects:
-                if not is_folder_marker(info):
-                    yield DatasetObject(info.bucket, info.key, info)
+            yield [
+                DatasetObject(info.bucket, info.key, info)
+                for info in page.objects
+                if not is_folder_marker(info)
+            ]
 
 
 @dataclass(frozen=True)

@@ -36,10 +36,13 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       process group initialised after construction counts.
     * ``shuffle=True``: each epoch reads the objects in a random order drawn
       from ``seed`` and the epoch (the same on every rank, so shares stay
-      disjoint). By default the whole listing is permuted; with
-      ``shuffle_buffer_size=N`` each share streams in listing order through a
-      buffer of N objects' names instead (no whole listing first, a more
-      local shuffle). Call :meth:`set_epoch` at the start of each epoch, as with
+      disjoint). By default the whole listing is permuted. With
+      ``shuffle_buffer_size=N`` it streams instead: the listing is dealt out
+      to the shares in a new random order each epoch (each share gets one
+      object of every run of as many objects as there are shares), and each
+      share is mixed through a buffer of N objects' names. No whole listing
+      is needed first, and a process holds N names, not the listing. Call
+      :meth:`set_epoch` at the start of each epoch, as with
       ``DistributedSampler``; a process that iterates again on its own (no
       DataLoader workers, or persistent workers) moves to the next epoch
       after each complete pass.
@@ -47,10 +50,12 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       got in the epoch, so a job resumes without repeating or skipping an
       object (also inside torchdata's ``StatefulDataLoader`` workers).
 
-    Objects are listed once per process, lazily: without shuffling (or with a
-    shuffle buffer) the first items come after one listing page, and the
-    process keeps only its share. A whole-listing shuffle needs the listing
-    (keys and sizes) first.
+    The prefix is listed lazily, once per process, and once for all the
+    DataLoader workers of the process that made the dataset: the first worker
+    to need it lists, into a file the others read as it grows. Without
+    shuffling (or with a shuffle buffer) the first items come after one
+    listing page, and an ordered process keeps only its share in memory. A
+    whole-listing shuffle needs the listing (keys and sizes) first.
     """
 
     def __init__(
@@ -258,10 +263,16 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         if not self._shuffle:
             return self._share(shard)
         if self._shuffle_buffer_size is not None:
-            # Streaming: this share in listing order, mixed through a bounded buffer.
-            stream = "" if shard is None else f":{shard.index}"
-            rng = random.Random(f"s3torch:{self._seed}:{epoch}{stream}")
-            return _buffer_shuffled(self._share(shard), self._shuffle_buffer_size, rng)
+            # Streaming: the listing is dealt out to the shares in a new order
+            # each epoch, and each share mixed through a bounded buffer. Workers
+            # read their siblings' shared listing again; a lone process keeps it.
+            objects = self._list() if self._listing_is_shared() else self._share(None)
+            stream = ""
+            if shard is not None:
+                objects = _dealt(objects, shard, random.Random(f"s3torch:{self._seed}:{epoch}"))
+                stream = f":{shard.index}"
+            rng = random.Random(f"s3torch:{self._seed}:{epoch}:buffer{stream}")
+            return _buffer_shuffled(objects, self._shuffle_buffer_size, rng)
         everything = self._listed(None)
         order = list(range(len(everything)))
         random.Random(f"s3torch:{self._seed}:{epoch}").shuffle(order)
@@ -312,6 +323,24 @@ def _drop(objects: Iterator[DatasetObject], count: int) -> Iterator[DatasetObjec
         if next(objects, None) is None:
             return
     yield from objects
+
+
+def _dealt(
+    objects: Iterator[DatasetObject], shard: Shard, rng: random.Random
+) -> Iterator[DatasetObject]:
+    """``shard``'s objects when each run of ``shard.count`` is dealt out in a random order.
+
+    Every share gets one object of each full run (the sizes of the shares
+    differ by one at most, as with round-robin), and which one changes with
+    ``rng``, which every share draws from alike.
+    """
+    takers = list(range(shard.count))
+    for position, obj in enumerate(objects):
+        offset = position % shard.count
+        if offset == 0:
+            rng.shuffle(takers)
+        if takers[offset] == shard.index:
+            yield obj
 
 
 def _buffer_shuffled(

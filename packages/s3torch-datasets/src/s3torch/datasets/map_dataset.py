@@ -31,7 +31,10 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
     ``DistributedSampler``.
 
     Pickling (for spawned DataLoader workers) carries the settings and the
-    object source, never a client or the listing.
+    object source, never a client or the listing: forked workers inherit a
+    listing made before they start, spawned ones read it from a file this
+    process writes when it pickles the dataset (or, if it had not listed yet,
+    the first worker lists for all of them).
     """
 
     _objects: list[DatasetObject] | None = None  # listed on first use, once per process
@@ -96,7 +99,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
     @property
     def _dataset_objects(self) -> list[DatasetObject]:
         # Once per process: a forked worker inherits a listing made before
-        # the fork; a spawned one lists for itself.
+        # the fork; a spawned one reads the listing its siblings share.
         if self._objects is None:
             self._objects = list(self._list())
             log.debug("%r: %d objects", self, len(self._objects))
@@ -125,7 +128,10 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_objects"] = None  # each process lists for itself
+        if self._objects is not None and self._shared_listing is not None:
+            # Listed here already: spawned workers read this listing, not list again.
+            self._shared_listing.publish(self._objects)
+        state["_objects"] = None  # never in the pickle
         return state
 
     def __repr__(self) -> str:
