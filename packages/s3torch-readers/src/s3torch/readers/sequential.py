@@ -22,7 +22,9 @@ class SequentialS3Reader(S3Reader):
     allocated once at the object's size, filled only as far as reads need, and
     kept for seeks backwards. Reading an N-byte object therefore costs about N
     bytes of memory: ``read()`` of the whole object returns that buffer itself,
-    and ``readinto`` copies once, from it into yours.
+    and ``readinto`` copies once, from it into yours. An object that arrives
+    in one part (up to the client's part size) is kept as it arrived, with no
+    copy at all.
     """
 
     def __init__(
@@ -59,12 +61,18 @@ class SequentialS3Reader(S3Reader):
         if self._data is not None or self._filled >= end:
             return
         size = self.size
+        stream = self._open() if self._filled < size else None
         if self._filling is None:
+            first = next(stream, None) if stream is not None else None
+            if isinstance(first, bytes) and len(first) == size:
+                self._complete(first)  # the whole object came as one part: keep it, no copy
+                return
             self._filling = FillableBytes(size)
+            if first is not None:
+                self._take_first(self._filling, first)
         view = self._filling.view
         assert view is not None
         target = min(size, max(end, self._filled + FILL_AHEAD))
-        stream = self._open() if self._filled < size else None
         while self._filled < target:
             assert stream is not None
             count = stream.readinto(view[self._filled : target])
@@ -78,11 +86,27 @@ class SequentialS3Reader(S3Reader):
                 )
             self._filled += count
         if self._filled == size:
-            self._data = self._filling.freeze()
-            self._filling = None
-            if self._stream is not None:
-                self._stream.close()
-                self._stream = None
+            self._complete(self._filling.freeze())
+
+    def _take_first(self, filling: FillableBytes, chunk: bytes | memoryview) -> None:
+        view = filling.view
+        assert view is not None
+        if len(chunk) > len(view):
+            raise S3Exception(
+                f"the object has more than the {self.size} bytes it was said to have",
+                operation="GetObject",
+                bucket=self._bucket,
+                key=self._key,
+                code="InvalidRange",
+            )
+        view[: len(chunk)] = chunk
+        self._filled = len(chunk)
+
+    def _complete(self, data: bytes) -> None:
+        self._data, self._filled, self._filling = data, len(data), None
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _buffer(self) -> memoryview:
         return memoryview(self._data if self._data is not None else self._filling.data)  # type: ignore[union-attr]
