@@ -52,6 +52,7 @@ class Settings:
     cases: list[str]
     clients: list[str]
     repeat: int
+    rounds: int
     size_mib: int
     small_count: int
     list_count: int
@@ -95,6 +96,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         help=f"comma-separated subset of {','.join(ADAPTERS)}",
     )
     parser.add_argument("--repeat", type=int, help="timed repetitions per case (default 3)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run each case this many times per client, the clients' order reversed every "
+        "other round (A B B A ...), so a server or machine that drifts during the run "
+        "weighs on every client alike; the repetitions of all rounds are pooled (default 1)",
+    )
     parser.add_argument("--size-mib", type=int, help="size of the big object (default 1024)")
     parser.add_argument("--json", type=Path, help="result file (default bench-results/<time>.json)")
     parser.add_argument(
@@ -110,6 +119,7 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         cases=[name for name in CASES if name in args.cases],
         clients=[name for name in ADAPTERS if name in args.clients],
         repeat=args.repeat or (2 if quick else 3),
+        rounds=args.rounds,
         size_mib=args.size_mib or (64 if quick else 1024),
         small_count=200 if quick else 2000,
         list_count=1000 if quick else 5000,
@@ -117,8 +127,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         random_reads=200 if quick else 2000,
         quick=quick,
     )
-    if settings.repeat < 1 or settings.size_mib < 1:
-        parser.error("--repeat and --size-mib must be at least 1")
+    if settings.repeat < 1 or settings.rounds < 1 or settings.size_mib < 1:
+        parser.error("--repeat, --rounds and --size-mib must be at least 1")
     return args, settings
 
 
@@ -178,19 +188,33 @@ def _run_all(
     try:
         workload = _prepare(server, workload, settings, env, log_level)
         for case in settings.cases:
-            for client in settings.clients:
-                try:
-                    result = _measure(server, workload, settings, client, case, env, log_level)
-                    if "uploaded" in result:
-                        storage.check_upload(**result["uploaded"])
-                        log.info("%s / %s: upload content checked", client, case)
-                    raw.append(result)
-                except (WorkerError, ValueError) as error:
-                    log.error("%s / %s failed: %s", client, case, error)
-                    failures.append(Failure(case, client, str(error)))
+            rounds: dict[str, list[dict[str, Any]]] = {client: [] for client in settings.clients}
+            for index in range(settings.rounds):
+                order = settings.clients if index % 2 == 0 else settings.clients[::-1]
+                for client in (client for client in order if client in rounds):
+                    try:
+                        result = _measure(server, workload, settings, client, case, env, log_level)
+                        if "uploaded" in result:
+                            storage.check_upload(**result["uploaded"])
+                            log.info("%s / %s: upload content checked", client, case)
+                        rounds[client].append(result)
+                    except (WorkerError, ValueError) as error:
+                        log.error("%s / %s failed: %s", client, case, error)
+                        failures.append(Failure(case, client, str(error)))
+                        del rounds[client]
+            raw += [_pooled(results) for results in rounds.values()]
     finally:
         storage.remove_bucket()
     return raw, failures, workload
+
+
+def _pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One client's rounds of a case as one result: every repetition, the highest peaks."""
+    pooled = dict(results[0])
+    pooled["repetitions"] = [rep for result in results for rep in result["repetitions"]]
+    for peak in ("peak_rss_mib", "ru_maxrss_mib"):
+        pooled[peak] = max(result[peak] for result in results)
+    return pooled
 
 
 def _worker_prefix(server: ServerInfo, workload: Workload) -> list[str]:
