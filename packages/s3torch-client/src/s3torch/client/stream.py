@@ -238,7 +238,17 @@ class _Download:
             self.next_offset = max(self.next_offset, window.end)  # nothing more to fetch
         if self.end is not None and window.end > self.end and not window.whole_object:
             window.end = self.end
-        self.cond.notify_all()
+        self._wake(window)
+
+    def _wake(self, window: _Window) -> None:
+        """Wake the reader, unless ``window`` is one buffered request that is not done.
+
+        Such a request (a small whole object) answers headers, body and done
+        back to back, and its reader waits for done anyway: waking it for each
+        costs two futile thread switches per object.
+        """
+        if window.done or not window.whole_object:
+            self.cond.notify_all()
 
     def _on_body(self, window: _Window, chunk: bytes) -> None:
         with self.cond:
@@ -246,7 +256,7 @@ class _Download:
                 return
             window.chunks.append(chunk)
             window.received += len(chunk)
-            self.cond.notify_all()
+            self._wake(window)
         # Sum outside the lock, in parallel with the other windows. Chunks of
         # one request arrive in order on one thread, so this stays sequential.
         if self._sums_windows() and not window.whole_object:
