@@ -5,7 +5,11 @@ from __future__ import annotations
 import gc
 import logging
 import operator
+import os
 import pickle
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
@@ -116,26 +120,80 @@ def test_spawned_map_workers_share_one_listing(
     assert _listings(fault_proxy) == (2 if listed_first else 4)
 
 
-def test_a_writer_that_died_leaves_the_readers_to_list_for_themselves(
+def test_an_unfinished_file_is_replaced_by_the_next_worker(
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
-    options: dict[str, Any],
-    caplog: pytest.LogCaptureFixture,
+    fault_proxy: FaultProxy,
+    proxied: dict[str, Any],
 ) -> None:
     keys = sorted(upload([f"{i:03d}" for i in range(30)], size=1))
-    dataset = S3IterableDataset.from_prefix(f"s3://{bucket}", transform=key_of, **options)
+    dataset = S3IterableDataset.from_prefix(f"s3://{bucket}", transform=key_of, **proxied)
     path = dataset._shared_listing.path  # type: ignore[union-attr]
     worker, copy = _as_worker(dataset, 0, 1)
     with worker:
         assert list(copy) == keys
-    finished = path.read_bytes().splitlines()
-    assert finished[-1] == b'{"objects": 30}'
-    # A writer that stopped after 10 objects (nobody holds the file's lock).
-    path.write_bytes(b"\n".join(finished[:10]) + b"\n")
+    finished = path.read_bytes()
+    assert finished.splitlines()[-1] == b'{"objects": 30}'
+    # What a writer leaves when its worker stops after 10 objects (lock released).
+    path.write_bytes(b"\n".join(finished.splitlines()[:10]) + b"\n")
+    fault_proxy.clear()
     worker, copy = _as_worker(dataset, 0, 1)
-    with worker, caplog.at_level(logging.WARNING, "s3torch.datasets"):
-        assert list(copy) == keys  # 10 from the file, the rest from its own listing
-    assert f"the shared listing {path} is unusable" in caplog.text
+    with worker:
+        assert list(copy) == keys
+    assert _listings(fault_proxy) == 1  # listed again, once
+    assert path.read_bytes() == finished  # and the file is whole again
+
+
+def test_readers_of_a_writer_that_stopped_list_the_rest_for_themselves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    listings = []
+
+    def pages() -> Iterator[list[DatasetObject]]:
+        listings.append(len(listings))
+        if len(listings) == 1:  # the writer's listing fails after one page
+            yield [_object("a"), _object("b")]
+            raise RuntimeError("connection lost")
+        # By the readers' own listing, "a0" and "b2" have been added.
+        yield [_object(key) for key in ("a", "a0", "b", "b2", "c")]
+
+    listing = SharedListing(tmp_path / "listing.jsonl", "b")
+    with caplog.at_level(logging.WARNING, "s3torch.datasets"):
+        keys = [obj.key for obj in listing.objects(pages)]
+    assert keys == ["a", "b", "b2", "c"]  # resumed after "b": nothing repeated
+    assert len(listings) == 2
+    assert f"the shared listing {listing.path} is unusable" in caplog.text
+    assert "listing s3://b for this process" in caplog.text
+
+
+def test_without_a_writable_directory_each_worker_lists_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    listing = SharedListing(tmp_path / "missing" / "listing.jsonl", "b")
+    with caplog.at_level(logging.WARNING, "s3torch.datasets"):
+        assert list(listing.objects(lambda: iter([[_object("a")]]))) == [_object("a")]
+        listing.publish([_object("a")])  # no error: the workers will list
+    assert caplog.text.count("cannot share the listing of s3://b") == 2
+
+
+def test_files_left_by_dead_processes_are_removed(
+    bucket: str, options: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    orphan = tmp_path / f"s3torch-listing-{finished.stdout.strip()}-0f.jsonl"
+    ours = tmp_path / f"s3torch-listing-{os.getpid()}-0f.jsonl"
+    unrelated = tmp_path / "s3torch-listing-notes.jsonl"
+    for path in (orphan, ours, unrelated):
+        path.write_bytes(b"[]\n")
+    dataset = S3IterableDataset.from_prefix(f"s3://{bucket}", **options)
+    assert dataset._shared_listing.path.parent == tmp_path  # type: ignore[union-attr]
+    assert (orphan.exists(), ours.exists(), unrelated.exists()) == (False, True, True)
 
 
 def test_a_missing_bucket_fails_in_every_worker_with_its_name(options: dict[str, Any]) -> None:
@@ -181,7 +239,7 @@ def _object(key: str) -> DatasetObject:
 
 
 def test_readers_get_each_page_as_soon_as_it_is_written(tmp_path: Path) -> None:
-    listing = SharedListing(tmp_path / "listing.jsonl")
+    listing = SharedListing(tmp_path / "listing.jsonl", "b")
     second_page = threading.Event()
 
     def pages() -> Iterator[list[DatasetObject]]:
@@ -189,9 +247,9 @@ def test_readers_get_each_page_as_soon_as_it_is_written(tmp_path: Path) -> None:
         assert second_page.wait(20)
         yield [_object("c")]
 
-    writer = listing.objects("b", pages)
+    writer = listing.objects(pages)
     assert [next(writer), next(writer)] == [_object("a"), _object("b \n\u00e9")]
-    reader = listing.objects("b", lambda: pytest.fail("a second listing"))  # type: ignore[arg-type,return-value]
+    reader = listing.objects(lambda: pytest.fail("a second listing"))  # type: ignore[arg-type,return-value]
     assert next(reader) == _object("a")  # while the listing is still going on
     second_page.set()
     assert list(writer) == [_object("c")]

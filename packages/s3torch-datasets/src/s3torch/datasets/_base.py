@@ -77,7 +77,7 @@ class S3DatasetBase:
         self._prefetch = prefetch
         self._client: S3Client | None = None
         self._shared_listing = (
-            SharedListing.for_dataset(self)
+            SharedListing.for_dataset(self, get_dataset_objects.bucket)
             if isinstance(get_dataset_objects, PrefixListing) and SharedListing.available()
             else None
         )
@@ -113,7 +113,7 @@ class S3DatasetBase:
         source, client = self._get_dataset_objects, self._get_client()
         shared = self._shared_listing
         if shared is not None and isinstance(source, PrefixListing) and self._listing_is_shared():
-            return shared.objects(source.bucket, lambda: source.pages(client))
+            return shared.objects(lambda: source.pages(client))
         return iter(source(client))
 
     def _listing_is_shared(self) -> bool:

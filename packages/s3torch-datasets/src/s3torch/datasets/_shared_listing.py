@@ -14,8 +14,11 @@ it died or its listing failed); it then lists for itself, which also raises
 the listing's own error (a missing bucket, say) where it happened.
 
 Workers of later epochs (without ``persistent_workers``) read the finished
-file: one listing per dataset, not per epoch. The file is removed when the
-dataset is garbage-collected in the process that made it.
+file: one listing per dataset, not per epoch; a file left unfinished (its
+writer's worker stopped early) is replaced by the next worker that needs it.
+The file is removed when the dataset is garbage-collected in the process that
+made it; files of processes that died without that are removed when a later
+dataset is made.
 """
 
 from __future__ import annotations
@@ -48,23 +51,27 @@ log = logging.getLogger(__name__)
 
 _POLL_FIRST_S = 0.001
 _POLL_MAX_S = 0.02
+_PREFIX = "s3torch-listing-"
 
 
-class _WriterGoneError(Exception):
-    """The file ended without its end record and nobody is writing it any more."""
+class _UnusableFileError(Exception):
+    """The file ended without its end record and nobody writes it, or holds a bad line."""
 
 
 class SharedListing:
     """A file that holds one listing of a dataset, written once, read by every worker."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, bucket: str) -> None:
         self.path = path
+        self.bucket = bucket
 
     @classmethod
-    def for_dataset(cls, dataset: object) -> SharedListing:
+    def for_dataset(cls, dataset: object, bucket: str) -> SharedListing:
         """A new file name for ``dataset``, removed when it is collected in this process."""
-        listing = cls(Path(tempfile.gettempdir()) / f"s3torch-listing-{uuid.uuid4().hex}.jsonl")
-        weakref.finalize(dataset, _remove_if_owner, listing.path, os.getpid())
+        directory, owner = Path(tempfile.gettempdir()), os.getpid()
+        _remove_orphans(directory)
+        listing = cls(directory / f"{_PREFIX}{owner}-{uuid.uuid4().hex}.jsonl", bucket)
+        weakref.finalize(dataset, _remove_if_owner, listing.path, owner)
         return listing
 
     @staticmethod
@@ -73,9 +80,10 @@ class SharedListing:
         return fcntl is not None
 
     def objects(
-        self, bucket: str, list_pages: Callable[[], Iterator[list[DatasetObject]]]
+        self, list_pages: Callable[[], Iterator[list[DatasetObject]]]
     ) -> Iterator[DatasetObject]:
         """Every object of the listing, in order; ``list_pages`` lists, if nobody has yet."""
+        bucket = self.bucket
         try:
             writer = self._claim()
         except OSError as error:  # no room or no right to write: list alone
@@ -91,51 +99,65 @@ class SharedListing:
                 name="s3torch-shared-listing",
                 daemon=True,
             )
-            thread.start()
-        delivered = 0
+            try:
+                thread.start()
+            except BaseException:
+                writer.close()  # never leave the file locked with nobody writing it
+                raise
+        last_key: str | None = None
         try:
             with open(self.path, "rb") as file:
                 for obj in _follow(file, bucket):
-                    delivered += 1
+                    last_key = obj.key
                     yield obj
             return
-        except (_WriterGoneError, FileNotFoundError) as why:
+        except (_UnusableFileError, OSError) as why:
             log.warning(
-                "the shared listing %s is unusable (%s): listing s3://%s for this process",
+                "the shared listing %s is unusable (%r): listing s3://%s for this process",
                 self.path,
-                type(why).__name__,
+                why,
                 bucket,
             )
-        # List for ourselves, past what the file gave us (a listing is in key order).
-        pages = list_pages()
-        for page in pages:
+        # List for ourselves, past what the file gave us: a listing is in key
+        # order, so an object added or removed meanwhile is neither repeated nor lost.
+        for page in list_pages():
             for obj in page:
-                if delivered:
-                    delivered -= 1
-                    continue
-                yield obj
+                if last_key is None or obj.key > last_key:
+                    yield obj
 
     def publish(self, objects: Iterable[DatasetObject]) -> None:
         """Write a listing already made (unless a file exists): workers then read, not list."""
-        writer = self._claim()
+        try:
+            writer = self._claim()
+        except OSError as error:  # the workers will list for themselves
+            log.warning(
+                "cannot share the listing of s3://%s through %s: %s", self.bucket, self.path, error
+            )
+            return
         if writer is not None:
             self._write_pages(writer, lambda: iter([list(objects)]))
 
     # ----------------------------------------------------------------- writing
     def _claim(self) -> IO[bytes] | None:
-        """The file, new, created and locked by us; None if it exists already.
+        """The file, new, created and locked by us; None if a usable one exists.
 
-        It is locked before it appears under its name (a hard link to a locked
-        temporary file), so a reader never sees it unlocked and unfinished
-        while its writer is alive.
+        It is locked before it appears under its name (a hard link to, or a
+        rename of, a locked temporary file), so a reader never sees it
+        unlocked and unfinished while its writer is alive. An abandoned file
+        (unlocked, no end record) is replaced.
         """
-        if self.path.exists():
+        abandoned = self._abandoned()
+        if abandoned is False:
             return None
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}")
         file = open(temporary, "wb")  # noqa: SIM115 - handed to the writer
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX)
-            os.link(temporary, self.path)
+            if abandoned:
+                log.debug("replacing the unfinished shared listing %s", self.path)
+                os.replace(temporary, self.path)
+            else:
+                os.link(temporary, self.path)
         except FileExistsError:
             file.close()
             return None
@@ -145,6 +167,21 @@ class SharedListing:
         finally:
             temporary.unlink(missing_ok=True)
         return file
+
+    def _abandoned(self) -> bool | None:
+        """None: no file yet; True: unfinished and nobody writes it; False: usable."""
+        try:
+            with open(self.path, "rb") as file:
+                if not _unlocked(file):
+                    return False  # being written
+                size = file.seek(0, os.SEEK_END)
+                file.seek(max(0, size - 256))
+                tail = file.read()
+                last_line = tail.rstrip(b"\n").rpartition(b"\n")[2]
+                # Objects are lists, the end record a dict: a whole one ends the file.
+                return not (tail.endswith(b"}\n") and last_line.startswith(b"{"))
+        except FileNotFoundError:
+            return None
 
     def _write_pages(
         self, file: IO[bytes], list_pages: Callable[[], Iterator[list[DatasetObject]]]
@@ -195,7 +232,7 @@ def _follow(file: IO[bytes], bucket: str) -> Iterator[DatasetObject]:
             if _unlocked(file):  # nobody writes: one last read, then it is final
                 chunk = file.read(1 << 20)
                 if not chunk:
-                    raise _WriterGoneError(f"{delivered} objects and no end record")
+                    raise _UnusableFileError(f"{delivered} objects and no end record")
             else:
                 time.sleep(pause)
                 pause = min(pause * 2, _POLL_MAX_S)
@@ -203,10 +240,13 @@ def _follow(file: IO[bytes], bucket: str) -> Iterator[DatasetObject]:
         pause = _POLL_FIRST_S
         *lines, pending = (pending + chunk).split(b"\n")
         for line in lines:
-            item = _decode(bucket, line)
+            try:
+                item = _decode(bucket, line)
+            except (ValueError, KeyError, TypeError) as bad:
+                raise _UnusableFileError(f"line {delivered + 1}: {bad!r}") from bad
             if isinstance(item, int):
                 if item != delivered:
-                    raise _WriterGoneError(f"{delivered} objects, but the end record says {item}")
+                    raise _UnusableFileError(f"{delivered} objects, but the end record says {item}")
                 return
             delivered += 1
             yield item
@@ -218,6 +258,25 @@ def _unlocked(file: IO[bytes]) -> bool:
     except BlockingIOError:
         return False
     fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    return True
+
+
+def _remove_orphans(directory: Path) -> None:
+    """Remove the listing files of processes that no longer exist (killed, say)."""
+    for path in directory.glob(f"{_PREFIX}*-*.jsonl"):
+        owner = path.name[len(_PREFIX) :].partition("-")[0]
+        if owner.isdigit() and not _alive(int(owner)):
+            log.debug("removing %s, left by process %s", path, owner)
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's
     return True
 
 

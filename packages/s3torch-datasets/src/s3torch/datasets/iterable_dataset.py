@@ -41,7 +41,9 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       to the shares in a new random order each epoch (each share gets one
       object of every run of as many objects as there are shares), and each
       share is mixed through a buffer of N objects' names. No whole listing
-      is needed first, and a process holds N names, not the listing. Call
+      is needed first, and a DataLoader worker holds N names, not the
+      listing (a process iterating without workers keeps the listing, to
+      reuse it each epoch). Call
       :meth:`set_epoch` at the start of each epoch, as with
       ``DistributedSampler``; a process that iterates again on its own (no
       DataLoader workers, or persistent workers) moves to the next epoch

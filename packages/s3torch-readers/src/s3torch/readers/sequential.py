@@ -77,12 +77,9 @@ class SequentialS3Reader(S3Reader):
             assert stream is not None
             count = stream.readinto(view[self._filled : target])
             if count == 0:
-                raise S3Exception(
+                raise self._body_error(
                     f"the object ended after {self._filled} bytes, but it was said to have {size}",
-                    operation="GetObject",
-                    bucket=self._bucket,
-                    key=self._key,
-                    code="IncompleteBody",
+                    "IncompleteBody",
                 )
             self._filled += count
         if self._filled == size:
@@ -92,15 +89,17 @@ class SequentialS3Reader(S3Reader):
         view = filling.view
         assert view is not None
         if len(chunk) > len(view):
-            raise S3Exception(
+            raise self._body_error(
                 f"the object has more than the {self.size} bytes it was said to have",
-                operation="GetObject",
-                bucket=self._bucket,
-                key=self._key,
-                code="InvalidRange",
+                "InvalidRange",
             )
         view[: len(chunk)] = chunk
         self._filled = len(chunk)
+
+    def _body_error(self, message: str, code: str) -> S3Exception:
+        return S3Exception(
+            message, operation="GetObject", bucket=self._bucket, key=self._key, code=code
+        )
 
     def _complete(self, data: bytes) -> None:
         self._data, self._filled, self._filling = data, len(data), None
