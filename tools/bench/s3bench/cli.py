@@ -104,6 +104,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
         "other round (A B B A ...), so a server or machine that drifts during the run "
         "weighs on every client alike; the repetitions of all rounds are pooled (default 1)",
     )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="add this many milliseconds to every response the measured clients get, as from "
+        "a distant server (a relay in front of the server; the data is prepared directly). "
+        "Amazon S3 answers small GETs in tens of ms, a local server in one (default 0)",
+    )
     parser.add_argument("--size-mib", type=int, help="size of the big object (default 1024)")
     parser.add_argument("--json", type=Path, help="result file (default bench-results/<time>.json)")
     parser.add_argument(
@@ -129,6 +137,8 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Settings]:
     )
     if settings.repeat < 1 or settings.rounds < 1 or settings.size_mib < 1:
         parser.error("--repeat, --rounds and --size-mib must be at least 1")
+    if args.latency_ms < 0:
+        parser.error(f"--latency-ms must be at least 0, got {args.latency_ms}")
     return args, settings
 
 
@@ -146,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     json_path = args.json or REPO_ROOT / "bench-results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     machine = machine_info()
-    with s3_server(args.server, args.endpoint) as server:
+    with s3_server(args.server, args.endpoint, args.latency_ms) as server:
         raw, failures, workload = _run_all(server, settings, args.log_level)
     summaries = with_ratios([summarize(result, workload) for result in raw])
     targets = evaluate_targets(summaries, workload)
@@ -217,8 +227,8 @@ def _pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
     return pooled
 
 
-def _worker_prefix(server: ServerInfo, workload: Workload) -> list[str]:
-    return ["--endpoint", server.endpoint, "--region", REGION, "--workload", workload.to_json()]
+def _worker_prefix(endpoint: str, workload: Workload) -> list[str]:
+    return ["--endpoint", endpoint, "--region", REGION, "--workload", workload.to_json()]
 
 
 def _prepare(
@@ -234,7 +244,7 @@ def _prepare(
         return workload
     start = time.perf_counter()
     digests = run_worker(
-        [*_worker_prefix(server, workload), "prepare", "--datasets", ",".join(datasets)],
+        [*_worker_prefix(server.endpoint, workload), "prepare", "--datasets", ",".join(datasets)],
         env=env,
         timeout=WORKER_TIMEOUT_S,
         log_level=log_level,
@@ -255,7 +265,7 @@ def _measure(
     log.info("measuring %s / %s (%d repetitions)", client, case, settings.repeat)
     result = run_worker(
         [
-            *_worker_prefix(server, workload),
+            *_worker_prefix(server.measured_endpoint, workload),
             "measure",
             "--client",
             client,

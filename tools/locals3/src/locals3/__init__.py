@@ -1,5 +1,6 @@
 """Local S3 servers and test proxies for s3torch development (not published)."""
 
+from .latency import LatencyProxy
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from .proxy import FaultProxy, SeenRequest
 from .seaweedfs import SeaweedFSServer
@@ -9,6 +10,7 @@ __all__ = [
     "REGION",
     "SECRET_KEY",
     "FaultProxy",
+    "LatencyProxy",
     "MotoServer",
     "SeaweedFSServer",
     "SeenRequest",
