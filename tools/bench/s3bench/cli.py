@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         raw, failures, workload = _run_all(server, settings, args.log_level)
     summaries = with_ratios([summarize(result, workload) for result in raw])
     targets = evaluate_targets(summaries, workload)
+    if server.latency_ms:
+        print(f"Every response to the measured clients came {server.latency_ms:g} ms late.\n")
     print(render(summaries, failures, targets))
     document = {
         "started_at": started,

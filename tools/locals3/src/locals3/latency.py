@@ -71,11 +71,12 @@ class LatencyProxy:
             ready.set()
             try:
                 loop.run_forever()
-            finally:
+            finally:  # stopped: end every connection's relay before the loop goes
                 server.close()
-                for task in asyncio.all_tasks(loop):
-                    task.cancel()
-                loop.run_until_complete(asyncio.sleep(0))
+                relays = asyncio.all_tasks(loop)
+                for relay in relays:
+                    relay.cancel()
+                loop.run_until_complete(asyncio.gather(*relays, return_exceptions=True))
                 loop.close()
 
         self._loop = loop
@@ -127,6 +128,10 @@ class LatencyProxy:
         try:
             # Both ends done, or one side went away (an error): then close both.
             await asyncio.wait(directions, return_when=asyncio.FIRST_EXCEPTION)
+        except asyncio.CancelledError:
+            # The proxy stops. End quietly: asyncio's server (3.11) reports a
+            # connection handler that ends cancelled as an error.
+            pass
         finally:
             for direction in directions:
                 direction.cancel()
