@@ -19,7 +19,8 @@ import asyncio
 import contextlib
 import logging
 import threading
-from types import TracebackType
+
+from ._service import Service
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ _QUEUED_CHUNKS = 256
 """Chunks held back per connection at most (16 MiB): the server waits beyond that."""
 
 
-class LatencyProxy:
+class LatencyProxy(Service):
     """Relay ``127.0.0.1:<port>`` to ``127.0.0.1:<upstream_port>``, responses ``delay_s`` late."""
 
     def __init__(self, upstream_port: int, delay_s: float) -> None:
@@ -99,17 +100,6 @@ class LatencyProxy:
             self._thread.join(timeout=10)
         self._loop = self._thread = None
         self._port = 0
-
-    def __enter__(self) -> LatencyProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ---------------------------------------------------------------- relaying
     async def _relay(

@@ -6,16 +6,16 @@ import os
 import subprocess
 import sys
 import tempfile
-from types import TracebackType
 
 from ._process import free_port, stop, wait_for_port
+from ._service import Service
 
 REGION = "us-east-1"
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
 
-class MotoServer:
+class MotoServer(Service):
     """A real S3 endpoint, ``http://127.0.0.1:<port>``, served by ``moto.server``.
 
     moto is slow (a ranged GET costs time proportional to the object) but
@@ -54,14 +54,3 @@ class MotoServer:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-    def __enter__(self) -> MotoServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -17,8 +17,9 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
+
+from ._service import Service
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
@@ -55,7 +56,7 @@ class _Server(http.server.ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class FaultProxy:
+class FaultProxy(Service):
     """Forward ``127.0.0.1:<port>`` to ``127.0.0.1:<upstream_port>``, with injected faults."""
 
     def __init__(self, upstream_port: int) -> None:
@@ -237,17 +238,6 @@ class FaultProxy:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _any(request: SeenRequest) -> bool:

@@ -18,9 +18,9 @@ import sysconfig
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from ._process import port_is_free, stop, wait_for_port
+from ._service import Service
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY
 
 _MAX_PORT = 45000  # + 10000 for gRPC stays below SeaweedFS's limit
@@ -51,7 +51,7 @@ def _port_pair() -> int:
     raise RuntimeError("no free port pair for SeaweedFS")
 
 
-class SeaweedFSServer:
+class SeaweedFSServer(Service):
     """SeaweedFS master, volume, filer and S3 gateway in one process, on 127.0.0.1."""
 
     def __init__(self) -> None:
@@ -159,14 +159,3 @@ class SeaweedFSServer:
             for socket_file in Path("/tmp").glob(f"seaweedfs-*-{port + 10000}.sock"):
                 socket_file.unlink(missing_ok=True)
         self._ports = []
-
-    def __enter__(self) -> SeaweedFSServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
