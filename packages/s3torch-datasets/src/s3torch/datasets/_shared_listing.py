@@ -23,6 +23,7 @@ dataset is made.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -87,9 +88,7 @@ class SharedListing:
         try:
             writer = self._claim()
         except OSError as error:  # no room or no right to write: list alone
-            log.warning(
-                "cannot share the listing of s3://%s through %s: %s", bucket, self.path, error
-            )
+            self._warn_unshared(error)
             yield from (obj for page in list_pages() for obj in page)
             return
         if writer is not None:
@@ -130,12 +129,15 @@ class SharedListing:
         try:
             writer = self._claim()
         except OSError as error:  # the workers will list for themselves
-            log.warning(
-                "cannot share the listing of s3://%s through %s: %s", self.bucket, self.path, error
-            )
+            self._warn_unshared(error)
             return
         if writer is not None:
             self._write_pages(writer, lambda: iter([list(objects)]))
+
+    def _warn_unshared(self, error: OSError) -> None:
+        log.warning(
+            "cannot share the listing of s3://%s through %s: %s", self.bucket, self.path, error
+        )
 
     # ----------------------------------------------------------------- writing
     def _claim(self) -> IO[bytes] | None:
@@ -261,8 +263,12 @@ def _unlocked(file: IO[bytes]) -> bool:
     return True
 
 
+@functools.cache
 def _remove_orphans(directory: Path) -> None:
-    """Remove the listing files of processes that no longer exist (killed, say)."""
+    """Remove the listing files of processes that no longer exist (killed, say).
+
+    Once per directory and process: the scan is not repeated for every dataset.
+    """
     for path in directory.glob(f"{_PREFIX}*-*.jsonl"):
         owner = path.name[len(_PREFIX) :].partition("-")[0]
         if owner.isdigit() and not _alive(int(owner)):
