@@ -174,24 +174,32 @@ def test_streams_and_writers_inherited_across_fork_refuse_to_be_used(
         """
         import time
         stream = CLIENT.get_object_stream(BUCKET, "obj0")
+        small = CLIENT.get_object_stream(  # size known: the single-GET path
+            BUCKET, "obj1", object_info=CLIENT.head_object(BUCKET, "obj1")
+        )
         writer = CLIENT.put_object(BUCKET, "from-parent")
         writer.write(b"parent bytes")
         listing = CLIENT.list_objects(BUCKET, max_keys=1)
         pid = os.fork()
         if pid == 0:
             messages = []
-            uses = (stream.read, lambda: writer.write(b"x"), writer.close, lambda: next(listing))
+            uses = (
+                stream.read, small.read, lambda: writer.write(b"x"), writer.close,
+                lambda: next(listing),
+            )
             for use in uses:
                 try:
                     use()
                 except RuntimeError as error:
                     messages.append("cannot be used in process" in str(error))
             stream.close()  # allowed, and must not touch the parent's requests
-            os._exit(0 if messages == [True, True, True, True] else 5)
+            small.close()
+            os._exit(0 if messages == [True] * 5 else 5)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
-        writer.close()  # the parent still owns both
+        writer.close()  # the parent still owns them all
         assert stream.read() == fetch("obj0")
+        assert small.read() == fetch("obj1")
         assert fetch("from-parent") == b"parent bytes"
         print("ok")
         """,

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from locals3 import FaultProxy
 from s3torch.client import (
     ObjectStream,
     S3Client,
@@ -187,8 +188,64 @@ def test_a_pinned_etag_refuses_another_version_from_the_first_byte(
     upload("obj", 100)
     with pytest.raises(S3PreconditionFailedError):
         client.get_object_stream(bucket, "obj", etag=old.etag).read()
-    with pytest.raises(S3PreconditionFailedError):
+    with pytest.raises(S3PreconditionFailedError, match="changed") as caught:
         client.get_object_stream(bucket, "obj", object_info=old).read()
+    assert (caught.value.bucket, caught.value.key, caught.value.status) == (bucket, "obj", 412)
+
+
+def test_a_small_object_of_known_size_is_fetched_by_one_plain_pinned_get(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    data = upload("obj", 1000)
+    client = make_client(endpoint=fault_proxy.endpoint)
+    info = client.head_object(bucket, "obj")
+    fault_proxy.clear()
+    with client.get_object_stream(bucket, "obj", object_info=info) as stream:
+        assert list(stream) == [data]  # one chunk: the whole object, as it arrived
+        assert stream.object_info == info
+    (get,) = fault_proxy.seen
+    assert (get.method, get.path) == ("GET", f"/{bucket}/obj")
+    assert "range" not in get.headers
+    assert get.headers["if-match"] == info.etag
+    assert get.headers["x-amz-checksum-mode"] == "ENABLED"  # the checksum comes back with it
+    fault_proxy.clear()
+    assert client.get_object_stream(bucket, "obj").read() == data  # size unknown: one part
+    (ranged,) = fault_proxy.seen
+    assert ranged.headers["range"] == f"bytes=0-{client.s3client_config.part_size - 1}"
+
+
+def test_a_listed_object_deleted_before_its_get_raises_not_found(
+    client: S3Client, bucket: str, upload: Callable[..., bytes], boto3_s3: Any
+) -> None:
+    upload("gone", 100)
+    info = client.head_object(bucket, "gone")
+    boto3_s3.delete_object(Bucket=bucket, Key="gone")
+    stream = client.get_object_stream(bucket, "gone", object_info=info)
+    with pytest.raises(S3NotFoundError) as caught:
+        stream.read()
+    assert (caught.value.bucket, caught.value.key, caught.value.status) == (bucket, "gone", 404)
+    with pytest.raises(S3NotFoundError):
+        _ = stream.object_info  # the same failure, not a hang
+
+
+def test_closing_a_small_stream_before_reading_returns_its_memory(
+    client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    upload("obj", 4096)
+    info = client.head_object(bucket, "obj")
+    budget = client._client().budget
+    stream = client.get_object_stream(bucket, "obj", object_info=info)
+    assert budget.in_use == 4096  # charged while in flight or unread
+    stream.close()
+    assert budget.in_use == 0
+    with pytest.raises(ValueError, match="closed"):
+        stream.read()
+    reread = client.get_object_stream(bucket, "obj", object_info=info)
+    reread.read()
+    assert budget.in_use == 0  # given back once the bytes are handed out
 
 
 def test_closing_cancels_and_returns_the_memory(
@@ -281,5 +338,9 @@ def test_a_stale_size_without_an_etag_never_duplicates_bytes(
     stale = ObjectInfo(bucket=bucket, key="obj", size=60)  # an old listing, no ETag
     assert client.get_object_stream(bucket, "obj", object_info=stale).read() == data
     assert b"".join(client.get_object_stream(bucket, "obj", object_info=stale)) == data
+    larger = ObjectInfo(bucket=bucket, key="obj", size=500)  # the object shrank since
+    stream = client.get_object_stream(bucket, "obj", object_info=larger)
+    assert stream.read() == data
+    assert (stream.end, stream.object_info.size) == (100, 100)
     ranged = client.get_object_stream(bucket, "obj", end=60, object_info=stale)
     assert ranged.read() == data[:60]

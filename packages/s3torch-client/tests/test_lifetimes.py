@@ -50,17 +50,20 @@ def test_uploads_are_collected_after_close_and_after_abort(
 
 @pytest.mark.parametrize(
     "consume",
-    [lambda s: s.read(), lambda s: (s.read(1), s.close())],
-    ids=["read-to-the-end", "closed-early"],
+    [lambda s: s.read(), lambda s: (s.read(1), s.close()), lambda s: s.close()],
+    ids=["read-to-the-end", "closed-early", "closed-unread"],
 )
+@pytest.mark.parametrize("size", [4 * PART, 1000], ids=["windowed", "single-get-of-known-size"])
 def test_downloads_are_collected(
     small_part_client: S3Client,
     bucket: str,
     upload: Callable[..., bytes],
     consume: Callable[[Any], Any],
+    size: int,
 ) -> None:
-    upload("obj", 4 * PART)
-    stream = small_part_client.get_object_stream(bucket, "obj")
+    upload("obj", size)
+    info = small_part_client.head_object(bucket, "obj") if size < PART else None
+    stream = small_part_client.get_object_stream(bucket, "obj", object_info=info)
     consume(stream)
     ref = weakref.ref(stream._download)
     del stream

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from awscrt import checksums
 
 from .config import CHECKSUM_ALGORITHMS
+from .errors import S3ChecksumMismatchError
 
 BytesLike = bytes | bytearray | memoryview
 
@@ -72,3 +73,16 @@ def full_object_checksum(headers: list[tuple[str, str]]) -> tuple[Crc, str] | No
         if value and "-" not in value:
             return crc, value
     return None
+
+
+def mismatch_error(
+    crc: Crc, expected: str, actual: str, *, bucket: str, key: str
+) -> S3ChecksumMismatchError:
+    """The error of a download whose bytes do not sum to what the server stored."""
+    return S3ChecksumMismatchError(
+        f"the downloaded bytes have {crc.name} {actual}, but the server stored {expected}",
+        operation="GetObject",
+        bucket=bucket,
+        key=key,
+        code="ChecksumMismatch",
+    )

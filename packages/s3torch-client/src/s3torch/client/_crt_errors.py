@@ -180,3 +180,22 @@ def translate(
             )
         return S3Exception(error.message, operation=operation, bucket=bucket, key=key, code=name)
     return error
+
+
+def translate_get(
+    error: BaseException, *, bucket: str, key: str, etag: str | None
+) -> BaseException:
+    """:func:`translate` for a GET pinned to ``etag``: a failed If-Match means a new version."""
+    failure = translate(error, operation="GetObject", bucket=bucket, key=key)
+    if isinstance(failure, S3PreconditionFailedError) and etag is not None:
+        return S3PreconditionFailedError(
+            f"the object changed while it was being read (it no longer has ETag "
+            f"{etag}); no bytes of another version were returned",
+            operation="GetObject",
+            bucket=bucket,
+            key=key,
+            status=412,
+            code="PreconditionFailed",
+            request_id=failure.request_id,
+        )
+    return failure

@@ -8,8 +8,9 @@ carry ``If-Match`` with the ETag the first one saw, so the bytes of two versions
 of an object are never mixed.
 
 Integrity: S3 returns checksums only for whole-object GETs. An object whose
-size is known to fit in one part is fetched with one plain GET and checked
-against the checksum in its response before any byte is handed out. A larger
+size is known to fit in one part is fetched with one plain GET (see
+:mod:`._single_get`) and checked against the checksum in its response before
+any byte is handed out. A larger
 whole-object download sums each window as it arrives and, at the end, compares
 the combined CRC with the full-object checksum a HEAD reported. Byte ranges, and
 small objects whose size was not known in advance (one ranged GET, which S3
@@ -26,13 +27,14 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from awscrt.s3 import S3Request, S3RequestType, S3ResponseError
 
 from ._buffers import FillableBytes
-from ._checksums import ALGORITHMS, Crc, full_object_checksum
-from ._crt_errors import header, translate
+from ._checksums import ALGORITHMS, Crc, full_object_checksum, mismatch_error
+from ._crt_errors import header, translate, translate_get
+from ._single_get import SingleGet, fits_single_get
 from ._transport import CrtClient, Headers, Response
 from .errors import S3ChecksumMismatchError, S3Exception, S3PreconditionFailedError
 from .models import ObjectInfo, parse_http_date
@@ -43,6 +45,25 @@ log = logging.getLogger(__name__)
 
 _CONTENT_RANGE = re.compile(r"bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)")
 _ACTUAL_SIZE = re.compile(rb"<ActualObjectSize>(\d+)</ActualObjectSize>")
+
+
+class _Source(Protocol):
+    """What an :class:`ObjectStream` asks of the download behind it."""
+
+    bucket: str
+    key: str
+    start: int
+    end: int | None
+    object_size: int | None
+    etag: str | None
+    metadata: Headers | None
+    closed: bool
+    crt: CrtClient
+
+    def pump(self) -> None: ...
+    def next_chunk(self) -> bytes | None: ...
+    def wait_for_metadata(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass(eq=False)
@@ -151,13 +172,6 @@ class _Download:
         bound = self.end if self.end is not None else self.requested_end
         if bound is not None and self.start >= bound:
             self.end = self.start  # an empty range: nothing to fetch
-            return
-        fits_one_request = self.end is not None and self.end - self.start <= self.window_size
-        if self.whole_object and fits_one_request:
-            # Size known and small: one plain GET, which carries the checksum.
-            size = self.end or 0
-            self._charge(size, force=True)
-            self._issue(0, size, size, whole_object=True)
             return
         end = self.start + self.window_size
         if bound is not None:
@@ -312,19 +326,7 @@ class _Download:
                 self._set_extent(size)
                 window.end = window.start
                 return
-        failure = translate(error, operation="GetObject", bucket=self.bucket, key=self.key)
-        if isinstance(failure, S3PreconditionFailedError) and self.etag is not None:
-            failure = S3PreconditionFailedError(
-                f"the object changed while it was being read (it no longer has ETag "
-                f"{self.etag}); no bytes of another version were returned",
-                operation="GetObject",
-                bucket=self.bucket,
-                key=self.key,
-                status=412,
-                code="PreconditionFailed",
-                request_id=failure.request_id if isinstance(failure, S3Exception) else None,
-            )
-        window.error = failure
+        window.error = translate_get(error, bucket=self.bucket, key=self.key, etag=self.etag)
 
     def _check_whole_object(self, window: _Window) -> None:
         """Validate a one-request download before any of its bytes is handed out."""
@@ -385,13 +387,7 @@ class _Download:
             self.expected = declared
 
     def _mismatch(self, crc: Crc, expected: str, actual: str) -> S3ChecksumMismatchError:
-        return S3ChecksumMismatchError(
-            f"the downloaded bytes have {crc.name} {actual}, but the server stored {expected}",
-            operation="GetObject",
-            bucket=self.bucket,
-            key=self.key,
-            code="ChecksumMismatch",
-        )
+        return mismatch_error(crc, expected, actual, bucket=self.bucket, key=self.key)
 
     # ---------------------------------------------------------------- consuming
     def next_chunk(self) -> bytes | None:
@@ -534,7 +530,12 @@ class ObjectStream:
         object_size: int | None = None,
         etag: str | None = None,
     ) -> None:
-        self._download = _Download(crt, bucket, key, start, end, object_size, etag)
+        self._download: _Source
+        if fits_single_get(crt, start, end, object_size):
+            assert object_size is not None
+            self._download = SingleGet(crt, bucket, key, end, object_size, etag)
+        else:
+            self._download = _Download(crt, bucket, key, start, end, object_size, etag)
         self._pending: memoryview | None = None
         self._position = start
         self._download.pump()
@@ -574,6 +575,7 @@ class ObjectStream:
         download = self._download
         download.wait_for_metadata()
         if download.object_size is None:  # an empty range: nothing was fetched
+            assert isinstance(download, _Download)  # a single GET always knows the size
             response = download.crt.call("HeadObject", "HEAD", self.bucket, self.key)
             with download.cond:
                 download.metadata = response.headers
