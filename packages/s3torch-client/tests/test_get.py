@@ -78,6 +78,28 @@ def test_read_with_a_size_returns_at_most_that_many_bytes(
     assert stream.read(100) == b""
 
 
+@pytest.mark.parametrize("known_size", [False, True], ids=["size-unknown", "size-known"])
+def test_reading_what_arrived_as_one_chunk_hands_it_out_without_a_copy(
+    client: S3Client,
+    bucket: str,
+    upload: Callable[..., bytes],
+    monkeypatch: pytest.MonkeyPatch,
+    known_size: bool,
+) -> None:
+    from s3torch.client import stream as stream_module
+
+    data = upload("obj", 100 * 1024)
+    info = client.head_object(bucket, "obj") if known_size else None
+
+    def no_buffer(size: int) -> None:
+        raise AssertionError(f"a {size}-byte buffer was allocated to copy into")
+
+    monkeypatch.setattr(stream_module, "FillableBytes", no_buffer)
+    assert client.get_object_stream(bucket, "obj", object_info=info).read() == data
+    with pytest.raises(AssertionError, match="102399-byte buffer"):  # a part of it is a copy
+        client.get_object_stream(bucket, "obj", object_info=info).read(len(data) - 1)
+
+
 @pytest.mark.parametrize(
     ("start", "end"),
     [

@@ -643,12 +643,22 @@ class ObjectStream:
     def read(self, size: int = -1) -> bytes:
         """Read up to ``size`` bytes (all that remain if negative); ``b""`` at the end.
 
-        The result is built in place: reading N bytes holds N bytes, copied once.
+        Reading N bytes holds N bytes: the chunk itself when exactly those bytes
+        arrived as one (a small object: no copy), otherwise one buffer built in
+        place, each byte copied once.
         """
         remaining = max(0, self.end - self._position)  # known once the first response is in
         size = remaining if size is None or size < 0 else min(size, remaining)
         if size == 0:
             return b""
+        if self._pending is None:
+            chunk = self._download.next_chunk()
+            if chunk is None:
+                return b""
+            if len(chunk) == size:  # all of it arrived as one chunk: hand it out, no copy
+                self._position += size
+                return chunk
+            self._pending = memoryview(chunk)
         result = FillableBytes(size)
         assert result.view is not None
         count = self.readinto(result.view)
