@@ -179,6 +179,9 @@ class SingleGet:
         if self.closed:
             return
         self.closed = True
+        if not self._issued:  # nothing will ever finish: let a waiter through
+            self._issued = True
+            self._finished.release()
         if not self.crt.in_this_process:
             return  # inherited across fork: the request belongs to the parent
         request = self._request
