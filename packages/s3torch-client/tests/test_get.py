@@ -239,6 +239,45 @@ def test_a_small_object_of_known_size_is_fetched_by_one_plain_pinned_get(
     assert ranged.headers["range"] == f"bytes=0-{client.s3client_config.part_size - 1}"
 
 
+def test_several_threads_may_wait_on_one_small_stream(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    upload: Callable[..., bytes],
+) -> None:
+    import threading
+
+    data = upload("obj", 1000)
+    client = make_client(endpoint=fault_proxy.endpoint)
+    info = client.head_object(bucket, "obj")
+    fault_proxy.hold_until_concurrent(2, timeout=1.0)  # the lone GET waits 1 s at the proxy
+    stream = client.get_object_stream(bucket, "obj", object_info=info)
+    seen: dict[str, int] = {}
+    waiters = [
+        threading.Thread(target=lambda: seen.update(size=stream.object_info.size), daemon=True),
+        threading.Thread(target=lambda: seen.update(end=stream.end), daemon=True),
+    ]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join(timeout=30)  # a waiter left behind would block here, then fail below
+    assert seen == {"size": 1000, "end": 1000}
+    assert not fault_proxy.hold_reached  # both threads waited on one request
+    assert stream.read() == data
+
+
+@pytest.mark.parametrize("known_size", [False, True], ids=["windowed", "single-get"])
+def test_what_a_stream_learned_stays_readable_after_close(
+    client: S3Client, bucket: str, upload: Callable[..., bytes], known_size: bool
+) -> None:
+    data = upload("obj", 1000)
+    info = client.head_object(bucket, "obj") if known_size else None
+    with client.get_object_stream(bucket, "obj", object_info=info) as stream:
+        assert stream.read() == data
+    assert stream.closed
+    assert (stream.end, stream.object_info.size) == (1000, 1000)
+
+
 def test_a_listed_object_deleted_before_its_get_raises_not_found(
     client: S3Client, bucket: str, upload: Callable[..., bytes], boto3_s3: Any
 ) -> None:

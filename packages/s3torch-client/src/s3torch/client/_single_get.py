@@ -74,17 +74,22 @@ class SingleGet:
         self._chunks: list[bytes] = []
         self._body: bytes | None = None
         self._issued = False
-        self._settled = False  # the reader has seen the request finish
-        # Held until the request finishes: on_done releases it, the reader waits on it.
+        self._answered = False  # on_done has run
+        self._settled = False  # this stream has seen the request finish
+        # A latch: held until the request finishes (on_done releases it); a
+        # waiter acquires and releases it again, so any number get through.
         self._finished = threading.Lock()
         self._finished.acquire()
+        # Guards what the CRT thread and the reader (or a closer) both change.
+        self._guard = threading.Lock()
 
     # ------------------------------------------------------------------ issuing
     def pump(self) -> None:
         """Start the request (once)."""
-        if self._issued or self.closed:
-            return
-        self._issued = True
+        with self._guard:
+            if self._issued or self.closed:
+                return
+            self._issued = True
         size = self.object_size or 0
         self.crt.budget.try_acquire(size, force=True)
         self._charged = size
@@ -95,7 +100,7 @@ class SingleGet:
             headers.append(("If-Match", self.etag))
         log.debug("GetObject s3://%s/%s (%d bytes in one request)", self.bucket, self.key, size)
         try:
-            self._request = self.crt.make_request(
+            request = self.crt.make_request(
                 type=S3RequestType.DEFAULT,
                 operation_name="GetObject",
                 request=self.crt.http_request("GET", self.bucket, self.key, headers=headers),
@@ -106,6 +111,10 @@ class SingleGet:
         except Exception as error:  # the CRT refused to start the request
             self.error = translate_get(error, bucket=self.bucket, key=self.key, etag=self.etag)
             self._finished.release()
+            return
+        with self._guard:
+            if not self._answered:  # kept to cancel it; on_done drops it
+                self._request = request
 
     # ---------------------------------------------------------------- callbacks
     def _on_headers(self, status_code: int, headers: Headers, **_: Any) -> None:
@@ -115,20 +124,24 @@ class SingleGet:
         self._chunks.append(chunk)
 
     def _on_done(self, error: BaseException | None = None, **_: Any) -> None:
+        body: bytes | None = None
+        failure: BaseException | None = None
         try:
-            if self.closed:
-                return
             if error is not None:
-                self.error = translate_get(error, bucket=self.bucket, key=self.key, etag=self.etag)
-            else:
-                self._body = self._validated()
+                failure = translate_get(error, bucket=self.bucket, key=self.key, etag=self.etag)
+            elif not self.closed:
+                body = self._validated()
         except Exception as unexpected:  # awscrt would swallow it and leave the reader waiting
-            self.error = unexpected
+            failure = unexpected
         finally:
-            # The native request holds these callbacks: dropping it breaks the
-            # cycle (self -> request -> callback -> self) the collector cannot see.
-            self._request = None
-            self._chunks = []
+            with self._guard:
+                # The native request holds these callbacks: dropping it breaks the
+                # cycle (self -> request -> callback -> self) the collector cannot see.
+                self._answered = True
+                self._request = None
+                self._chunks = []
+                if not self.closed:
+                    self.error, self._body = failure, body
             self._finished.release()
 
     def _validated(self) -> bytes:
@@ -141,12 +154,12 @@ class SingleGet:
             actual = crc.encode(crc.of(body))
             if actual != expected:
                 raise mismatch_error(crc, expected, actual, bucket=self.bucket, key=self.key)
-        self.metadata = headers
         self.object_size = len(body)
         self.etag = self.etag or header(headers, "ETag")
         if self.requested_end is not None and len(body) > self.requested_end:
             body = body[: self.requested_end]  # a stale listing: deliver the range asked for
         self.end = len(body)
+        self.metadata = headers  # last: once set, wait_for_metadata no longer waits
         log.debug("GetObject s3://%s/%s: %d bytes", self.bucket, self.key, len(body))
         return body
 
@@ -157,8 +170,8 @@ class SingleGet:
         self.crt.require_this_process(f"the ObjectStream of s3://{self.bucket}/{self.key}")
         self.pump()
         if not self._settled:
-            self._finished.acquire()
-            self._settled = True
+            with self._finished:  # blocks until on_done has run
+                self._settled = True
         if self.closed:
             raise ValueError("I/O operation on a closed ObjectStream")
         if self.error is not None:
@@ -167,30 +180,38 @@ class SingleGet:
     def next_chunk(self) -> bytes | None:
         """The whole validated body, the first time; None after."""
         self._wait()
-        body, self._body = self._body, None
+        with self._guard:
+            body, self._body = self._body, None
         self._give_back_memory()
         return body or None
 
     def wait_for_metadata(self) -> None:
-        """Wait for the response (its headers come with the whole body)."""
-        self._wait()
+        """Wait for the response (its headers come with the whole body).
+
+        Like the windowed download, metadata once known stays readable after
+        ``close``.
+        """
+        if self.metadata is None:
+            self._wait()
 
     def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if not self._issued:  # nothing will ever finish: let a waiter through
-            self._issued = True
+        with self._guard:
+            if self.closed:
+                return
+            self.closed = True
+            never_issued, self._issued = not self._issued, True
+            request = self._request  # on_done drops it, cancelled or not
+            self._body = None
+        if never_issued:  # nothing will ever finish: let a waiter through
             self._finished.release()
         if not self.crt.in_this_process:
             return  # inherited across fork: the request belongs to the parent
-        request = self._request
         if request is not None:
             request.cancel()
-        self._body = None
         self._give_back_memory()
 
     def _give_back_memory(self) -> None:
-        charged, self._charged = self._charged, 0
+        with self._guard:
+            charged, self._charged = self._charged, 0
         if charged:
             self.crt.budget.release(charged)
