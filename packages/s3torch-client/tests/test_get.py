@@ -9,6 +9,7 @@ import pytest
 
 from locals3 import FaultProxy
 from s3torch.client import (
+    ObjectInfo,
     ObjectStream,
     S3Client,
     S3Exception,
@@ -215,16 +216,25 @@ def test_a_pinned_etag_refuses_another_version_from_the_first_byte(
     assert (caught.value.bucket, caught.value.key, caught.value.status) == (bucket, "obj", 412)
 
 
-def test_a_small_object_of_known_size_is_fetched_by_one_plain_pinned_get(
+@pytest.fixture
+def proxied_small(
     make_client: Callable[..., S3Client],
     fault_proxy: FaultProxy,
     bucket: str,
     upload: Callable[..., bytes],
-) -> None:
+) -> tuple[S3Client, ObjectInfo, bytes]:
+    """A client that reaches moto through the proxy, and a 1000-byte "obj" with its info."""
     data = upload("obj", 1000)
     client = make_client(endpoint=fault_proxy.endpoint)
     info = client.head_object(bucket, "obj")
     fault_proxy.clear()
+    return client, info, data
+
+
+def test_a_small_object_of_known_size_is_fetched_by_one_plain_pinned_get(
+    proxied_small: tuple[S3Client, ObjectInfo, bytes], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    client, info, data = proxied_small
     with client.get_object_stream(bucket, "obj", object_info=info) as stream:
         assert list(stream) == [data]  # one chunk: the whole object, as it arrived
         assert stream.object_info == info
@@ -240,16 +250,11 @@ def test_a_small_object_of_known_size_is_fetched_by_one_plain_pinned_get(
 
 
 def test_several_threads_may_wait_on_one_small_stream(
-    make_client: Callable[..., S3Client],
-    fault_proxy: FaultProxy,
-    bucket: str,
-    upload: Callable[..., bytes],
+    proxied_small: tuple[S3Client, ObjectInfo, bytes], fault_proxy: FaultProxy, bucket: str
 ) -> None:
     import threading
 
-    data = upload("obj", 1000)
-    client = make_client(endpoint=fault_proxy.endpoint)
-    info = client.head_object(bucket, "obj")
+    client, info, data = proxied_small
     fault_proxy.hold_until_concurrent(2, timeout=1.0)  # the lone GET waits 1 s at the proxy
     stream = client.get_object_stream(bucket, "obj", object_info=info)
     seen: dict[str, int] = {}
@@ -393,8 +398,6 @@ def test_read_never_allocates_more_than_what_remains(
 def test_a_stale_size_without_an_etag_never_duplicates_bytes(
     client: S3Client, bucket: str, upload: Callable[..., bytes]
 ) -> None:
-    from s3torch.client import ObjectInfo
-
     data = upload("obj", 100)
     stale = ObjectInfo(bucket=bucket, key="obj", size=60)  # an old listing, no ETag
     assert client.get_object_stream(bucket, "obj", object_info=stale).read() == data
