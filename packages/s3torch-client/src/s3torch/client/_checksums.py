@@ -8,7 +8,7 @@ own (in parallel, on CRT threads) and the results are folded in order.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from awscrt import checksums
@@ -73,6 +73,25 @@ def full_object_checksum(headers: list[tuple[str, str]]) -> tuple[Crc, str] | No
         if value and "-" not in value:
             return crc, value
     return None
+
+
+def check_full_object(
+    headers: list[tuple[str, str]], chunks: Iterable[BytesLike], *, bucket: str, key: str
+) -> None:
+    """Raise :class:`S3ChecksumMismatchError` unless ``chunks`` sum to the CRC ``headers`` declare.
+
+    A response that declares no full-object checksum passes unchecked.
+    """
+    declared = full_object_checksum(headers)
+    if declared is None:
+        return
+    crc, expected = declared
+    actual = 0
+    for chunk in chunks:
+        actual = crc.update(chunk, actual)
+    encoded = crc.encode(actual)
+    if encoded != expected:
+        raise mismatch_error(crc, expected, encoded, bucket=bucket, key=key)
 
 
 def mismatch_error(

@@ -18,7 +18,7 @@ from typing import Any
 
 from awscrt.s3 import S3Request, S3RequestType
 
-from ._checksums import full_object_checksum, mismatch_error
+from ._checksums import check_full_object
 from ._crt_errors import header, translate_get
 from ._transport import CrtClient, Headers
 
@@ -75,7 +75,6 @@ class SingleGet:
         self._body: bytes | None = None
         self._issued = False
         self._answered = False  # on_done has run
-        self._settled = False  # this stream has seen the request finish
         # A latch: held until the request finishes (on_done releases it); a
         # waiter acquires and releases it again, so any number get through.
         self._finished = threading.Lock()
@@ -90,9 +89,8 @@ class SingleGet:
             if self._issued or self.closed:
                 return
             self._issued = True
-        size = self.object_size or 0
+            size = self._charged = self.object_size or 0
         self.crt.budget.try_acquire(size, force=True)
-        self._charged = size
         headers: Headers = []
         if self.crt.config.checksum_algorithm is not None:
             headers.append(("x-amz-checksum-mode", "ENABLED"))
@@ -148,12 +146,8 @@ class SingleGet:
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = self._headers
-        declared = full_object_checksum(headers) if self.crt.config.checksum_algorithm else None
-        if declared is not None and body:
-            crc, expected = declared
-            actual = crc.encode(crc.of(body))
-            if actual != expected:
-                raise mismatch_error(crc, expected, actual, bucket=self.bucket, key=self.key)
+        if self.crt.config.checksum_algorithm and body:
+            check_full_object(headers, (body,), bucket=self.bucket, key=self.key)
         self.object_size = len(body)
         self.etag = self.etag or header(headers, "ETag")
         if self.requested_end is not None and len(body) > self.requested_end:
@@ -169,9 +163,8 @@ class SingleGet:
             raise ValueError("I/O operation on a closed ObjectStream")
         self.crt.require_this_process(f"the ObjectStream of s3://{self.bucket}/{self.key}")
         self.pump()
-        if not self._settled:
-            with self._finished:  # blocks until on_done has run
-                self._settled = True
+        with self._finished:  # blocks until on_done has run
+            pass
         if self.closed:
             raise ValueError("I/O operation on a closed ObjectStream")
         if self.error is not None:

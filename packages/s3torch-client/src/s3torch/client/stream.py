@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from awscrt.s3 import S3Request, S3RequestType, S3ResponseError
 
 from ._buffers import FillableBytes
-from ._checksums import ALGORITHMS, Crc, full_object_checksum, mismatch_error
+from ._checksums import ALGORITHMS, Crc, check_full_object, full_object_checksum, mismatch_error
 from ._crt_errors import header, translate, translate_get
 from ._single_get import SingleGet, fits_single_get
 from ._transport import CrtClient, Headers, Response
@@ -58,7 +58,6 @@ class _Source(Protocol):
     etag: str | None
     metadata: Headers | None
     closed: bool
-    crt: CrtClient
 
     def pump(self) -> None: ...
     def next_chunk(self) -> bytes | None: ...
@@ -334,15 +333,8 @@ class _Download:
             self.metadata = []
             self._set_extent(window.received)
         body_end = window.start + window.received
-        declared = full_object_checksum(self.metadata) if self.crc is not None else None
-        if declared is not None and window.received:
-            crc, expected = declared
-            actual = 0
-            for chunk in window.chunks:
-                actual = crc.update(chunk, actual)
-            if crc.encode(actual) != expected:
-                window.error = self._mismatch(crc, expected, crc.encode(actual))
-                return
+        if self.crc is not None and window.received:  # a mismatch fails the window
+            check_full_object(self.metadata, window.chunks, bucket=self.bucket, key=self.key)
         limit = self.end if self.end is not None else body_end
         if body_end > limit:  # more than the range asked for: deliver the range only
             body = b"".join(window.chunks)
