@@ -69,3 +69,29 @@ def test_downloads_are_collected(
     del stream
     assert _collected(ref)
     assert small_part_client._client().budget.in_use == 0
+
+
+def test_a_closed_client_refuses_new_operations_and_open_transfers_finish(
+    make_client: Callable[..., S3Client], bucket: str, upload: Callable[..., bytes]
+) -> None:
+    body = upload("kept", 3 * PART)
+    with make_client(part_size=PART) as client:
+        stream = client.get_object_stream(bucket, "kept")
+        writer = client.put_object(bucket, "written")
+        assert not client.closed
+    assert client.closed
+    assert "closed" in repr(client)
+    for operation in (
+        lambda: client.head_object(bucket, "kept"),
+        lambda: client.get_object_stream(bucket, "kept"),
+        lambda: client.put_object(bucket, "other"),
+        lambda: client.list_objects(bucket),
+    ):
+        with pytest.raises(RuntimeError, match="is closed"):
+            operation()
+    client.close()  # closing twice is harmless
+    assert stream.read() == body  # a transfer opened before close() runs to its end
+    writer.write(b"after close")
+    writer.close()
+    with make_client() as other:
+        assert other.get_object_stream(bucket, "written").read() == b"after close"

@@ -71,6 +71,7 @@ class S3Client:
         self._user_agent = user_agent
         self._lock = threading.Lock()
         self._crt: CrtClient | None = None
+        self._closed = False
 
     # ---------------------------------------------------------------- settings
     @property
@@ -92,7 +93,32 @@ class S3Client:
         return user_agent(self._user_agent)
 
     def __repr__(self) -> str:
-        return f"S3Client(region={self._region!r}, endpoint={self.endpoint!r})"
+        state = ", closed" if self._closed else ""
+        return f"S3Client(region={self._region!r}, endpoint={self.endpoint!r}{state})"
+
+    # --------------------------------------------------------------- lifetime
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def close(self) -> None:
+        """Stop accepting new operations and let go of the connection pool.
+
+        Streams, writers and listings already open keep the connections they
+        use until they finish or are closed; every new call on this client
+        raises :class:`RuntimeError`. Closing twice is harmless. An object that
+        was handed this client (a dataset, a checkpointer) does not close it.
+        """
+        with self._lock:
+            self._closed = True
+            self._crt = None  # open transfers hold their own reference
+
+    def __enter__(self) -> S3Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
@@ -113,6 +139,8 @@ class S3Client:
         if crt is not None and crt.pid == os.getpid():
             return crt
         with self._lock:
+            if self._closed:
+                raise RuntimeError(f"{self!r} is closed; make a new S3Client")
             if self._crt is not None and self._crt.pid != os.getpid():
                 _runtime.park_inherited(self._crt)  # made by our parent: never touch it
                 self._crt = None
