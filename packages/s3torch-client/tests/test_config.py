@@ -26,12 +26,48 @@ def test_defaults_follow_the_seed() -> None:
     assert config.checksum_algorithm == "CRC64NVME"
 
 
-def test_is_frozen_and_keyword_only() -> None:
+def test_is_frozen() -> None:
     config = S3ClientConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.part_size = 16 * MiB  # type: ignore[misc]
+
+
+def test_takes_the_seven_seed_fields_positionally_in_the_seeds_order() -> None:
+    positional = S3ClientConfig(2.5, 16 * MiB, False, True, 3, "train", True)
+    by_keyword = S3ClientConfig(
+        throughput_target_gbps=2.5,
+        part_size=16 * MiB,
+        unsigned=False,
+        force_path_style=True,
+        max_attempts=3,
+        profile="train",
+        requester_pays=True,
+    )
+    assert positional == by_keyword
+    assert (
+        positional.throughput_target_gbps,
+        positional.part_size,
+        positional.unsigned,
+        positional.force_path_style,
+        positional.max_attempts,
+        positional.profile,
+        positional.requester_pays,
+    ) == (2.5, 16 * MiB, False, True, 3, "train", True)
+    # A prefix of them, with the rest by keyword, as s3torchconnector users write it.
+    assert S3ClientConfig(1.0, 32 * MiB, memory_limit=512 * MiB) == S3ClientConfig(
+        throughput_target_gbps=1.0, part_size=32 * MiB, memory_limit=512 * MiB
+    )
+    # Validation names the field whichever way it was given.
+    with pytest.raises(ValueError, match="S3ClientConfig.part_size"):
+        S3ClientConfig(10.0, 1024)
+    with pytest.raises(TypeError, match="S3ClientConfig.unsigned must be a bool"):
+        S3ClientConfig(10.0, 8 * MiB, "yes")  # type: ignore[arg-type]
+
+
+def test_the_fields_beyond_the_seeds_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        S3ClientConfig(10.0)  # type: ignore[misc]
+        S3ClientConfig(10.0, 8 * MiB, False, False, 10, None, False, GiB)  # type: ignore[misc]
+    assert S3ClientConfig(checksum_algorithm=None, memory_limit=GiB).checksum_algorithm is None
 
 
 def test_compares_hashes_and_pickles_by_value() -> None:

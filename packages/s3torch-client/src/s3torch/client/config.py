@@ -1,9 +1,9 @@
-"""Client configuration: one frozen, keyword-only dataclass, validated on construction."""
+"""Client configuration: one frozen dataclass, validated on construction."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from typing import Literal, get_args
 
 __all__ = ["ChecksumAlgorithm", "S3ClientConfig"]
@@ -21,13 +21,19 @@ ChecksumAlgorithm = Literal["CRC64NVME", "CRC32C", "CRC32"]
 CHECKSUM_ALGORITHMS: tuple[str, ...] = get_args(ChecksumAlgorithm)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class S3ClientConfig:
     """Settings of an :class:`~s3torch.client.S3Client`.
 
     Every field is validated when the config is built; a bad value raises
     :class:`ValueError` (or :class:`TypeError` for a wrong type) naming the field
     and what it accepts.
+
+    The first seven fields may also be given positionally, in the order of
+    s3torchconnector's ``S3ClientConfig`` (``throughput_target_gbps``,
+    ``part_size``, ``unsigned``, ``force_path_style``, ``max_attempts``,
+    ``profile``, ``requester_pays``); ``memory_limit`` and
+    ``checksum_algorithm`` are keyword-only.
 
     Attributes:
         throughput_target_gbps: Throughput the client aims for, in gigabits per
@@ -62,6 +68,7 @@ class S3ClientConfig:
     max_attempts: int = 10
     profile: str | None = None
     requester_pays: bool = False
+    _: KW_ONLY
     memory_limit: int = 1 * GiB
     checksum_algorithm: ChecksumAlgorithm | None = "CRC64NVME"
 
