@@ -58,9 +58,9 @@ def test_takes_the_seven_seed_fields_positionally_in_the_seeds_order() -> None:
         throughput_target_gbps=1.0, part_size=32 * MiB, memory_limit=512 * MiB
     )
     # Validation names the field whichever way it was given.
-    with pytest.raises(ValueError, match="S3ClientConfig.part_size"):
+    with pytest.raises(ValueError, match=r"S3ClientConfig\.part_size"):
         S3ClientConfig(10.0, 1024)
-    with pytest.raises(TypeError, match="S3ClientConfig.unsigned must be a bool"):
+    with pytest.raises(TypeError, match=r"S3ClientConfig\.unsigned must be a bool"):
         S3ClientConfig(10.0, 8 * MiB, "yes")  # type: ignore[arg-type]
 
 

@@ -28,14 +28,14 @@ def fetch(key, client=None):
 """
 
 
-def _run(tmp_path: Path, body: str, s3_endpoint: str, bucket: str) -> str:
+def _run(tmp_path: Path, body: str, s3_endpoint: str, bucket: str, timeout: float = 120) -> str:
     script = tmp_path / "scenario.py"
     script.write_text(_PRELUDE + textwrap.dedent(body))
     result = subprocess.run(
         [sys.executable, str(script), s3_endpoint, bucket],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
@@ -207,3 +207,133 @@ def test_streams_and_writers_inherited_across_fork_refuse_to_be_used(
         bucket,
     )
     assert out.strip() == "ok"
+
+
+_FORK_STORM = """
+import threading, time, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, on purpose
+from s3torch.client import S3Client, S3ClientConfig
+expected = fetch("obj0")
+LATEST = [CLIENT]
+stop = threading.Event()
+building = threading.Event()
+built = [0]
+
+def churn():
+    # Build clients and make requests in a loop; each fork below lands while
+    # this thread is about to build (or is building) a client's CRT client.
+    while not stop.is_set():
+        client = S3Client("us-east-1", endpoint=ENDPOINT,
+                          s3client_config=S3ClientConfig(max_attempts=2))
+        LATEST[0] = client
+        building.set()
+        client.head_object(BUCKET, "obj1")
+        built[0] += 1
+
+worker = threading.Thread(target=churn, daemon=True)
+worker.start()
+pids = []
+for _ in range(50):
+    assert building.wait(30), "the churning thread stalled"
+    building.clear()
+    candidate = LATEST[0]                         # its construction is under way
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ok = fetch("obj0", candidate) == expected and fetch("obj0") == expected
+        except BaseException as error:
+            print("child failed:", repr(error), flush=True)
+            ok = False
+        os._exit(0 if ok else 7)
+    pids.append(pid)
+stop.set()
+worker.join(60)
+deadline = time.monotonic() + 90
+codes = {}
+while pids and time.monotonic() < deadline:
+    for pid in list(pids):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            codes[pid] = os.waitstatus_to_exitcode(status)
+            pids.remove(pid)
+    time.sleep(0.05)
+for pid in pids:                                  # hung: a deadlocked child
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+failed = [code for code in codes.values() if code != 0]
+print("hung", len(pids), "failed", len(failed), "ok", len(codes) - len(failed), "built", built[0])
+assert fetch("obj0") == expected                   # the parent still works
+"""
+
+
+def test_children_forked_while_another_thread_builds_clients_never_hang(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    out = _run(tmp_path, _FORK_STORM, s3_endpoint, bucket, timeout=240)
+    assert out.splitlines()[-1].startswith("hung 0 failed 0 ok 50 "), out
+
+
+def test_awscrt_static_defaults_are_parked_in_a_child_not_destroyed(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    """Code outside s3torch may use awscrt's process-wide defaults from another thread.
+
+    A forked child must get working defaults of its own (even if a parent
+    thread held awscrt's lock at the fork), and must not destroy the inherited
+    ones: their native threads belong to the parent.
+    """
+    out = _run(
+        tmp_path,
+        """
+        import gc, threading, time, weakref
+        from awscrt.auth import AwsCredentialsProvider
+        from awscrt.io import ClientBootstrap, EventLoopGroup
+
+        def credentials():  # made on the static default bootstrap, resolved on its threads
+            provider = AwsCredentialsProvider.new_default_chain()
+            return provider.get_credentials().result(timeout=30).access_key_id
+
+        expected = credentials()
+        inherited = weakref.ref(ClientBootstrap.get_or_create_static_default())
+        inherited_group = weakref.ref(EventLoopGroup.get_or_create_static_default())
+        fetch("obj0")
+        # Another thread of the parent takes awscrt's static-default lock and is
+        # inside it when we fork.
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with ClientBootstrap._static_client_bootstrap_lock:
+                held.set()
+                release.wait(60)
+
+        holder = threading.Thread(target=hold, daemon=True)
+        holder.start()
+        assert held.wait(30)
+        pid = os.fork()
+        if pid == 0:
+            gc.collect()
+            alive = inherited() is not None and inherited_group() is not None
+            fresh = ClientBootstrap.get_or_create_static_default() is not inherited()
+            works = credentials() == expected and fetch("obj0") == fetch("obj0", CLIENT)
+            print("child", alive, fresh, works, flush=True)
+            os._exit(0 if alive and fresh and works else 9)
+        release.set()
+        holder.join(30)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, 9)
+            raise SystemExit("the forked child hung")
+        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert ClientBootstrap.get_or_create_static_default() is inherited()
+        assert credentials() == expected                 # the parent's defaults still work
+        print("ok")
+        """,
+        s3_endpoint,
+        bucket,
+    )
+    assert out.strip().splitlines()[-1] == "ok", out

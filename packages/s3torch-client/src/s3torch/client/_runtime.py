@@ -6,6 +6,13 @@ CRT object s3torch makes is tied to the process that made it. After a fork the
 child starts from nothing, and whatever it inherited is parked (never used and
 never destroyed, since destroying it would wait on threads that do not exist).
 We never use awscrt's process-global static bootstrap, which has the same trap.
+
+Locks have a fork trap of their own: a lock that another thread of the parent
+held at the moment of ``fork`` stays locked forever in the child. Every lock
+that a child may take is therefore re-created in the child, before any of its
+code runs: this module's, those of the objects registered with
+:func:`reinit_after_fork` (every :class:`~s3torch.client.S3Client`), and the
+ones awscrt guards its static defaults with.
 """
 
 from __future__ import annotations
@@ -13,18 +20,37 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 _runtime: Runtime | None = None
 # CRT objects inherited from a parent process: kept referenced so that their
 # destructors never run here. They hold no threads in this process.
 _inherited: list[Any] = []
+# awscrt's process-wide defaults: (class, attribute holding it, attribute holding its lock).
+_STATIC_DEFAULTS = (
+    (ClientBootstrap, "_static_client_bootstrap", "_static_client_bootstrap_lock"),
+    (DefaultHostResolver, "_static_host_resolver", "_static_host_resolver_lock"),
+    (EventLoopGroup, "_static_event_loop_group", "_static_event_loop_group_lock"),
+)
+
+
+class ForkAware(Protocol):
+    """An object whose locks and per-process state must be renewed in a forked child."""
+
+    def _after_fork_in_child(self) -> None: ...
+
+
+_fork_aware: weakref.WeakSet[ForkAware] = weakref.WeakSet()
 
 
 @dataclass(frozen=True)
@@ -32,7 +58,7 @@ class Runtime:
     """Event loop group, host resolver and bootstrap owned by process ``pid``.
 
     ``credentials`` caches credentials providers (built on this bootstrap) for
-    every client of the process.
+    every client of the process; use :meth:`cached_credentials`.
     """
 
     pid: int
@@ -40,6 +66,14 @@ class Runtime:
     host_resolver: DefaultHostResolver
     bootstrap: ClientBootstrap
     credentials: dict[Any, Any] = field(default_factory=dict)
+
+    def cached_credentials(self, key: Any, build: Callable[[], T]) -> T:
+        """The provider cached under ``key``, built by ``build()`` once per process."""
+        with _lock:
+            provider = self.credentials.get(key)
+            if provider is None:
+                provider = self.credentials[key] = build()
+            return provider
 
 
 def current() -> Runtime:
@@ -63,6 +97,16 @@ def park_inherited(obj: Any) -> None:
     _inherited.append(obj)
 
 
+def reinit_after_fork(obj: ForkAware) -> None:
+    """Call ``obj._after_fork_in_child()`` in every child forked while ``obj`` lives.
+
+    It runs in the child right after ``fork``, while the child has one thread:
+    the place to replace locks (another thread of the parent may have held
+    them) and to park CRT objects the parent made.
+    """
+    _fork_aware.add(obj)
+
+
 def _after_fork_in_child() -> None:
     global _lock, _runtime
     # The lock may have been held by another thread of the parent at fork time.
@@ -70,13 +114,24 @@ def _after_fork_in_child() -> None:
     if _runtime is not None:
         park_inherited(_runtime)
         _runtime = None
-    # Code outside s3torch may have touched awscrt's static defaults in the
-    # parent; their threads are gone here too.
-    for static in (ClientBootstrap, DefaultHostResolver, EventLoopGroup):
+    # Code outside s3torch may use awscrt's static defaults in the parent, from
+    # other threads. Their threads are gone here, and destroying them could
+    # wait for those threads: park them, so that awscrt builds fresh ones on
+    # demand, and renew the locks guarding them.
+    for cls, attribute, lock in _STATIC_DEFAULTS:
+        if not (hasattr(cls, attribute) and hasattr(cls, lock)):  # pragma: no cover
+            log.debug("awscrt's %s has no static default to park", cls.__name__)
+            continue
+        setattr(cls, lock, threading.Lock())
+        inherited = getattr(cls, attribute)
+        if inherited is not None:
+            park_inherited(inherited)
+            setattr(cls, attribute, None)
+    for obj in list(_fork_aware):
         try:
-            static.release_static_default()
-        except Exception:  # pragma: no cover - best effort, never fatal in a child
-            log.debug("could not release the static %s after fork", static.__name__)
+            obj._after_fork_in_child()
+        except Exception:  # pragma: no cover - never let one object break the child
+            log.exception("could not renew %r after fork", obj)
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -162,17 +162,16 @@ def _credentials_provider(runtime: _runtime.Runtime, profile: str | None) -> Aws
     """
     if profile is None and {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= os.environ.keys():
         return AwsCredentialsProvider.new_environment()
-    cache_key = (profile, os.environ.get("AWS_PROFILE"))
-    provider = runtime.credentials.get(cache_key)
-    if provider is None:
+    bootstrap = runtime.bootstrap
+
+    def build() -> AwsCredentialsProvider:
         if profile is not None:
-            provider = AwsCredentialsProvider.new_profile(
-                client_bootstrap=runtime.bootstrap, profile_name=profile
+            return AwsCredentialsProvider.new_profile(
+                client_bootstrap=bootstrap, profile_name=profile
             )
-        else:
-            provider = AwsCredentialsProvider.new_default_chain(runtime.bootstrap)
-        runtime.credentials[cache_key] = provider
-    return provider
+        return AwsCredentialsProvider.new_default_chain(bootstrap)
+
+    return runtime.cached_credentials((profile, os.environ.get("AWS_PROFILE")), build)
 
 
 class CrtClient:

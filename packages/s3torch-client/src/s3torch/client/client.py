@@ -72,6 +72,19 @@ class S3Client:
         self._lock = threading.Lock()
         self._crt: CrtClient | None = None
         self._closed = False
+        _runtime.reinit_after_fork(self)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock (a parent thread may have held this one).
+
+        The CRT client made by the parent is parked: its threads do not exist
+        here, so it is never used (nor destroyed); the first request makes a
+        new one.
+        """
+        self._lock = threading.Lock()
+        if self._crt is not None:
+            _runtime.park_inherited(self._crt)
+            self._crt = None
 
     # ---------------------------------------------------------------- settings
     @property
