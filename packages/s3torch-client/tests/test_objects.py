@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 import pytest
@@ -16,6 +17,26 @@ MiB = 1024 * 1024
 def _put_many(boto3_s3: Any, bucket: str, keys: list[str], body: bytes = b"x") -> None:
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(lambda key: boto3_s3.put_object(Bucket=bucket, Key=key, Body=body), keys))
+
+
+def _settle(listing: Any) -> None:
+    """Wait (bounded) until every page the listing requested has arrived.
+
+    A page's next page is requested before its future resolves, so when all
+    requested futures are done, the listing has made every request it will
+    make until it is read further.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        pending = list(listing._requested)
+        wait(pending, timeout=max(0.0, deadline - time.monotonic()))
+        if len(listing._requested) == len(pending) or time.monotonic() > deadline:
+            assert all(future.done() for future in listing._requested), "pages never arrived"
+            return
+
+
+def _list_requests(fault_proxy: Any) -> int:
+    return sum("list-type=2" in r.path for r in fault_proxy.seen)
 
 
 def _keys(boto3_s3: Any, bucket: str) -> list[str]:
@@ -182,25 +203,61 @@ def test_bad_names_fail_before_any_request(client: S3Client, call: Any, message:
 def test_listing_runs_at_most_two_pages_ahead_of_the_reader(
     make_client: Any, fault_proxy: Any, boto3_s3: Any, bucket: str
 ) -> None:
-    import time
-
     _put_many(boto3_s3, bucket, [f"k{i:03d}" for i in range(50)])
     client = make_client(endpoint=fault_proxy.endpoint)
 
-    def list_requests() -> int:
-        return sum("list-type=2" in r.path for r in fault_proxy.seen)
-
     listing = client.list_objects(bucket, max_keys=5)  # ten pages
-    time.sleep(1.0)
-    assert list_requests() == 2  # the first page, and the one after it
+    _settle(listing)
+    assert _list_requests(fault_proxy) == 2  # the first page, and the one after it
     first = next(listing)
-    time.sleep(1.0)
-    assert list_requests() == 3
+    _settle(listing)
+    assert _list_requests(fault_proxy) == 3
     rest = list(listing)
     assert [o.key for page in [first, *rest] for o in page.objects] == [
         f"k{i:03d}" for i in range(50)
     ]
-    assert list_requests() == 10
+    assert _list_requests(fault_proxy) == 10
+    assert listing._in_flight == {}  # finished pages hold no native request
+
+
+def test_a_listing_closed_early_makes_no_more_requests(
+    make_client: Any, fault_proxy: Any, boto3_s3: Any, bucket: str
+) -> None:
+    _put_many(boto3_s3, bucket, [f"k{i:03d}" for i in range(50)])
+    client = make_client(endpoint=fault_proxy.endpoint)
+
+    with client.list_objects(bucket, max_keys=5) as listing:  # ten pages
+        first = next(listing)
+        _settle(listing)  # two more pages have arrived ahead of the reader
+        assert not listing.closed
+    assert [o.key for o in first.objects] == [f"k{i:03d}" for i in range(5)]
+    assert listing.closed
+    assert list(listing) == []  # the pages fetched ahead are dropped, none is requested
+    with pytest.raises(StopIteration):
+        next(listing)
+    listing.close()  # closing twice is harmless
+    assert _list_requests(fault_proxy) == 3
+    assert listing._in_flight == {}
+
+
+def test_closing_a_listing_cancels_the_page_in_flight(
+    make_client: Any, fault_proxy: Any, boto3_s3: Any, bucket: str
+) -> None:
+    _put_many(boto3_s3, bucket, [f"k{i:03d}" for i in range(20)])
+    client = make_client(endpoint=fault_proxy.endpoint)
+    fault_proxy.hold_until_concurrent(2, timeout=120)  # the first page waits at the proxy
+    listing = client.list_objects(bucket, max_keys=5)
+    deadline = time.monotonic() + 30
+    while _list_requests(fault_proxy) == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _list_requests(fault_proxy) == 1
+    pending = list(listing._requested)
+    listing.close()
+    done, _ = wait(pending, timeout=60)  # cancelled, not answered (the proxy holds it)
+    assert done == set(pending)
+    assert not fault_proxy.hold_reached
+    assert list(listing) == []
+    assert _list_requests(fault_proxy) == 1
 
 
 def test_continuation_tokens_are_read_from_the_raw_page() -> None:
@@ -251,3 +308,21 @@ def test_a_listing_never_ends_early_however_threads_interleave(
             assert listed == keys
     finally:
         sys.setswitchinterval(interval)
+
+
+def test_debug_logs_name_what_each_request_addresses(
+    client: S3Client, boto3_s3: Any, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    _put_many(boto3_s3, bucket, ["a/b"])
+    with caplog.at_level(logging.DEBUG, logger="s3torch.client"):
+        assert [o.key for p in client.list_objects(bucket) for o in p.objects] == ["a/b"]
+        client.head_object(bucket, "a/b")
+    lines = [r.getMessage() for r in caplog.records if r.name == "s3torch.client._transport"]
+    listing = [line for line in lines if line.startswith("ListObjectsV2")]
+    head = [line for line in lines if line.startswith("HeadObject")]
+    assert (len(listing), len(head)) == (2, 2)  # started, and finished
+    assert all(f"s3://{bucket} " in line for line in listing), listing
+    assert all(f"s3://{bucket}/a/b " in line for line in head), head
+    assert not any("None" in line for line in lines), lines

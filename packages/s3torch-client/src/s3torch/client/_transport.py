@@ -51,6 +51,13 @@ def user_agent(extra: str | None) -> str:
     return f"{base} {extra}" if extra else base
 
 
+def describe(bucket: str | None, key: str | None) -> str:
+    """What a request addresses, for logs: ``s3://bucket/key``, ``s3://bucket``, ``(no bucket)``."""
+    if not bucket:
+        return "(no bucket)"
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+
+
 @dataclass
 class Response:
     """Status, headers and body of one finished request."""
@@ -94,10 +101,9 @@ class _Collector:
         if error is not None:
             failure = translate(error, operation=self.operation, bucket=self.bucket, key=self.key)
             log.debug(
-                "%s %s/%s failed after %.1f ms: %s",
+                "%s %s failed after %.1f ms: %s",
                 self.operation,
-                self.bucket,
-                self.key,
+                describe(self.bucket, self.key),
                 elapsed_ms,
                 failure,
             )
@@ -109,12 +115,13 @@ class _Collector:
             try:
                 self.on_response(response)
             except Exception:  # awscrt would swallow it; the caller still gets its response
-                log.exception("%s %s/%s: on_response failed", self.operation, self.bucket, self.key)
+                log.exception(
+                    "%s %s: on_response failed", self.operation, describe(self.bucket, self.key)
+                )
         log.debug(
-            "%s %s/%s -> %d (%d bytes) in %.1f ms",
+            "%s %s -> %d (%d bytes) in %.1f ms",
             self.operation,
-            self.bucket,
-            self.key,
+            describe(self.bucket, self.key),
             self.status,
             len(body),
             elapsed_ms,
@@ -278,7 +285,7 @@ class CrtClient:
         collector = _Collector(operation, bucket, key or None, on_response=on_response)
         if on_done is not None:
             collector.future.add_done_callback(on_done)
-        log.debug("%s %s %s/%s started", operation, method, bucket, key)
+        log.debug("%s %s %s started", operation, method, describe(bucket, key))
         request = self.make_request(
             type=request_type,
             operation_name=operation if request_type == S3RequestType.DEFAULT else None,
