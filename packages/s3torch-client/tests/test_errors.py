@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import pickle
+import sys
+import traceback
+import types
+from typing import Any
 
 import pytest
 from awscrt.exceptions import AwsCrtError
@@ -18,7 +22,7 @@ from s3torch.client import (
     S3ThrottlingError,
     S3TransportError,
 )
-from s3torch.client._crt_errors import translate
+from s3torch.client._crt_errors import translate, translate_get
 
 
 def _response_error(
@@ -205,6 +209,8 @@ def test_crt_errors_without_status_map_by_name(
     assert type(error) is cls
     assert (error.status, error.code) == (status, code)
     assert says in str(error)
+    assert isinstance(error.__cause__, AwsCrtError)
+    assert error.__cause__.name == name
 
 
 def test_credential_errors_say_how_to_fix_them() -> None:
@@ -223,3 +229,99 @@ def test_other_exceptions_pass_through_unchanged() -> None:
     assert translate(own, operation="GetObject", bucket="b", key="k") is own
     ours = S3NotFoundError("x")
     assert translate(ours, operation="GetObject", bucket="b", key="k") is ours
+
+
+def test_translated_errors_chain_the_crt_error_as_their_cause() -> None:
+    crt_error = _response_error(404, _error_body("NoSuchKey", "gone"))
+    error = translate(crt_error, operation="GetObject", bucket="b", key="k")
+    assert isinstance(error, S3NotFoundError)
+    assert error.__cause__ is crt_error
+    assert error.__suppress_context__
+    text = "".join(traceback.format_exception(error))
+    assert "AwsCrtError" in text or "S3ResponseError" in text
+    assert "The above exception was the direct cause" in text
+
+
+def test_a_pinned_get_that_failed_if_match_chains_the_412() -> None:
+    crt_error = _response_error(412, _error_body("PreconditionFailed", "changed"))
+    error = translate_get(crt_error, bucket="b", key="k", etag='"abc"')
+    assert isinstance(error, S3PreconditionFailedError)
+    assert '"abc"' in str(error)
+    assert isinstance(error.__cause__, S3PreconditionFailedError)
+    assert error.__cause__.__cause__ is crt_error
+
+
+def test_a_missing_object_on_the_wire_is_chained_to_the_crt_error(client: Any, bucket: str) -> None:
+    with pytest.raises(S3NotFoundError) as caught:
+        client.get_object_stream(bucket, "missing").read()
+    assert isinstance(caught.value.__cause__, AwsCrtError)
+    with pytest.raises(S3NotFoundError) as caught:
+        client.head_object(bucket, "missing")
+    assert isinstance(caught.value.__cause__, AwsCrtError)
+
+
+@pytest.fixture
+def in_a_dataloader_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What torch's DataLoader workers look like to s3torch.client (which never imports torch)."""
+    fake = types.ModuleType("torch.utils.data")
+    fake.get_worker_info = lambda: object()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torch.utils.data", fake)
+
+
+def _torch_style_reraise(error: BaseException) -> BaseException:
+    """What torch's ExceptionWrapper sends and rebuilds: the type and the formatted text only."""
+    text = "".join(traceback.format_exception(error))
+    return type(error)(f"Caught {type(error).__name__} in DataLoader worker process 0.\n{text}")
+
+
+@pytest.mark.parametrize("cls", [S3Exception, S3NotFoundError, S3PreconditionFailedError])
+def test_fields_survive_a_rebuild_from_a_dataloader_workers_text(
+    cls: type[S3Exception], in_a_dataloader_worker: None
+) -> None:
+    try:
+        try:
+            raise AwsCrtError(1, "AWS_ERROR_X", "native")
+        except AwsCrtError as cause:
+            raise cls(
+                "why\nsecond line",
+                operation="GetObject",
+                bucket="my bucket",
+                key="a/b c\n\u00e9 failed: x",
+                status=404,
+                code="NoSuchKey",
+                request_id="R1",
+            ) from cause
+    except S3Exception as raised:
+        error = raised
+    rebuilt = _torch_style_reraise(error)
+    assert type(rebuilt) is cls
+    assert isinstance(rebuilt, S3Exception)
+    assert (
+        rebuilt.operation,
+        rebuilt.bucket,
+        rebuilt.key,
+        rebuilt.status,
+        rebuilt.code,
+        rebuilt.request_id,
+        rebuilt.reason,
+    ) == (
+        "GetObject",
+        "my bucket",
+        "a/b c\n\u00e9 failed: x",
+        404,
+        "NoSuchKey",
+        "R1",
+        "why\nsecond line",
+    )
+    assert "Caught" in str(rebuilt)  # the message is still the worker's traceback
+    assert "GetObject s3://my bucket/a/b c" in str(rebuilt)
+    again = pickle.loads(pickle.dumps(rebuilt))
+    assert (again.bucket, again.key, again.status) == ("my bucket", "a/b c\n\u00e9 failed: x", 404)
+
+
+def test_outside_a_worker_the_message_has_no_context_line() -> None:
+    error = S3NotFoundError("gone", operation="GetObject", bucket="b", key="k", status=404)
+    assert str(error) == "GetObject s3://b/k failed: (HTTP 404): gone"
+    assert "context" not in "".join(traceback.format_exception(error))
+    plain = S3Exception("s3torch error context: not json")
+    assert (plain.bucket, plain.reason) == (None, "s3torch error context: not json")

@@ -125,11 +125,36 @@ def translate(
 ) -> BaseException:
     """Map an exception delivered by awscrt to the s3torch hierarchy.
 
-    Our own exceptions (already :class:`S3Exception`) and exceptions raised by
-    user code in a callback pass through unchanged.
+    The result is chained to ``error`` (as ``raise ... from error`` would), so
+    the CRT's own error stays visible in tracebacks. Our own exceptions
+    (already :class:`S3Exception`) and exceptions raised by user code in a
+    callback pass through unchanged.
     """
     if isinstance(error, S3Exception):
         return error
+    failure = _translate(error, operation=operation, bucket=bucket, key=key)
+    if failure is not error:
+        chain(failure, error)
+    return failure
+
+
+def chain(error: BaseException, cause: BaseException) -> BaseException:
+    """Make ``cause`` the cause of ``error``, as ``raise error from cause`` does; return ``error``.
+
+    For exceptions handed over rather than raised (a future's exception).
+    """
+    error.__cause__ = cause
+    error.__suppress_context__ = True
+    return error
+
+
+def _translate(
+    error: BaseException,
+    *,
+    operation: str,
+    bucket: str | None,
+    key: str | None,
+) -> BaseException:
     if isinstance(error, S3ResponseError):
         code, message, body_request_id = parse_error_body(error.body)
         request_id = header(error.headers, "x-amz-request-id") or body_request_id
@@ -188,7 +213,7 @@ def translate_get(
     """:func:`translate` for a GET pinned to ``etag``: a failed If-Match means a new version."""
     failure = translate(error, operation="GetObject", bucket=bucket, key=key)
     if isinstance(failure, S3PreconditionFailedError) and etag is not None:
-        return S3PreconditionFailedError(
+        changed = S3PreconditionFailedError(
             f"the object changed while it was being read (it no longer has ETag "
             f"{etag}); no bytes of another version were returned",
             operation="GetObject",
@@ -198,4 +223,5 @@ def translate_get(
             code="PreconditionFailed",
             request_id=failure.request_id,
         )
+        return chain(changed, failure)
     return failure

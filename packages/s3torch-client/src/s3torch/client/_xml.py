@@ -36,7 +36,7 @@ def _parse(body: bytes, operation: str, bucket: str, key: str | None = None) -> 
             bucket=bucket,
             key=key,
             code="MalformedResponse",
-        ) from None
+        ) from error
 
 
 def parse_list_objects(body: bytes, bucket: str) -> tuple[ListObjectsPage, str | None]:

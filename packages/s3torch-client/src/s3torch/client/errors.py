@@ -8,9 +8,20 @@ request id it is about, and reads well as a message::
 
 The subclasses also derive from the built-in exception a file API would raise,
 so ``except FileNotFoundError`` catches a missing object.
+
+The fields survive a process boundary: pickling keeps them, and so does a torch
+DataLoader worker, although it sends the main process only the exception's
+type and formatted traceback and re-raises ``type(text)``. Formatted inside a
+DataLoader worker, an error's message ends with one line of JSON holding its
+fields (``s3torch error context: {...}``), and an error built from such a text
+takes its fields back (its message stays the worker's full text).
 """
 
 from __future__ import annotations
+
+import json
+import sys
+from typing import Any
 
 __all__ = [
     "S3AccessDeniedError",
@@ -56,7 +67,15 @@ class S3Exception(Exception):  # noqa: N818 - the seed's name
         self.status = status
         self.code = code
         self.request_id = request_id
-        super().__init__(_format(self))
+        # The text of a DataLoader worker's error, when rebuilt from it.
+        self._text: str | None = None
+        if (operation, bucket, key, status, code, request_id) == (None,) * 6:
+            context = _parse_context(reason)
+            if context is not None:
+                self._text = reason
+                for name, value in context.items():
+                    setattr(self, name, value)
+        super().__init__(self._text if self._text is not None else _format(self))
 
     def __reduce__(self) -> tuple[object, ...]:
         fields = {
@@ -70,6 +89,10 @@ class S3Exception(Exception):  # noqa: N818 - the seed's name
         return (_rebuild, (type(self), self.reason, fields))
 
     def __str__(self) -> str:
+        if self._text is not None:
+            return self._text
+        if _in_dataloader_worker():
+            return f"{_format(self)}\n{_CONTEXT}{_context_line(self)}"
         return _format(self)
 
 
@@ -99,6 +122,55 @@ class S3PreconditionFailedError(S3Exception):
 
 class S3ChecksumMismatchError(S3Exception):
     """Downloaded bytes do not match the checksum the server stored for the object."""
+
+
+_CONTEXT = "s3torch error context: "
+_CONTEXT_TYPES: dict[str, tuple[type, ...]] = {
+    "reason": (str,),
+    "operation": (str, type(None)),
+    "bucket": (str, type(None)),
+    "key": (str, type(None)),
+    "status": (int, type(None)),
+    "code": (str, type(None)),
+    "request_id": (str, type(None)),
+}
+
+
+def _in_dataloader_worker() -> bool:
+    """Whether this process is a torch DataLoader worker (torch is never imported here)."""
+    data = sys.modules.get("torch.utils.data")
+    get_worker_info = getattr(data, "get_worker_info", None)
+    if get_worker_info is None:
+        return False
+    try:
+        return get_worker_info() is not None
+    except Exception:  # pragma: no cover - a torch without it: no context line
+        return False
+
+
+def _context_line(error: S3Exception) -> str:
+    return json.dumps({name: getattr(error, name) for name in _CONTEXT_TYPES}, ensure_ascii=True)
+
+
+def _parse_context(text: object) -> dict[str, Any] | None:
+    """The fields of the last context line in ``text`` (a worker's traceback), if any."""
+    if not isinstance(text, str) or _CONTEXT not in text:
+        return None
+    for line in reversed(text.splitlines()):
+        if not line.startswith(_CONTEXT):
+            continue
+        try:
+            context = json.loads(line[len(_CONTEXT) :])
+        except ValueError:
+            return None
+        if not isinstance(context, dict) or set(context) != set(_CONTEXT_TYPES):
+            return None
+        for name, types in _CONTEXT_TYPES.items():
+            value = context[name]
+            if not isinstance(value, types) or isinstance(value, bool):
+                return None
+        return context
+    return None
 
 
 def _rebuild(cls: type[S3Exception], reason: str, fields: dict[str, object]) -> S3Exception:
