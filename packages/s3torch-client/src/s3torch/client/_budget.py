@@ -6,6 +6,12 @@ back when its bytes are consumed or acknowledged. A transfer that holds nothing
 may always start one request, over budget if need be: so a reader waiting on a
 transfer can always make progress, and the total stays within ``limit`` plus
 one part per open transfer.
+
+Nothing ever waits on the budget itself: a download that is refused room asks
+again each time its reader consumes one of its parts, and an upload that is
+refused waits for one of its own parts to finish (then, holding nothing, it
+may always start one). Each transfer's own progress is what makes room, so
+there is no deadlock and no wake-up to miss.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ class MemoryBudget:
         self.limit = limit
         self._in_use = 0
         self._peak = 0
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
 
     @property
     def in_use(self) -> int:
@@ -33,7 +39,7 @@ class MemoryBudget:
 
     def try_acquire(self, size: int, *, force: bool = False) -> bool:
         """Charge ``size`` bytes if they fit (always, if ``force``); return whether charged."""
-        with self._cond:
+        with self._lock:
             if not force and self._in_use + size > self.limit:
                 return False
             self._in_use += size
@@ -41,11 +47,6 @@ class MemoryBudget:
             return True
 
     def release(self, size: int) -> None:
-        with self._cond:
+        """Give back ``size`` bytes charged earlier."""
+        with self._lock:
             self._in_use -= size
-            self._cond.notify_all()
-
-    def wait_for_room(self, size: int, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds until ``size`` bytes would fit."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._in_use + size <= self.limit, timeout)
