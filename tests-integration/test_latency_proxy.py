@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import os
 import socket
 import struct
@@ -14,7 +16,6 @@ from typing import Any
 import pytest
 
 from locals3 import LatencyProxy, MotoServer
-from locals3.pytest_plugin import boto3_client
 
 DELAY_S = 0.3
 
@@ -40,23 +41,59 @@ def test_every_response_arrives_late_but_whole(
     assert elapsed >= DELAY_S
 
 
-def test_requests_in_flight_wait_once_not_one_after_another(
-    slow_endpoint: str, bucket: str, boto3_s3: Any
-) -> None:
-    for index in range(8):
-        boto3_s3.put_object(Bucket=bucket, Key=f"k{index}", Body=b"%d" % index)
-    s3 = boto3_client(slow_endpoint)
-    s3.head_bucket(Bucket=bucket)  # connections and credentials set up
+def test_connections_are_relayed_at_once_not_one_after_another() -> None:
+    """Eight requests in flight through the relay all reach the server together.
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        bodies = list(
-            pool.map(lambda i: s3.get_object(Bucket=bucket, Key=f"k{i}")["Body"].read(), range(8))
-        )
-    elapsed = time.perf_counter() - started
+    The server answers none until all eight have arrived: a relay that carried
+    one connection (or one delayed response) at a time would never let them
+    all through, and the server's barrier would break. No timing is measured;
+    the timeouts only bound a hang.
+    """
+    count = 8
+    arrived = threading.Barrier(count, timeout=60)
 
-    assert bodies == [b"%d" % index for index in range(8)]
-    assert DELAY_S <= elapsed < 4 * DELAY_S  # one after another would take 8 x
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            try:
+                arrived.wait()
+            except threading.BrokenBarrierError:
+                self.send_error(504, "not every request arrived")
+                return
+            body = self.path.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def get(index: int) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=120)
+        try:
+            connection.request("GET", f"/k{index}")
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+    try:
+        with (
+            LatencyProxy(server.server_address[1], DELAY_S) as proxy,
+            ThreadPoolExecutor(count) as pool,
+        ):
+            results = list(pool.map(get, range(count)))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert results == [(200, f"/k{index}".encode()) for index in range(count)]
+    assert not arrived.broken
 
 
 def test_a_negative_delay_is_refused() -> None:

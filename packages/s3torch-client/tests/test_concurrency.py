@@ -29,17 +29,24 @@ def test_one_thread_keeps_sixteen_gets_in_flight(
 
 
 def test_one_client_serves_many_threads(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    threads = 8
+    together = threading.Barrier(threads, timeout=60)  # every round: 8 threads at once
+    workers: set[int] = set()
+
     def work(worker: int) -> bytes:
+        workers.add(threading.get_ident())
+        together.wait()
         body = os.urandom(10_000 + worker)
         with client.put_object(bucket, f"t{worker}") as writer:
             writer.write(body)
         assert client.head_object(bucket, f"t{worker}").size == len(body)
-        return body if client.get_object_stream(bucket, f"t{worker}").read() == body else b""
+        return client.get_object_stream(bucket, f"t{worker}").read()
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         results = list(pool.map(work, range(32)))
-    assert all(results)
-    assert len({threading.get_ident()}) == 1  # the pool threads, not this one, did the work
+    assert results == [client.get_object_stream(bucket, f"t{i}").read() for i in range(32)]
+    assert len(workers) == threads  # eight threads used the one client at the same time
+    assert threading.get_ident() not in workers
     listed = [o.key for page in client.list_objects(bucket) for o in page.objects]
     assert sorted(listed) == sorted(f"t{i}" for i in range(32))
 

@@ -329,25 +329,59 @@ def test_an_interrupt_while_sending_a_part_leaves_nothing_behind(
     assert not _exists(boto3_s3, bucket, "obj")
 
 
-def test_an_interrupt_while_the_upload_is_created_leaves_no_upload_behind(
-    make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
-) -> None:
-    import _thread
-    import threading
+class _InterruptedWait:
+    """A request's future whose first plain ``result()`` is interrupted, as by Ctrl-C.
 
+    Later waits (with a timeout: the writer's clean-up) see the real outcome.
+    """
+
+    def __init__(self, future: Any) -> None:
+        self._future = future
+        self.interrupted = False
+
+    def result(self, timeout: float | None = None) -> Any:
+        if timeout is None and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return self._future.result(timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._future, name)
+
+
+def test_an_interrupt_while_the_upload_is_created_leaves_no_upload_behind(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    boto3_s3: Any,
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     client = make_client(endpoint=fault_proxy.endpoint, part_size=PART)
-    fault_proxy.hold_until_concurrent(2, timeout=2.0)  # CreateMultipartUpload waits 2 s
-    threading.Timer(0.5, _thread.interrupt_main).start()  # Ctrl-C meanwhile
+    crt = client._client()
+    real_start = crt.start
+    waits: list[_InterruptedWait] = []
+
+    def start(operation: str, *args: Any, **kwargs: Any) -> Any:
+        request, future = real_start(operation, *args, **kwargs)
+        if operation == "CreateMultipartUpload":
+            waits.append(_InterruptedWait(future))
+            return request, waits[-1]
+        return request, future
+
+    monkeypatch.setattr(crt, "start", start)
     writer = client.put_object(bucket, "obj")
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while waiting for the upload id
         writer.write(os.urandom(2 * PART))
-    deadline = time.monotonic() + 15  # the upload is created after all, then aborted
+    assert len(waits) == 1
+    assert waits[0].interrupted
+    assert writer.closed
+    deadline = time.monotonic() + 15  # the upload was created all the same, then aborted
     while time.monotonic() < deadline:
-        created = any("uploads" in r.path for r in fault_proxy.seen)
-        aborted = any(r.method == "DELETE" for r in fault_proxy.seen)
-        if created and aborted and not _uploads(boto3_s3, bucket):
+        if not _uploads(boto3_s3, bucket) and any(r.method == "DELETE" for r in fault_proxy.seen):
             break
         time.sleep(0.1)
+    assert any("uploads" in r.path and r.method == "POST" for r in fault_proxy.seen)
+    assert any(r.method == "DELETE" and "uploadId=" in r.path for r in fault_proxy.seen)
     assert _uploads(boto3_s3, bucket) == []
     assert not _exists(boto3_s3, bucket, "obj")
-    assert any(r.method == "DELETE" and "uploadId=" in r.path for r in fault_proxy.seen)
+    assert crt.budget.in_use == 0

@@ -94,13 +94,20 @@ def test_every_operation_is_retried_not_only_get(
     proxied: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
 ) -> None:
     client = proxied()
+
+    def requests(method: str, marker: str = "") -> int:
+        return sum(1 for r in fault_proxy.seen if r.method == method and marker in r.path)
+
     fault_proxy.fail(503, "SlowDown", times=1, when=lambda r: r.method == "HEAD")
     assert client.head_object(bucket, "obj").size == 7
+    assert requests("HEAD") == 2  # the fault fired, and the retry succeeded
     fault_proxy.fail(500, "InternalError", times=1, when=lambda r: "list-type=2" in r.path)
     assert [o.key for p in client.list_objects(bucket) for o in p.objects] == ["obj"]
+    assert requests("GET", "list-type=2") == 2
     fault_proxy.fail(503, "SlowDown", times=1, when=lambda r: r.method == "PUT")
     with client.put_object(bucket, "new") as writer:
         writer.write(b"abc")
+    assert requests("PUT") == 2
     assert client.get_object_stream(bucket, "new").read() == b"abc"
 
 
