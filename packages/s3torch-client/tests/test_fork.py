@@ -194,13 +194,16 @@ def test_streams_and_writers_inherited_across_fork_refuse_to_be_used(
                     messages.append("cannot be used in process" in str(error))
             stream.close()  # allowed, and must not touch the parent's requests
             small.close()
-            os._exit(0 if messages == [True] * 5 else 5)
+            listing.close()
+            ended = list(listing) == []
+            os._exit(0 if messages == [True] * 5 and ended else 5)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
         writer.close()  # the parent still owns them all
         assert stream.read() == fetch("obj0")
         assert small.read() == fetch("obj1")
         assert fetch("from-parent") == b"parent bytes"
+        assert [o.key for page in listing for o in page.objects] == [f"obj{i}" for i in range(6)]
         print("ok")
         """,
         s3_endpoint,
