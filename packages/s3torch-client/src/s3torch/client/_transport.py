@@ -217,6 +217,7 @@ class CrtClient:
             memory_limit=config.memory_limit,
             retry_config=_retry_config(config.max_attempts),
         )
+        _runtime.reinit_after_fork(self)
         log.debug(
             "created a CRT S3 client in process %d for %s (region %s, part size %d, "
             "memory limit %d, max attempts %d, %s)",
@@ -228,6 +229,14 @@ class CrtClient:
             config.max_attempts,
             "unsigned" if config.unsigned else "signed",
         )
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: never let this client be destroyed (its threads are the parent's).
+
+        Whatever still refers to it there (a stream, a writer) may be dropped
+        at any time; parking it keeps its native destructor from running.
+        """
+        _runtime.park_inherited(self)
 
     @property
     def in_this_process(self) -> bool:
