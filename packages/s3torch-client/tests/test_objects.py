@@ -326,3 +326,22 @@ def test_debug_logs_name_what_each_request_addresses(
     assert all(f"s3://{bucket} " in line for line in listing), listing
     assert all(f"s3://{bucket}/a/b " in line for line in head), head
     assert not any("None" in line for line in lines), lines
+
+
+def test_a_next_page_that_cannot_be_requested_fails_the_listing_not_truncates_it(
+    client: S3Client, boto3_s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _put_many(boto3_s3, bucket, ["a", "b", "c"])
+    crt = client._client()
+    real_start = crt.start
+
+    def start(operation: str, *args: Any, **kwargs: Any) -> Any:
+        if "continuation-token" in (kwargs.get("query") or {}):
+            raise RuntimeError("cannot start the request")
+        return real_start(operation, *args, **kwargs)
+
+    monkeypatch.setattr(crt, "start", start)
+    listing = client.list_objects(bucket, max_keys=1)
+    assert [o.key for o in next(listing).objects] == ["a"]
+    with pytest.raises(RuntimeError, match="cannot start the request"):
+        next(listing)

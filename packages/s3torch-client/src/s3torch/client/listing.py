@@ -76,6 +76,7 @@ class ObjectListing(Iterator[ListObjectsPage]):
         self._in_flight: dict[Future[Response], S3Request] = {}
         self._held_token: str | None = None  # a next page not requested yet (too far ahead)
         self._closed = False
+        self._error: BaseException | None = None  # the next page could not be requested
         with self._lock:
             self._request(None)
 
@@ -116,7 +117,10 @@ class ObjectListing(Iterator[ListObjectsPage]):
             if self._closed:
                 return
             if len(self._requested) < PAGES_AHEAD:
-                self._request(token)
+                try:
+                    self._request(token)
+                except Exception as error:  # never a silently short listing
+                    self._error = error
             else:
                 self._held_token = token
 
@@ -130,6 +134,8 @@ class ObjectListing(Iterator[ListObjectsPage]):
         self._crt.require_this_process(f"the listing of s3://{self._bucket}")
         with self._lock:
             if not self._requested:
+                if self._error is not None:
+                    raise self._error
                 raise StopIteration
             future = self._requested[0]
         try:
