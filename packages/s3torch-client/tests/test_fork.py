@@ -25,6 +25,29 @@ CLIENT = S3Client("us-east-1", endpoint=ENDPOINT, s3client_config=S3ClientConfig
 
 def fetch(key, client=None):
     return (client or CLIENT).get_object_stream(BUCKET, key).read()
+
+def exit_codes(pids, seconds):
+    # Wait (at most `seconds`) for the children: their exit codes, and the hung ones (killed).
+    import time
+    pids, codes = list(pids), {}
+    deadline = time.monotonic() + seconds
+    while pids and time.monotonic() < deadline:
+        for pid in list(pids):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes[pid] = os.waitstatus_to_exitcode(status)
+                pids.remove(pid)
+        time.sleep(0.05)
+    for pid in pids:                                   # hung: a deadlocked child
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    return codes, pids
+
+def exit_code(pid, seconds=60):
+    codes, hung = exit_codes([pid], seconds)
+    if hung:
+        raise SystemExit("the forked child hung")
+    return codes[pid]
 """
 
 
@@ -103,7 +126,6 @@ def test_a_bare_fork_child_gets_a_fresh_client_and_exits_cleanly(
     out = _run(
         tmp_path,
         """
-        import time
         parent = fetch("obj4")
         stream = CLIENT.get_object_stream(BUCKET, "obj5")  # a request in flight at fork time
         pid = os.fork()
@@ -111,16 +133,7 @@ def test_a_bare_fork_child_gets_a_fresh_client_and_exits_cleanly(
             code = 0 if fetch("obj4") == parent else 3
             sys.stdout.flush()
             sys.exit(code)                               # a normal exit, finalizers and all
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
-            raise SystemExit("the forked child hung")
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert exit_code(pid) == 0
         assert stream.read() == fetch("obj5")            # the parent's in-flight stream finished
         print("ok")
     """,
@@ -215,7 +228,7 @@ def test_streams_and_writers_inherited_across_fork_refuse_to_be_used(
 
 
 _FORK_STORM = """
-import threading, time, warnings
+import threading, warnings
 warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, on purpose
 from s3torch.client import S3Client, S3ClientConfig
 expected = fetch("obj0")
@@ -253,20 +266,9 @@ for _ in range(50):
     pids.append(pid)
 stop.set()
 worker.join(60)
-deadline = time.monotonic() + 90
-codes = {}
-while pids and time.monotonic() < deadline:
-    for pid in list(pids):
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            codes[pid] = os.waitstatus_to_exitcode(status)
-            pids.remove(pid)
-    time.sleep(0.05)
-for pid in pids:                                  # hung: a deadlocked child
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
+codes, hung = exit_codes(pids, 90)
 failed = [code for code in codes.values() if code != 0]
-print("hung", len(pids), "failed", len(failed), "ok", len(codes) - len(failed), "built", built[0])
+print("hung", len(hung), "failed", len(failed), "ok", len(codes) - len(failed), "built", built[0])
 assert fetch("obj0") == expected                   # the parent still works
 """
 
@@ -290,7 +292,7 @@ def test_awscrt_static_defaults_are_parked_in_a_child_not_destroyed(
     out = _run(
         tmp_path,
         """
-        import gc, threading, time, weakref
+        import gc, threading, weakref
         from awscrt.auth import AwsCredentialsProvider
         from awscrt.io import ClientBootstrap, EventLoopGroup
 
@@ -324,16 +326,7 @@ def test_awscrt_static_defaults_are_parked_in_a_child_not_destroyed(
             os._exit(0 if alive and fresh and works else 9)
         release.set()
         holder.join(30)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
-            raise SystemExit("the forked child hung")
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert exit_code(pid) == 0
         assert ClientBootstrap.get_or_create_static_default() is inherited()
         assert credentials() == expected                 # the parent's defaults still work
         print("ok")
