@@ -100,13 +100,14 @@ class _Collector:
         elapsed_ms = (time.perf_counter() - self.started) * 1000
         if error is not None:
             failure = translate(error, operation=self.operation, bucket=self.bucket, key=self.key)
-            log.debug(
-                "%s %s failed after %.1f ms: %s",
-                self.operation,
-                describe(self.bucket, self.key),
-                elapsed_ms,
-                failure,
-            )
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "%s %s failed after %.1f ms: %s",
+                    self.operation,
+                    describe(self.bucket, self.key),
+                    elapsed_ms,
+                    failure,
+                )
             self.future.set_exception(failure)
             return
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
@@ -118,14 +119,15 @@ class _Collector:
                 log.exception(
                     "%s %s: on_response failed", self.operation, describe(self.bucket, self.key)
                 )
-        log.debug(
-            "%s %s -> %d (%d bytes) in %.1f ms",
-            self.operation,
-            describe(self.bucket, self.key),
-            self.status,
-            len(body),
-            elapsed_ms,
-        )
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %d (%d bytes) in %.1f ms",
+                self.operation,
+                describe(self.bucket, self.key),
+                self.status,
+                len(body),
+                elapsed_ms,
+            )
         self.future.set_result(response)
 
 
@@ -294,7 +296,8 @@ class CrtClient:
         collector = _Collector(operation, bucket, key or None, on_response=on_response)
         if on_done is not None:
             collector.future.add_done_callback(on_done)
-        log.debug("%s %s %s started", operation, method, describe(bucket, key))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s %s %s started", operation, method, describe(bucket, key))
         request = self.make_request(
             type=request_type,
             operation_name=operation if request_type == S3RequestType.DEFAULT else None,
