@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
-from s3torch.client._buffers import FillableBytes
+from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
 
@@ -237,13 +237,12 @@ class DCPOptimizedS3Reader(S3Reader):
         """Make ``item_index`` the current item, its bytes in one buffer."""
         item = self._items[item_index]
         buffer = FillableBytes(item.length)
-        assert buffer.view is not None
         position = item.start
         while position < item.end:  # an item larger than a part spans several fetches
             fetch, stream = self._stream_at(position)
             stream.skip(position - stream.position)  # a gap: never copied
             wanted = min(item.end, fetch.end) - position
-            count = stream.readinto(buffer.view[position - item.start :][:wanted])
+            count = buffer.append_from(stream.readinto, wanted)
             self._etag = self._etag or stream.object_info.etag
             if count != wanted:
                 raise S3Exception(
