@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from s3torch.client import S3Client
+from s3torch.client import ObjectInfo, S3Client, S3ClientConfig
+from s3torch.readers import RawGetStream
 
 MiB = 1024 * 1024
 PART = 5 * MiB
@@ -30,3 +31,44 @@ def upload(boto3_s3: Any, bucket: str) -> Callable[..., bytes]:
 def small_part_client(make_client: Callable[..., S3Client]) -> S3Client:
     """5 MiB parts: objects of a few parts stay cheap on moto."""
     return make_client(part_size=PART)
+
+
+# Clients of the tests' own that readers read through (the RawGetClient
+# protocol). They delegate to a real S3Client on the test server: nothing is faked.
+
+
+class CountingClient:
+    """Delegates to a real client and records every request readers make."""
+
+    def __init__(self, inner: S3Client) -> None:
+        self.inner = inner
+        self.calls: list[tuple[Any, ...]] = []
+
+    @property
+    def s3client_config(self) -> S3ClientConfig:
+        return self.inner.s3client_config
+
+    def head_object(self, bucket: str, key: str) -> ObjectInfo:
+        self.calls.append(("head", key))
+        return self.inner.head_object(bucket, key)
+
+    def get_object_stream(
+        self,
+        bucket: str,
+        key: str,
+        *,
+        start: int = 0,
+        end: int | None = None,
+        object_info: ObjectInfo | None = None,
+        etag: str | None = None,
+    ) -> RawGetStream:
+        self.calls.append(("get", key, start, end))
+        return self.inner.get_object_stream(
+            bucket, key, start=start, end=end, object_info=object_info, etag=etag
+        )
+
+
+@pytest.fixture
+def counting_client(small_part_client: S3Client) -> CountingClient:
+    """A client of our own around a real one (5 MiB parts), recording every request."""
+    return CountingClient(small_part_client)

@@ -7,7 +7,9 @@ import io
 import operator
 from typing import Any
 
-from s3torch.client import ObjectInfo, S3Client
+from s3torch.client import ObjectInfo
+
+from .protocols import RawGetClient
 
 __all__ = ["S3Reader"]
 
@@ -26,20 +28,26 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     The object's size comes from the ``object_info`` given (a listing or a
     HEAD, so no extra request), otherwise from the first GET's response or,
     if nothing has been read yet, a HEAD. Readers are not thread-safe: use one
-    per thread. They pickle as their client's configuration, the object's
-    name and info, and the position.
+    per thread. They pickle as their client, the object's name and info, and
+    the position.
+
+    ``client`` is an :class:`s3torch.client.S3Client` or any object that
+    provides the raw GET (:class:`~s3torch.readers.RawGetClient`).
     """
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(client, S3Client):
-            raise TypeError(f"client must be an s3torch.client.S3Client, got {client!r}")
+        if not isinstance(client, RawGetClient):
+            raise TypeError(
+                "client must provide get_object_stream, head_object and s3client_config "
+                f"(an s3torch.client.S3Client or a s3torch.readers.RawGetClient), got {client!r}"
+            )
         if not isinstance(bucket, str) or not bucket:
             raise ValueError(f"bucket must be a non-empty string, got {bucket!r}")
         if not isinstance(key, str) or not key:

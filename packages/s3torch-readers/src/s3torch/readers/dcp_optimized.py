@@ -10,10 +10,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
+from s3torch.client import ObjectInfo, S3Exception
 from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
+from .protocols import RawGetClient, RawGetStream
 
 __all__ = ["DEFAULT_MAX_GAP_SIZE", "FALLBACK_GUIDANCE", "DCPOptimizedS3Reader", "ItemRange"]
 
@@ -146,7 +147,7 @@ class DCPOptimizedS3Reader(S3Reader):
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
@@ -170,7 +171,7 @@ class DCPOptimizedS3Reader(S3Reader):
         self._fetches = plan_fetches(self._groups, client.s3client_config.part_size)
         self._fetch_ends = [fetch.end for fetch in self._fetches]
         self._in_flight = client.s3client_config.readahead_parts
-        self._open: deque[tuple[Fetch, ObjectStream]] = deque()  # started, in order
+        self._open: deque[tuple[Fetch, RawGetStream]] = deque()  # started, in order
         self._next_fetch = 0  # the first fetch not started yet
         self._etag = object_info.etag if object_info is not None else None
         self._item: ItemRange | None = None  # the current item
@@ -200,7 +201,7 @@ class DCPOptimizedS3Reader(S3Reader):
         return self._fetches
 
     # ------------------------------------------------------------- fetching
-    def _stream_at(self, position: int) -> tuple[Fetch, ObjectStream]:
+    def _stream_at(self, position: int) -> tuple[Fetch, RawGetStream]:
         """The open fetch holding byte ``position``."""
         self._advance(position)
         if not self._open or not self._open[0][0].start <= position:

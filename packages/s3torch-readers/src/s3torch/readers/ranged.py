@@ -5,10 +5,11 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from s3torch.client import ObjectInfo, S3Client
+from s3torch.client import ObjectInfo
 from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
+from .protocols import RawGetClient
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "RangedS3Reader"]
 
@@ -37,7 +38,7 @@ class RangedS3Reader(S3Reader):
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,

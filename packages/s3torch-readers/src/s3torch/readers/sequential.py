@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
+from s3torch.client import ObjectInfo, S3Exception
 from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
+from .protocols import RawGetClient, RawGetStream
 
 __all__ = ["SequentialS3Reader"]
 
@@ -29,18 +30,18 @@ class SequentialS3Reader(S3Reader):
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
     ) -> None:
         super().__init__(client, bucket, key, object_info)
-        self._stream: ObjectStream | None = None
+        self._stream: RawGetStream | None = None
         self._filling: FillableBytes | None = None
         self._data: bytes | None = None  # the whole object, once complete
         self._filled = 0
 
-    def _open(self) -> ObjectStream:
+    def _open(self) -> RawGetStream:
         if self._stream is None:
             self._stream = self._client.get_object_stream(
                 self._bucket, self._key, object_info=self._info
