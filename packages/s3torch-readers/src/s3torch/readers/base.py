@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import io
 import operator
+from collections.abc import Iterator
 from typing import Any
 
-from s3torch.client import ObjectInfo
+from s3torch.client import ObjectInfo, S3Exception
 
 from .protocols import RawGetClient
 
@@ -28,8 +30,9 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     The object's size comes from the ``object_info`` given (a listing or a
     HEAD, so no extra request), otherwise from the first GET's response or,
     if nothing has been read yet, a HEAD. Readers are not thread-safe: use one
-    per thread. They pickle as their client, the object's name and info, and
-    the position.
+    per thread; the exception is ``close``, which another thread may call
+    while a read is in progress (that read then raises ``ValueError``). They
+    pickle as their client, the object's name and info, and the position.
 
     ``client`` is an :class:`s3torch.client.S3Client` or any object that
     provides the raw GET (:class:`~s3torch.readers.RawGetClient`).
@@ -62,6 +65,7 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         self._key = key
         self._info = object_info
         self._position = 0
+        self._closing = False  # set before close() frees anything, for reads racing it
 
     # ----------------------------------------------------------------- what
     @property
@@ -176,7 +180,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         count = remaining if size < 0 else min(size, remaining)
         if count == 0:
             return b""
-        data = self._read_at(self._position, count)
+        with self._closing_guard():
+            data = self._read_at(self._position, count)
         self._position += len(data)
         return data
 
@@ -191,7 +196,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         count = min(len(view), max(0, self.size - self._position))
         if count == 0:
             return 0
-        written = self._readinto_at(self._position, view[:count])
+        with self._closing_guard():
+            written = self._readinto_at(self._position, view[:count])
         self._position += written
         return written
 
@@ -201,14 +207,27 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     def close(self) -> None:
         """Free the reader's streams and buffers. Idempotent."""
         if not self.closed:
+            self._closing = True
             try:
                 self._release()
             finally:
                 super().close()
 
     def _check_open(self) -> None:
-        if self.closed:
+        if self.closed or self._closing:
             raise ValueError(f"I/O operation on a closed reader ({self.uri})")
+
+    @contextlib.contextmanager
+    def _closing_guard(self) -> Iterator[None]:
+        """Turn whatever a read raises because ``close`` ran meanwhile into the closed error."""
+        try:
+            yield
+        except (ValueError, BufferError, S3Exception) as error:
+            if self._closing:
+                raise ValueError(
+                    f"I/O operation on a closed reader ({self.uri}): closed during the read"
+                ) from error
+            raise
 
     @staticmethod
     def _check_size(size: int | None) -> int:

@@ -210,6 +210,7 @@ class DCPOptimizedS3Reader(S3Reader):
 
     def _advance(self, position: int) -> None:
         """Drop the fetches that end before ``position``; keep the read-ahead in flight."""
+        self._check_open()  # close() from another thread meanwhile: start nothing more
         while self._open and self._open[0][0].end <= position:
             self._open.popleft()[1].close()  # skipped items: never read
         if not self._open:
@@ -255,6 +256,7 @@ class DCPOptimizedS3Reader(S3Reader):
                     code="IncompleteBody",
                 )
             position += count
+        self._check_open()  # closed from another thread meanwhile: keep nothing
         self._item, self._item_index, self._item_data = item, item_index, buffer.freeze()
         self._advance(position)  # free what is finished with, start the next fetches
 
@@ -292,7 +294,8 @@ class DCPOptimizedS3Reader(S3Reader):
             )
         if count == 0:
             return b""
-        data = self._read_at(self._position, count)
+        with self._closing_guard():
+            data = self._read_at(self._position, count)
         self._position += len(data)
         return data
 
@@ -302,7 +305,8 @@ class DCPOptimizedS3Reader(S3Reader):
         view = memoryview(buffer).cast("B")
         if not len(view):
             return 0
-        written = self._readinto_at(self._position, view)
+        with self._closing_guard():
+            written = self._readinto_at(self._position, view)
         self._position += written
         return written
 

@@ -26,6 +26,10 @@ class SequentialS3Reader(S3Reader):
     and ``readinto`` copies once, from it into yours. An object that arrives
     in one part (up to the client's part size) is kept as it arrived, with no
     copy at all.
+
+    Closing the reader from another thread while a read fills the buffer is
+    safe: the read raises ``ValueError`` (or the stream's error), and what
+    earlier reads returned stays valid.
     """
 
     def __init__(
