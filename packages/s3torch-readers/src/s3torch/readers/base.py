@@ -23,9 +23,10 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
 
     The file protocol is the same for every reader kind: ``read``,
     ``readinto``, ``seek`` (``SEEK_SET``, ``SEEK_CUR``, ``SEEK_END``), ``tell``,
-    ``close`` and use as a context manager. Reads past the end return
-    ``b""``; a seek past the end stops at the end. What differs is how bytes
-    are fetched, which each subclass decides.
+    ``close`` and use as a context manager. Seeks and reads past the end
+    behave as in ``io.BytesIO``: the position moves there, ``tell`` reports
+    it, reads return ``b""``. What differs is how bytes are fetched, which
+    each subclass decides.
 
     The object's size comes from the ``object_info`` given (a listing or a
     HEAD, so no extra request), otherwise from the first GET's response or,
@@ -133,7 +134,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
         """Move to ``offset`` relative to ``whence``; return the new position.
 
-        A position past the end stops at the end.
+        As in ``io.BytesIO``, a position past the end is allowed: reads there
+        return ``b""``. Only ``SEEK_END`` needs the object's size.
 
         Raises:
             TypeError: ``offset`` is not an integer.
@@ -160,14 +162,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
             raise ValueError(
                 f"negative seek position {target} ({_WHENCE[whence]} {offset}) in {self.uri}"
             )
-        self._position = self._clamp(target)
+        self._position = target
         return self._position
-
-    def _clamp(self, target: int) -> int:
-        """Stop a seek at the end of the object (learning the size only if it must)."""
-        if self._info is not None or target > self._position:
-            return min(target, self.size)
-        return target
 
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes; all that remain if ``size`` is None or negative.

@@ -292,7 +292,7 @@ class DCPOptimizedS3Reader(S3Reader):
                 f"read() of all of {self.uri} is not supported by the DCP-optimized reader: "
                 "read items by size. " + FALLBACK_GUIDANCE
             )
-        if count == 0:
+        if count == 0 or self._past_the_end(self._position):
             return b""
         with self._closing_guard():
             data = self._read_at(self._position, count)
@@ -303,16 +303,20 @@ class DCPOptimizedS3Reader(S3Reader):
         """Fill ``buffer`` from inside the current (or a later) item."""
         self._check_open()
         view = memoryview(buffer).cast("B")
-        if not len(view):
+        if not len(view) or self._past_the_end(self._position):
             return 0
         with self._closing_guard():
             written = self._readinto_at(self._position, view)
         self._position += written
         return written
 
-    def _clamp(self, target: int) -> int:
-        # No size is needed to serve items: a seek never costs a request.
-        return min(target, self._info.size) if self._info is not None else target
+    def _past_the_end(self, position: int) -> bool:
+        """Whether ``position`` is at or past the end of the object (reads there are empty).
+
+        Asked only of a position after the last item, so serving items never
+        costs a request for the size.
+        """
+        return position >= self._items[-1].end and position >= self.size
 
     def _read_at(self, position: int, size: int) -> bytes:
         item = self._locate(position, position + size)
