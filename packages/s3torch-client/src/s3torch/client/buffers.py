@@ -184,17 +184,21 @@ class FillableBytes:
         ``readinto`` does). The view is lent for the call only: it must not be
         kept, nor any slice or view of it.
 
+        Whatever ``source`` raises propagates, and spoils the buffer (the
+        traceback may still hold the view).
+
         Raises:
-            BufferError: ``source`` kept the view (or raised, leaving it in a
-                traceback), or another fill is in progress. The buffer is
-                spoiled: it can no longer be filled or frozen.
+            BufferError: ``source`` kept the view, or a slice or view of it:
+                the buffer is spoiled, it can no longer be filled or frozen.
+                Also, without spoiling anything, when another fill is in
+                progress.
             ValueError: the buffer is frozen or closed (also when it was closed
-                while ``source`` ran); ``source`` returned a count out of range;
-                a negative ``limit``.
+                while ``source`` ran); ``source`` returned a count out of range
+                (which spoils the buffer); a negative ``limit``.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
-            raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
-        if limit is not None and limit < 0:
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
             raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
         with self._lock:
             self._refuse("fill")
