@@ -81,18 +81,50 @@ def test_bad_positions_and_sizes_are_refused_clearly(
     assert reader.tell() == 0
 
 
-def test_reads_past_the_end_are_empty_and_seeks_past_it_stop_there(
-    client: S3Client, bucket: str, upload: Callable[..., bytes], kind: str
+@pytest.mark.parametrize("known_size", [True, False], ids=["info", "no-info"])
+@pytest.mark.parametrize("reader_kind", [*KINDS, "dcp_optimized"])
+def test_seeks_and_reads_past_the_end_behave_as_in_bytesio(
+    client: S3Client,
+    bucket: str,
+    upload: Callable[..., bytes],
+    reader_kind: str,
+    known_size: bool,
 ) -> None:
     data = upload("obj", 100)
-    reader = get_object(client, bucket, "obj", reader_constructor=KINDS[kind])
-    assert reader.seek(1000) == 100
-    assert reader.read() == b""
-    assert reader.read(10) == b""
-    assert reader.readinto(bytearray(10)) == 0
-    assert reader.seek(10, io.SEEK_END) == 100
-    assert reader.seek(-10, io.SEEK_END) == 90
-    assert reader.read(100) == data[90:]
+    if reader_kind == "dcp_optimized":
+        constructor: Any = S3ReaderConstructor.dcp_optimized()
+        constructor.set_item_ranges({f"s3://{bucket}/obj": [ItemRange(0, 40), ItemRange(60, 100)]})
+    else:
+        constructor = KINDS[reader_kind]
+    info = client.head_object(bucket, "obj") if known_size else None
+    reader = get_object(client, bucket, "obj", reader_constructor=constructor, object_info=info)
+    model = io.BytesIO(data)
+
+    def walk(target: Any) -> list[Any]:
+        return [
+            target.seek(1000),
+            target.tell(),
+            target.read(10),
+            target.readinto(bytearray(10)),
+            target.tell(),  # reading past the end moves nothing
+            target.seek(5, io.SEEK_CUR),
+            target.seek(10, io.SEEK_END),
+            target.read(1),
+            target.seek(-40, io.SEEK_END),
+            target.read(40),
+            target.tell(),
+            target.read(5),
+            target.seek(100),
+            target.read(1),
+            target.tell(),
+        ]
+
+    assert walk(reader) == walk(model)
+    if reader_kind != "dcp_optimized":  # which reads no whole file
+        reader.seek(500)
+        assert reader.read() == b""
+        assert reader.read(None) == b""
+        assert reader.tell() == 500
 
 
 def test_a_missing_object_raises_the_clients_not_found_error(

@@ -31,11 +31,11 @@ from typing import Any, Protocol
 
 from awscrt.s3 import S3Request, S3RequestType, S3ResponseError
 
-from ._buffers import FillableBytes
 from ._checksums import ALGORITHMS, Crc, check_full_object, full_object_checksum, mismatch_error
 from ._crt_errors import header, translate, translate_get
 from ._single_get import SingleGet, fits_single_get
 from ._transport import CrtClient, Headers, Response
+from .buffers import FillableBytes
 from .errors import S3ChecksumMismatchError, S3Exception, S3PreconditionFailedError
 from .models import ObjectInfo, parse_http_date
 
@@ -652,11 +652,8 @@ class ObjectStream:
                 return chunk
             self._pending = memoryview(chunk)
         result = FillableBytes(size)
-        assert result.view is not None
-        count = self.readinto(result.view)
-        if count < size:  # the object ended early (it may have been shorter than announced)
-            return bytes(result.data[:count])
-        return result.freeze()
+        result.append_from(self.readinto)
+        return result.freeze()  # fewer bytes if the object ended early
 
     def skip(self, size: int) -> int:
         """Move ``size`` bytes forward without copying them; return how many were skipped."""

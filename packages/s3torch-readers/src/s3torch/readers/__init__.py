@@ -12,6 +12,7 @@
 from .base import S3Reader
 from .constructor import S3ReaderConstructor, S3ReaderConstructorProtocol, get_object
 from .dcp_optimized import DCPOptimizedS3Reader, ItemRange
+from .protocols import RawGetClient, RawGetStream
 from .ranged import RangedS3Reader
 from .sequential import SequentialS3Reader
 
@@ -19,6 +20,8 @@ __all__ = [
     "DCPOptimizedS3Reader",
     "ItemRange",
     "RangedS3Reader",
+    "RawGetClient",
+    "RawGetStream",
     "S3Reader",
     "S3ReaderConstructor",
     "S3ReaderConstructorProtocol",

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import io
 import operator
+from collections.abc import Iterator
 from typing import Any
 
-from s3torch.client import ObjectInfo, S3Client
+from s3torch.client import ObjectInfo, S3Exception
+
+from .protocols import RawGetClient
 
 __all__ = ["S3Reader"]
 
@@ -19,27 +23,35 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
 
     The file protocol is the same for every reader kind: ``read``,
     ``readinto``, ``seek`` (``SEEK_SET``, ``SEEK_CUR``, ``SEEK_END``), ``tell``,
-    ``close`` and use as a context manager. Reads past the end return
-    ``b""``; a seek past the end stops at the end. What differs is how bytes
-    are fetched, which each subclass decides.
+    ``close`` and use as a context manager. Seeks and reads past the end
+    behave as in ``io.BytesIO``: the position moves there, ``tell`` reports
+    it, reads return ``b""``. What differs is how bytes are fetched, which
+    each subclass decides.
 
     The object's size comes from the ``object_info`` given (a listing or a
     HEAD, so no extra request), otherwise from the first GET's response or,
     if nothing has been read yet, a HEAD. Readers are not thread-safe: use one
-    per thread. They pickle as their client's configuration, the object's
-    name and info, and the position.
+    per thread; the exception is ``close``, which another thread may call
+    while a read is in progress (that read then raises ``ValueError``). They
+    pickle as their client, the object's name and info, and the position.
+
+    ``client`` is an :class:`s3torch.client.S3Client` or any object that
+    provides the raw GET (:class:`~s3torch.readers.RawGetClient`).
     """
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(client, S3Client):
-            raise TypeError(f"client must be an s3torch.client.S3Client, got {client!r}")
+        if not isinstance(client, RawGetClient):
+            raise TypeError(
+                "client must provide get_object_stream, head_object and s3client_config "
+                f"(an s3torch.client.S3Client or a s3torch.readers.RawGetClient), got {client!r}"
+            )
         if not isinstance(bucket, str) or not bucket:
             raise ValueError(f"bucket must be a non-empty string, got {bucket!r}")
         if not isinstance(key, str) or not key:
@@ -54,6 +66,7 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         self._key = key
         self._info = object_info
         self._position = 0
+        self._closing = False  # set before close() frees anything, for reads racing it
 
     # ----------------------------------------------------------------- what
     @property
@@ -121,7 +134,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
         """Move to ``offset`` relative to ``whence``; return the new position.
 
-        A position past the end stops at the end.
+        As in ``io.BytesIO``, a position past the end is allowed: reads there
+        return ``b""``. Only ``SEEK_END`` needs the object's size.
 
         Raises:
             TypeError: ``offset`` is not an integer.
@@ -148,14 +162,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
             raise ValueError(
                 f"negative seek position {target} ({_WHENCE[whence]} {offset}) in {self.uri}"
             )
-        self._position = self._clamp(target)
+        self._position = target
         return self._position
-
-    def _clamp(self, target: int) -> int:
-        """Stop a seek at the end of the object (learning the size only if it must)."""
-        if self._info is not None or target > self._position:
-            return min(target, self.size)
-        return target
 
     def read(self, size: int | None = -1) -> bytes:
         """Read up to ``size`` bytes; all that remain if ``size`` is None or negative.
@@ -168,7 +176,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         count = remaining if size < 0 else min(size, remaining)
         if count == 0:
             return b""
-        data = self._read_at(self._position, count)
+        with self._closing_guard():
+            data = self._read_at(self._position, count)
         self._position += len(data)
         return data
 
@@ -183,7 +192,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         count = min(len(view), max(0, self.size - self._position))
         if count == 0:
             return 0
-        written = self._readinto_at(self._position, view[:count])
+        with self._closing_guard():
+            written = self._readinto_at(self._position, view[:count])
         self._position += written
         return written
 
@@ -193,14 +203,27 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     def close(self) -> None:
         """Free the reader's streams and buffers. Idempotent."""
         if not self.closed:
+            self._closing = True
             try:
                 self._release()
             finally:
                 super().close()
 
     def _check_open(self) -> None:
-        if self.closed:
+        if self.closed or self._closing:
             raise ValueError(f"I/O operation on a closed reader ({self.uri})")
+
+    @contextlib.contextmanager
+    def _closing_guard(self) -> Iterator[None]:
+        """Turn whatever a read raises because ``close`` ran meanwhile into the closed error."""
+        try:
+            yield
+        except (ValueError, BufferError, S3Exception) as error:
+            if self._closing:
+                raise ValueError(
+                    f"I/O operation on a closed reader ({self.uri}): closed during the read"
+                ) from error
+            raise
 
     @staticmethod
     def _check_size(size: int | None) -> int:

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from s3torch.client import ObjectInfo, S3Client
+from s3torch.client import ObjectInfo
 
 from .base import S3Reader
 from .dcp_optimized import DEFAULT_MAX_GAP_SIZE, DCPOptimizedS3Reader, ItemRange
+from .protocols import RawGetClient
 from .ranged import RangedS3Reader
 from .sequential import SequentialS3Reader
 
@@ -24,7 +25,7 @@ class S3ReaderConstructorProtocol(Protocol):
     """Opens a reader: ``constructor(client, bucket, key, object_info) -> S3Reader``."""
 
     def __call__(
-        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+        self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None
     ) -> S3Reader: ...
 
 
@@ -35,7 +36,7 @@ class SequentialConstructor:
     type_string = "sequential"
 
     def __call__(
-        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+        self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None
     ) -> S3Reader:
         return SequentialS3Reader(client, bucket, key, object_info)
 
@@ -53,7 +54,7 @@ class RangeBasedConstructor:
             raise ValueError(f"buffer_size must be an int >= 0 or None, got {size!r}")
 
     def __call__(
-        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+        self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None
     ) -> S3Reader:
         return RangedS3Reader(client, bucket, key, object_info, buffer_size=self.buffer_size)
 
@@ -84,7 +85,7 @@ class DCPOptimizedConstructor:
         self.item_ranges_by_uri = {uri: tuple(ranges) for uri, ranges in ranges_by_uri.items()}
 
     def __call__(
-        self, client: S3Client, bucket: str, key: str, object_info: ObjectInfo | None = None
+        self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None
     ) -> S3Reader:
         ranges = self.item_ranges_by_uri.get(f"s3://{bucket}/{key}")
         if not ranges or not any(item.length for item in ranges):
@@ -161,7 +162,7 @@ class S3ReaderConstructor:
 
 
 def get_object(
-    client: S3Client,
+    client: RawGetClient,
     bucket: str,
     key: str,
     *,
@@ -171,7 +172,8 @@ def get_object(
     """Open ``s3://bucket/key`` as a file object (the seed's ``S3Client.get_object``).
 
     Args:
-        client: The client to read through.
+        client: The client to read through: an ``S3Client``, or any object
+            that provides the raw GET (:class:`RawGetClient`).
         reader_constructor: The reader kind, from :class:`S3ReaderConstructor`
             (default: sequential).
         object_info: What a listing or HEAD said about the object: its size

@@ -10,10 +10,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
-from s3torch.client._buffers import FillableBytes
+from s3torch.client import ObjectInfo, S3Exception
+from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
+from .protocols import RawGetClient, RawGetStream
 
 __all__ = ["DEFAULT_MAX_GAP_SIZE", "FALLBACK_GUIDANCE", "DCPOptimizedS3Reader", "ItemRange"]
 
@@ -146,7 +147,7 @@ class DCPOptimizedS3Reader(S3Reader):
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
@@ -170,7 +171,7 @@ class DCPOptimizedS3Reader(S3Reader):
         self._fetches = plan_fetches(self._groups, client.s3client_config.part_size)
         self._fetch_ends = [fetch.end for fetch in self._fetches]
         self._in_flight = client.s3client_config.readahead_parts
-        self._open: deque[tuple[Fetch, ObjectStream]] = deque()  # started, in order
+        self._open: deque[tuple[Fetch, RawGetStream]] = deque()  # started, in order
         self._next_fetch = 0  # the first fetch not started yet
         self._etag = object_info.etag if object_info is not None else None
         self._item: ItemRange | None = None  # the current item
@@ -200,7 +201,7 @@ class DCPOptimizedS3Reader(S3Reader):
         return self._fetches
 
     # ------------------------------------------------------------- fetching
-    def _stream_at(self, position: int) -> tuple[Fetch, ObjectStream]:
+    def _stream_at(self, position: int) -> tuple[Fetch, RawGetStream]:
         """The open fetch holding byte ``position``."""
         self._advance(position)
         if not self._open or not self._open[0][0].start <= position:
@@ -209,6 +210,7 @@ class DCPOptimizedS3Reader(S3Reader):
 
     def _advance(self, position: int) -> None:
         """Drop the fetches that end before ``position``; keep the read-ahead in flight."""
+        self._check_open()  # close() from another thread meanwhile: start nothing more
         while self._open and self._open[0][0].end <= position:
             self._open.popleft()[1].close()  # skipped items: never read
         if not self._open:
@@ -237,13 +239,12 @@ class DCPOptimizedS3Reader(S3Reader):
         """Make ``item_index`` the current item, its bytes in one buffer."""
         item = self._items[item_index]
         buffer = FillableBytes(item.length)
-        assert buffer.view is not None
         position = item.start
         while position < item.end:  # an item larger than a part spans several fetches
             fetch, stream = self._stream_at(position)
             stream.skip(position - stream.position)  # a gap: never copied
             wanted = min(item.end, fetch.end) - position
-            count = stream.readinto(buffer.view[position - item.start :][:wanted])
+            count = buffer.append_from(stream.readinto, wanted)
             self._etag = self._etag or stream.object_info.etag
             if count != wanted:
                 raise S3Exception(
@@ -255,6 +256,7 @@ class DCPOptimizedS3Reader(S3Reader):
                     code="IncompleteBody",
                 )
             position += count
+        self._check_open()  # closed from another thread meanwhile: keep nothing
         self._item, self._item_index, self._item_data = item, item_index, buffer.freeze()
         self._advance(position)  # free what is finished with, start the next fetches
 
@@ -290,9 +292,10 @@ class DCPOptimizedS3Reader(S3Reader):
                 f"read() of all of {self.uri} is not supported by the DCP-optimized reader: "
                 "read items by size. " + FALLBACK_GUIDANCE
             )
-        if count == 0:
+        if count == 0 or self._past_the_end(self._position):
             return b""
-        data = self._read_at(self._position, count)
+        with self._closing_guard():
+            data = self._read_at(self._position, count)
         self._position += len(data)
         return data
 
@@ -300,15 +303,20 @@ class DCPOptimizedS3Reader(S3Reader):
         """Fill ``buffer`` from inside the current (or a later) item."""
         self._check_open()
         view = memoryview(buffer).cast("B")
-        if not len(view):
+        if not len(view) or self._past_the_end(self._position):
             return 0
-        written = self._readinto_at(self._position, view)
+        with self._closing_guard():
+            written = self._readinto_at(self._position, view)
         self._position += written
         return written
 
-    def _clamp(self, target: int) -> int:
-        # No size is needed to serve items: a seek never costs a request.
-        return min(target, self._info.size) if self._info is not None else target
+    def _past_the_end(self, position: int) -> bool:
+        """Whether ``position`` is at or past the end of the object (reads there are empty).
+
+        Asked only of a position after the last item, so serving items never
+        costs a request for the size.
+        """
+        return position >= self._items[-1].end and position >= self.size
 
     def _read_at(self, position: int, size: int) -> bytes:
         item = self._locate(position, position + size)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from s3torch.client import ObjectInfo, S3Client
-from s3torch.client._buffers import FillableBytes
+from s3torch.client import ObjectInfo
+from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
+from .protocols import RawGetClient
 
 __all__ = ["DEFAULT_BUFFER_SIZE", "RangedS3Reader"]
 
@@ -36,7 +38,7 @@ class RangedS3Reader(S3Reader):
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
@@ -66,17 +68,20 @@ class RangedS3Reader(S3Reader):
 
     def _fetch_into(self, start: int, view: memoryview) -> int:
         """One ranged GET of ``len(view)`` bytes at ``start``, straight into ``view``."""
-        with self._client.get_object_stream(
+        stream = self._client.get_object_stream(
             self._bucket,
             self._key,
             start=start,
             end=start + len(view),
             object_info=self._info,
             etag=self._etag,
-        ) as stream:
+        )
+        try:
             count = stream.readinto(view)
             if self._etag is None:  # the first response pins the version for all later ones
                 self._etag = stream.object_info.etag
+        finally:
+            stream.close()
         return count
 
     def _readinto_at(self, position: int, view: memoryview) -> int:
@@ -95,19 +100,20 @@ class RangedS3Reader(S3Reader):
         if not self._buffer_size or len(rest) >= self._buffer_size:
             return written + self._fetch_into(start, rest)  # large: bypass the buffer
         fill = FillableBytes(min(self._buffer_size, self.size - start))
-        assert fill.view is not None
-        loaded = self._fetch_into(start, fill.view)
-        self._buffer = fill.freeze()[:loaded]
+        fill.append_from(functools.partial(self._fetch_into, start))
+        self._buffer = fill.freeze()  # exactly the bytes loaded
         self._buffer_start = start
-        count = min(len(rest), loaded)
+        count = min(len(rest), len(self._buffer))
         rest[:count] = memoryview(self._buffer)[:count]
         return written + count
 
     def _read_at(self, position: int, size: int) -> bytes:
+        offset = position - self._buffer_start
+        if self._buffer and offset >= 0 and offset + size <= len(self._buffer):
+            return self._buffer[offset : offset + size]  # all buffered: one copy
         result = FillableBytes(size)  # built in place: one copy, from network or buffer
-        assert result.view is not None
-        count = self._readinto_at(position, result.view)
-        return result.freeze() if count == size else result.freeze()[:count]
+        result.append_from(functools.partial(self._readinto_at, position))
+        return result.freeze()
 
     def _release(self) -> None:
         self._buffer = b""

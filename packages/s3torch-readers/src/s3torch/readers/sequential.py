@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
-from s3torch.client._buffers import FillableBytes
+from s3torch.client import ObjectInfo, S3Exception
+from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
+from .protocols import RawGetClient, RawGetStream
 
 __all__ = ["SequentialS3Reader"]
 
@@ -25,22 +26,26 @@ class SequentialS3Reader(S3Reader):
     and ``readinto`` copies once, from it into yours. An object that arrives
     in one part (up to the client's part size) is kept as it arrived, with no
     copy at all.
+
+    Closing the reader from another thread while a read fills the buffer is
+    safe: the read raises ``ValueError`` (or the stream's error), and what
+    earlier reads returned stays valid.
     """
 
     def __init__(
         self,
-        client: S3Client,
+        client: RawGetClient,
         bucket: str,
         key: str,
         object_info: ObjectInfo | None = None,
     ) -> None:
         super().__init__(client, bucket, key, object_info)
-        self._stream: ObjectStream | None = None
+        self._stream: RawGetStream | None = None
         self._filling: FillableBytes | None = None
         self._data: bytes | None = None  # the whole object, once complete
         self._filled = 0
 
-    def _open(self) -> ObjectStream:
+    def _open(self) -> RawGetStream:
         if self._stream is None:
             self._stream = self._client.get_object_stream(
                 self._bucket, self._key, object_info=self._info
@@ -61,40 +66,34 @@ class SequentialS3Reader(S3Reader):
         if self._data is not None or self._filled >= end:
             return
         size = self.size
-        stream = self._open() if self._filled < size else None
-        if self._filling is None:
-            first = next(stream, None) if stream is not None else None
+        stream = self._open()
+        filling = self._filling
+        if filling is None:
+            first = next(stream, None)
             if isinstance(first, bytes) and len(first) == size:
                 self._complete(first)  # the whole object came as one part: keep it, no copy
                 return
-            self._filling = FillableBytes(size)
+            filling = self._filling = FillableBytes(size)
             if first is not None:
-                self._take_first(self._filling, first)
-        view = self._filling.view
-        assert view is not None
-        target = min(size, max(end, self._filled + FILL_AHEAD))
-        while self._filled < target:
-            assert stream is not None
-            count = stream.readinto(view[self._filled : target])
-            if count == 0:
+                if len(first) > size:
+                    raise self._body_error(
+                        f"the object has more than the {size} bytes it was said to have",
+                        "InvalidRange",
+                    )
+                filling.append(first)
+        target = min(size, max(end, filling.filled + FILL_AHEAD))
+        while filling.filled < target:
+            # The stream writes straight into the buffer; a close() from another
+            # thread meanwhile makes this raise, never write into freed memory.
+            if not filling.append_from(stream.readinto, target - filling.filled):
                 raise self._body_error(
-                    f"the object ended after {self._filled} bytes, but it was said to have {size}",
+                    f"the object ended after {filling.filled} bytes, "
+                    f"but it was said to have {size}",
                     "IncompleteBody",
                 )
-            self._filled += count
+        self._filled = filling.filled
         if self._filled == size:
-            self._complete(self._filling.freeze())
-
-    def _take_first(self, filling: FillableBytes, chunk: bytes | memoryview) -> None:
-        view = filling.view
-        assert view is not None
-        if len(chunk) > len(view):
-            raise self._body_error(
-                f"the object has more than the {self.size} bytes it was said to have",
-                "InvalidRange",
-            )
-        view[: len(chunk)] = chunk
-        self._filled = len(chunk)
+            self._complete(filling.freeze())
 
     def _body_error(self, message: str, code: str) -> S3Exception:
         return S3Exception(
@@ -108,7 +107,12 @@ class SequentialS3Reader(S3Reader):
             self._stream = None
 
     def _buffer(self) -> memoryview:
-        return memoryview(self._data if self._data is not None else self._filling.data)  # type: ignore[union-attr]
+        if self._data is not None:
+            return memoryview(self._data)
+        if self._filling is None:  # closed by another thread meanwhile
+            self._check_open()
+            raise ValueError(f"I/O operation on a closed reader ({self.uri})")
+        return self._filling.written()
 
     def _read_at(self, position: int, size: int) -> bytes:
         self._fill(position + size)
@@ -123,8 +127,11 @@ class SequentialS3Reader(S3Reader):
         return len(source)
 
     def _release(self) -> None:
-        if self._stream is not None:
-            self._stream.close()
-            self._stream = None
-        self._filling = None
+        # The buffer first: a fill in progress then raises instead of resuming.
+        filling, self._filling = self._filling, None
+        if filling is not None:
+            filling.close()
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            stream.close()
         self._data = None
