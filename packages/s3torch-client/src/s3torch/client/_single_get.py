@@ -9,6 +9,11 @@ callbacks store what arrives; the last one validates the body on the CRT thread
 once. No windows, no read-ahead bookkeeping, no condition variable: per object
 this costs about half the Python of the general windowed download, which is
 what bounds small-object throughput when CPU is scarce.
+
+Lock order: ``_guard`` guards what the CRT thread and the reader (or a closer)
+both change, and nothing else is taken under it; the budget is charged and
+released outside it. ``_finished`` is a latch, not a guard: on_done releases
+it once, and waiters pass through it.
 """
 
 from __future__ import annotations
