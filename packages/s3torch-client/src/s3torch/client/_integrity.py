@@ -48,6 +48,7 @@ NOT_ENABLED = "not validated: checksum validation is off (S3ClientConfig.checksu
 A_RANGE = "not validated: a byte range (S3 returns checksums for whole objects only)"
 NO_CHECKSUM = "not validated: the server stored no checksum for this object"
 NOT_FINISHED = "not validated (yet): the stream was not read to its end"
+NOTHING_READ = "not validated: an empty range or object, nothing was fetched"
 
 
 @dataclass(frozen=True)

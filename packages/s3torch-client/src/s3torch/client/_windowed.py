@@ -39,7 +39,7 @@ from ._checksum_source import ask_part_sizes, ask_stored_checksum
 from ._checksums import Crc
 from ._crt_errors import translate, translate_get
 from ._extent import Extent
-from ._integrity import A_RANGE, Verdict, WindowedCheck
+from ._integrity import A_RANGE, NOTHING_READ, Verdict, WindowedCheck
 from ._readahead import ReadAhead
 from ._recovery import after_416
 from ._transport import CrtClient, Headers, Response
@@ -144,7 +144,7 @@ class WindowedDownload:
         if bound is not None and extent.start >= bound:
             extent.end = extent.start  # an empty range: nothing to fetch
             if self.check.active and not self.asked_checksum:
-                self.check.not_applicable("not validated: an empty range, nothing was read")
+                self.check.not_applicable(NOTHING_READ)
             return
         end = extent.start + self.readahead.window_size
         if bound is not None:
@@ -196,6 +196,9 @@ class WindowedDownload:
         if extent.known:
             if extent.end != extent.object_size or extent.start != 0:
                 check.not_applicable(A_RANGE)
+                return
+            if extent.end == 0:  # an empty object of known size: nothing is fetched
+                check.not_applicable(NOTHING_READ)
                 return
         elif extent.requested_end is not None:
             return
