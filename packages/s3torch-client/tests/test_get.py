@@ -244,9 +244,13 @@ def test_a_small_object_of_known_size_is_fetched_by_one_plain_pinned_get(
     assert get.headers["if-match"] == info.etag
     assert get.headers["x-amz-checksum-mode"] == "ENABLED"  # the checksum comes back with it
     fault_proxy.clear()
-    assert client.get_object_stream(bucket, "obj").read() == data  # size unknown: one part
-    (ranged,) = fault_proxy.seen
-    assert ranged.headers["range"] == f"bytes=0-{client.s3client_config.part_size - 1}"
+    with client.get_object_stream(bucket, "obj") as stream:  # size unknown: one part
+        assert stream.read() == data
+        assert stream.validated  # against the checksum a HEAD beside the GET asked for
+    seen = sorted(fault_proxy.seen, key=lambda request: request.method)
+    assert [request.method for request in seen] == ["GET", "HEAD"]
+    assert seen[0].headers["range"] == f"bytes=0-{client.s3client_config.part_size - 1}"
+    assert seen[1].headers["x-amz-checksum-mode"] == "ENABLED"
 
 
 def test_several_threads_may_wait_on_one_small_stream(

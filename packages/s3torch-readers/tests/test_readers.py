@@ -181,7 +181,10 @@ def test_the_sequential_reader_learns_the_size_from_its_get(
     reader = get_object(make_client(endpoint=fault_proxy.endpoint), bucket, "obj")
     assert reader.seek(-10, io.SEEK_END) == 2990
     assert reader.read() == data[-10:]
-    assert [r.method for r in fault_proxy.seen] == ["GET"]  # no HEAD
+    # No HEAD for the size; the one HEAD asks for the stored checksum, to validate the object.
+    assert sorted(r.method for r in fault_proxy.seen) == ["GET", "HEAD"]
+    (head,) = [r for r in fault_proxy.seen if r.method == "HEAD"]
+    assert head.headers["x-amz-checksum-mode"] == "ENABLED"
 
 
 def test_a_change_mid_read_raises_instead_of_mixing_versions(

@@ -21,13 +21,14 @@ from .errors import (
     S3ThrottlingError,
     S3TransportError,
 )
-from .models import ListObjectsPage, ObjectInfo
+from .models import ListObjectsPage, ObjectChecksum, ObjectInfo
 from .stream import ObjectStream
 from .uri import parse_s3_uri
 from .writer import S3Writer
 
 __all__ = [
     "ListObjectsPage",
+    "ObjectChecksum",
     "ObjectInfo",
     "ObjectStream",
     "S3AccessDeniedError",

@@ -1,13 +1,19 @@
 """One plain GET of a whole object known to fit in one part, validated before it is handed out.
 
 The everyday case of a dataset of small objects: a listing gave the size, so
-one request fetches the object, and its response carries the server's
-full-object checksum. This path does only what that case needs. Its CRT
+one request fetches the object, and its response carries the checksum the
+server stored (any algorithm; see :mod:`._integrity`). This path does only
+what that case needs. Its CRT
 callbacks store what arrives; the last one validates the body on the CRT thread
 (in parallel with the other downloads) and opens a lock the reader waits on
 once. No windows, no read-ahead bookkeeping, no condition variable: per object
 this costs about half the Python of the general windowed download, which is
 what bounds small-object throughput when CPU is scarce.
+
+Lock order: ``_guard`` guards what the CRT thread and the reader (or a closer)
+both change, and nothing else is taken under it; the budget is charged and
+released outside it. ``_finished`` is a latch, not a guard: on_done releases
+it once, and waiters pass through it.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from typing import Any
 
 from awscrt.s3 import S3Request, S3RequestType
 
-from ._checksums import check_full_object
 from ._crt_errors import header, translate_get
+from ._extent import object_info_from
+from ._integrity import NOT_ENABLED, NOT_FINISHED, Verdict, check_response
 from ._transport import CrtClient, Headers
+from .models import ObjectInfo
 
 __all__ = ["SingleGet", "fits_single_get"]
 
@@ -41,11 +49,12 @@ class SingleGet:
     """The download behind an :class:`ObjectStream` of a small whole object.
 
     It offers what the stream asks of a download: ``pump``, ``next_chunk``
-    (the whole validated body once, then None), ``wait_for_metadata`` and
-    ``close``, and the attributes ``bucket``, ``key``, ``start``, ``end``,
-    ``object_size``, ``etag``, ``metadata`` and ``closed``. ``end`` and
-    ``object_size`` start as the listing said and become what the response
-    says: a listing may be stale, the response is the truth.
+    (the whole validated body once, then None), ``wait_for_metadata``,
+    ``object_info``, ``verdict`` and ``close``, and the attributes
+    ``bucket``, ``key``, ``start``, ``end``, ``object_size``, ``etag``,
+    ``metadata`` and ``closed``. ``end`` and ``object_size`` start as the
+    listing said and become what the response says: a listing may be stale,
+    the response is the truth.
     """
 
     def __init__(
@@ -68,6 +77,8 @@ class SingleGet:
         self.metadata: Headers | None = None
         self.error: BaseException | None = None
         self.closed = False
+        self._validating = crt.config.checksum_algorithm is not None
+        self._verdict = Verdict(False, None, NOT_FINISHED if self._validating else NOT_ENABLED)
         self._charged = 0
         self._request: S3Request | None = None
         self._headers: Headers = []
@@ -92,7 +103,7 @@ class SingleGet:
             size = self._charged = self.object_size or 0
         self.crt.budget.try_acquire(size, force=True)
         headers: Headers = []
-        if self.crt.config.checksum_algorithm is not None:
+        if self._validating:
             headers.append(("x-amz-checksum-mode", "ENABLED"))
         if self.etag is not None:
             headers.append(("If-Match", self.etag))
@@ -146,8 +157,8 @@ class SingleGet:
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = self._headers
-        if self.crt.config.checksum_algorithm and body:
-            check_full_object(headers, (body,), bucket=self.bucket, key=self.key)
+        if self._validating:  # a mismatch fails the download before any byte is handed out
+            self._verdict = check_response(headers, [body], bucket=self.bucket, key=self.key)
         self.object_size = len(body)
         self.etag = self.etag or header(headers, "ETag")
         if self.requested_end is not None and len(body) > self.requested_end:
@@ -186,6 +197,15 @@ class SingleGet:
         """
         if self.metadata is None:
             self._wait()
+
+    def object_info(self) -> ObjectInfo:
+        """Size, ETag and dates of the object, from the response."""
+        self.wait_for_metadata()
+        return object_info_from(self.bucket, self.key, self.object_size, self.etag, self.metadata)
+
+    def verdict(self) -> Verdict:
+        """What was validated (known once the response is in)."""
+        return self._verdict
 
     def close(self) -> None:
         with self._guard:

@@ -116,3 +116,32 @@ def parse_delete_errors(body: bytes, bucket: str) -> list[tuple[str, str, str]]:
         (_text(error, "Key") or "", _text(error, "Code") or "", _text(error, "Message") or "")
         for error in _children(root, "Error")
     ]
+
+
+def parse_object_parts(body: bytes, bucket: str, key: str) -> tuple[list[int], int | None]:
+    """Parse a GetObjectAttributes answer: part sizes in order, and the next marker if truncated."""
+    root = _parse(body, "GetObjectAttributes", bucket, key)
+    parts = next(iter(_children(root, "ObjectParts")), None)
+    if parts is None:
+        raise S3Exception(
+            "GetObjectAttributes returned no ObjectParts",
+            operation="GetObjectAttributes",
+            bucket=bucket,
+            key=key,
+            code="MalformedResponse",
+        )
+    numbered = sorted(
+        (int(_text(part, "PartNumber") or 0), int(_text(part, "Size") or -1))
+        for part in _children(parts, "Part")
+    )
+    if not numbered or any(size < 0 for _, size in numbered):
+        raise S3Exception(
+            "GetObjectAttributes returned parts without sizes",
+            operation="GetObjectAttributes",
+            bucket=bucket,
+            key=key,
+            code="MalformedResponse",
+        )
+    truncated = (_text(parts, "IsTruncated") or "").lower() == "true"
+    following = _text(parts, "NextPartNumberMarker")
+    return [size for _, size in numbered], int(following) if truncated and following else None

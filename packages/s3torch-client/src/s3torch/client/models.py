@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
-__all__ = ["ListObjectsPage", "ObjectInfo"]
+__all__ = ["ListObjectsPage", "ObjectChecksum", "ObjectInfo"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,26 @@ class ObjectInfo:
     def uri(self) -> str:
         """The object's ``s3://bucket/key`` URI."""
         return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectChecksum:
+    """The checksum S3 stored for an object, as a HEAD or whole-object GET reports it.
+
+    Attributes:
+        algorithm: ``"CRC64NVME"``, ``"CRC32C"``, ``"CRC32"``, ``"SHA1"`` or ``"SHA256"``.
+        value: As S3 returns it: base64 of the checksum; a composite checksum
+            ends in ``-N`` (its number of parts).
+        type: ``"FULL_OBJECT"`` (a checksum of all the bytes) or
+            ``"COMPOSITE"`` (a checksum of the checksums of a multipart
+            upload's parts).
+        parts: The number of parts of a composite checksum, else ``None``.
+    """
+
+    algorithm: str
+    value: str
+    type: str
+    parts: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
