@@ -82,6 +82,11 @@ class _Collector:
     headers: Headers = field(default_factory=list)
     chunks: list[bytes] = field(default_factory=list)
 
+    @property
+    def target(self) -> str:
+        """What the request is about, for the log: ``s3://bucket/key``, ``s3://bucket``."""
+        return _target(self.bucket, self.key)
+
     def on_headers(self, status_code: int, headers: Headers, **_: Any) -> None:
         self.status = status_code
         self.headers = headers
@@ -94,10 +99,9 @@ class _Collector:
         if error is not None:
             failure = translate(error, operation=self.operation, bucket=self.bucket, key=self.key)
             log.debug(
-                "%s %s/%s failed after %.1f ms: %s",
+                "%s %s failed after %.1f ms: %s",
                 self.operation,
-                self.bucket,
-                self.key,
+                self.target,
                 elapsed_ms,
                 failure,
             )
@@ -109,17 +113,22 @@ class _Collector:
             try:
                 self.on_response(response)
             except Exception:  # awscrt would swallow it; the caller still gets its response
-                log.exception("%s %s/%s: on_response failed", self.operation, self.bucket, self.key)
+                log.exception("%s %s: on_response failed", self.operation, self.target)
         log.debug(
-            "%s %s/%s -> %d (%d bytes) in %.1f ms",
+            "%s %s -> %d (%d bytes) in %.1f ms",
             self.operation,
-            self.bucket,
-            self.key,
+            self.target,
             self.status,
             len(body),
             elapsed_ms,
         )
         self.future.set_result(response)
+
+
+def _target(bucket: str | None, key: str | None) -> str:
+    if bucket is None:
+        return "(service)"
+    return f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
 
 
 class BytesBody(io.RawIOBase):
@@ -279,7 +288,7 @@ class CrtClient:
         collector = _Collector(operation, bucket, key or None, on_response=on_response)
         if on_done is not None:
             collector.future.add_done_callback(on_done)
-        log.debug("%s %s %s/%s started", operation, method, bucket, key)
+        log.debug("%s %s %s started", operation, method, collector.target)
         request = self.make_request(
             type=request_type,
             operation_name=operation if request_type == S3RequestType.DEFAULT else None,
