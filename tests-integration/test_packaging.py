@@ -88,6 +88,16 @@ def test_wheels_build_install_and_import_in_a_fresh_venv(repo: Path, tmp_path: P
     assert result.stdout.split() == [_workspace_version(repo)] * 3
 
 
+@pytest.mark.parametrize("module", ["s3torch.client", "s3torch.readers", "s3torch.datasets"])
+def test_importing_a_layer_in_a_fresh_interpreter_prints_nothing(module: str) -> None:
+    """A user's first import shows no warning (torch warns without numpy, for one)."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"import {module}"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+
+
 def _workspace_version(repo: Path) -> str:
 
     return str(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"])
