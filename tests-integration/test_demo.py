@@ -26,6 +26,7 @@ def test_the_demo_writes_reads_verifies_and_cleans_up(repo: Path) -> None:
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Warning" not in result.stderr, result.stderr  # torch's NumPy warning, for one
     lines = result.stdout.splitlines()
     assert lines[0].startswith("s3torch demo against http://127.0.0.1:")
     steps = [line.split("  ")[1] if line.startswith("  ") else line for line in lines]

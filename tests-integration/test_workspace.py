@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from pathlib import Path
@@ -71,3 +72,66 @@ def test_the_root_lists_every_member_as_a_workspace_source(repo: Path) -> None:
     sources = root["tool"]["uv"]["sources"]
     for name in _names():
         assert sources.get(name) == {"workspace": True}, name
+
+
+LICENSE_ID = "Apache-2.0"
+URLS = ("Homepage", "Documentation", "Repository", "Issues", "Changelog")
+REPOSITORY = "https://github.com/s3torch/s3torch"
+
+
+def test_the_repository_license_is_the_full_apache_2_text(repo: Path) -> None:
+    text = (repo / "LICENSE").read_text()
+    assert text.strip().startswith("Apache License\n                           Version 2.0")
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert len(text.splitlines()) > 190
+
+
+@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+def test_every_package_ships_the_license_and_names_it(repo: Path, pyproject: Path) -> None:
+    assert (pyproject.parent / "LICENSE").read_text() == (repo / "LICENSE").read_text()
+    project = _project(pyproject)
+    assert project["license"] == LICENSE_ID
+    assert project["license-files"] == ["LICENSE"]
+
+
+@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+def test_every_package_has_project_urls_into_the_repository(repo: Path, pyproject: Path) -> None:
+    urls = _project(pyproject)["urls"]
+    assert tuple(urls) == URLS
+    assert urls["Repository"] == REPOSITORY
+    for url in urls.values():
+        assert url.startswith(REPOSITORY), url
+        _assert_exists_in_repository(repo, url)
+
+
+@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+def test_package_readme_links_are_absolute_and_resolve(repo: Path, pyproject: Path) -> None:
+    """PyPI shows the README away from the repository: a relative link would be dead."""
+    readme = (pyproject.parent / "README.md").read_text()
+    links = re.findall(r"\]\(([^)\s]+)\)", readme) + re.findall(
+        r"^\[[^\]]+\]:\s*(\S+)", readme, re.M
+    )
+    assert links, "a package README links to the project"
+    for link in links:
+        assert link.startswith("https://"), f"{pyproject.parent.name}: relative link {link!r}"
+        if link.startswith(REPOSITORY):
+            _assert_exists_in_repository(repo, link)
+
+
+@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+def test_every_layer_has_the_package_version(pyproject: Path) -> None:
+    leaf = next(
+        p.name
+        for p in (pyproject.parent / "src/s3torch").iterdir()
+        if p.is_dir() and p.name != "__pycache__"
+    )
+    module = importlib.import_module(f"s3torch.{leaf}")
+    assert module.__version__ == _project(pyproject)["version"]
+    assert "__version__" in module.__all__
+
+
+def _assert_exists_in_repository(repo: Path, url: str) -> None:
+    """A ``.../blob/main/<path>`` or ``.../tree/main/<path>`` URL names a file or folder here."""
+    match = re.match(rf"{re.escape(REPOSITORY)}/(?:blob|tree)/main/([^#?]+)", url)
+    if match:
+        assert (repo / match[1]).exists(), f"{url} names {match[1]}, which is not in the repository"

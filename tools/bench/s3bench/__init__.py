@@ -2,7 +2,7 @@
 
 ``tools/bench/run.py`` runs every (client, case) pair in its own worker
 process (``tools/bench/worker.py``) against a local S3 server and prints a
-table comparing s3torch with s3torchconnector and boto3. See
+table comparing s3torch with s3torchconnector, boto3 and obstore. See
 ``docs/benchmarks.md``.
 """
 

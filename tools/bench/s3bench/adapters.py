@@ -9,6 +9,8 @@ and DCP-optimized readers) of the clients that have one
 (:class:`ReaderClientAdapter`; the reader modules are imported when the
 first reader is opened, in the warm-up); boto3 has no readers and does the
 plain equivalent: a whole-object GET, or one ranged GET per read or item.
+obstore is a raw client only: it runs the client cases (:data:`CLIENT_CASES`)
+and the harness skips the others for it (:meth:`ClientAdapter.runs`).
 """
 
 from __future__ import annotations
@@ -27,10 +29,17 @@ from .workload import ByteRange
 
 log = logging.getLogger(__name__)
 
-Blob: TypeAlias = "bytes | bytearray"
+Blob: TypeAlias = "bytes | bytearray | memoryview"
 Consumer: TypeAlias = "Callable[[str, Blob], None]"
 RangeConsumer: TypeAlias = "Callable[[ByteRange, Blob], None]"
 ReaderKind: TypeAlias = 'Literal["sequential", "range_based", "dcp_optimized"]'
+
+CLIENT_CASES = frozenset({"get_big", "put_big", "get_small", "list"})
+"""The cases that use only client operations (GET, PUT, many GETs, list)."""
+
+
+class UnsupportedCaseError(NotImplementedError):
+    """A case asked a client for something it does not offer (readers, datasets)."""
 
 
 class ClientAdapter(ABC):
@@ -40,6 +49,13 @@ class ClientAdapter(ABC):
     """Short name used on the command line and in the table."""
     distribution: ClassVar[str]
     """The PyPI distribution whose version is reported."""
+    cases: ClassVar[frozenset[str] | None] = None
+    """The cases this client can run; None: every case. The harness skips the others."""
+
+    @classmethod
+    def runs(cls, case: str) -> bool:
+        """Whether this client has what ``case`` measures."""
+        return cls.cases is None or case in cls.cases
 
     def __init__(self, endpoint: str, region: str) -> None:
         self.endpoint = endpoint
@@ -71,11 +87,10 @@ class ClientAdapter(ABC):
             ):
                 consume(key, data)
 
-    @abstractmethod
     def read_sequential(self, bucket: str, key: str) -> Blob:
         """The whole object, through a sequential reader's ``read()``."""
+        raise self._unsupported("readers")
 
-    @abstractmethod
     def read_random(
         self, bucket: str, key: str, ranges: Sequence[ByteRange], consume: RangeConsumer
     ) -> None:
@@ -84,8 +99,8 @@ class ClientAdapter(ABC):
         One range-based reader (default settings) serves them all;
         ``consume(range, data)`` is called after each read.
         """
+        raise self._unsupported("readers")
 
-    @abstractmethod
     def read_items(
         self, bucket: str, key: str, items: Sequence[ByteRange], consume: RangeConsumer
     ) -> None:
@@ -94,14 +109,18 @@ class ClientAdapter(ABC):
         The reader is told the items before the first read (as DCP's load plan
         does), then each item is read whole after a seek to its start.
         """
+        raise self._unsupported("readers")
 
-    @abstractmethod
     def iterable_dataset(self, bucket: str, prefix: str) -> Any:
         """An iterable dataset of ``(key, bytes)`` samples under ``prefix``, sharded by worker."""
+        raise self._unsupported("datasets")
 
-    @abstractmethod
     def map_dataset(self, bucket: str, prefix: str) -> Any:
         """A map-style dataset of ``(key, bytes)`` samples under ``prefix``, in key order."""
+        raise self._unsupported("datasets")
+
+    def _unsupported(self, what: str) -> UnsupportedCaseError:
+        return UnsupportedCaseError(f"{self.name} has no {what}; it runs only {self.cases}")
 
 
 class ReaderClientAdapter(ClientAdapter):
@@ -367,8 +386,56 @@ class Boto3Adapter(ClientAdapter):
         return data
 
 
+class ObstoreAdapter(ClientAdapter):
+    """obstore (Rust's ``object_store``): a raw client, so only the client cases.
+
+    Used as its documentation shows, with default settings: one ``S3Store``
+    per bucket, ``obstore.get(...).bytes()`` (a buffer, not copied into a
+    ``bytes``), ``obstore.put`` (multipart above 5 MiB, 12 parts in flight),
+    ``obstore.list``; the many small GETs run from a thread pool, as for
+    boto3. It sends no upload checksum by default (s3torch sends CRC64NVME).
+    """
+
+    name = "obstore"
+    distribution = "obstore"
+    cases = CLIENT_CASES
+
+    def __init__(self, endpoint: str, region: str) -> None:
+        super().__init__(endpoint, region)
+        import obstore
+        from obstore.store import S3Store
+
+        self._obstore: Any = obstore
+        self._store_type: Any = S3Store
+        self._stores: dict[str, Any] = {}
+
+    def _store(self, bucket: str) -> Any:
+        store = self._stores.get(bucket)
+        if store is None:
+            # Credentials come from the environment, as for the other clients.
+            store = self._store_type(
+                bucket,
+                endpoint=self.endpoint,
+                region=self.region,
+                client_options={"allow_http": self.endpoint.startswith("http://")},
+            )
+            self._stores[bucket] = store
+        return store
+
+    def get_object(self, bucket: str, key: str) -> Blob:
+        return memoryview(self._obstore.get(self._store(bucket), key).bytes())
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        self._obstore.put(self._store(bucket), key, data)
+
+    def list_keys(self, bucket: str, prefix: str) -> list[str]:
+        chunks = self._obstore.list(self._store(bucket), prefix=prefix, chunk_size=1000)
+        return [meta["path"] for chunk in chunks for meta in chunk]
+
+
 ADAPTERS: dict[str, type[ClientAdapter]] = {
-    adapter.name: adapter for adapter in (S3TorchAdapter, ConnectorAdapter, Boto3Adapter)
+    adapter.name: adapter
+    for adapter in (S3TorchAdapter, ConnectorAdapter, Boto3Adapter, ObstoreAdapter)
 }
 """Every client, by name, in table order (ours first, then the reference)."""
 

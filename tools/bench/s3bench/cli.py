@@ -200,9 +200,13 @@ def _run_all(
     try:
         workload = _prepare(server, workload, settings, env, log_level)
         for case in settings.cases:
-            rounds: dict[str, list[dict[str, Any]]] = {client: [] for client in settings.clients}
+            clients = [client for client in settings.clients if ADAPTERS[client].runs(case)]
+            skipped = sorted(set(settings.clients) - set(clients))
+            if skipped:
+                log.info("%s: skipped for %s (not a client operation)", case, ", ".join(skipped))
+            rounds: dict[str, list[dict[str, Any]]] = {client: [] for client in clients}
             for index in range(settings.rounds):
-                order = settings.clients if index % 2 == 0 else settings.clients[::-1]
+                order = clients if index % 2 == 0 else clients[::-1]
                 for client in (client for client in order if client in rounds):
                     try:
                         result = _measure(server, workload, settings, client, case, env, log_level)

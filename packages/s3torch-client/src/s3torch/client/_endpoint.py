@@ -1,16 +1,29 @@
 """Where requests go: the endpoint URL, the Host header and the request path.
 
-The CRT connects to whatever the ``Host`` header names, so addressing is ours:
-virtual-hosted style puts the bucket in the host name, path style in the path.
+The endpoint is the one given, else the one the AWS SDKs' environment
+variables name (``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``), else the
+AWS endpoint of the region. The CRT connects to whatever the ``Host`` header
+names, so addressing is ours: virtual-hosted style puts the bucket in the host
+name, path style in the path.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, urlencode, urlsplit
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+"""The AWS SDKs' endpoint variables for S3, the service-specific one first."""
+IGNORE_ENDPOINT_VARIABLE = "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS"
+"""Set to ``true``, the SDKs (and s3torch) ignore :data:`ENDPOINT_VARIABLES`."""
 
 _REGION = re.compile(r"[a-z0-9]+(-[a-z0-9]+)+")
 # Buckets that can be a DNS label under TLS: no dots (they break the wildcard
@@ -92,39 +105,84 @@ def validate_region(region: str) -> None:
         )
 
 
-def parse_endpoint(endpoint: str | None, region: str, force_path_style: bool) -> Endpoint:
+def configured_endpoint(environ: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """``(variable, URL)`` of the endpoint the environment names for S3, or None.
+
+    As the AWS SDKs do: ``AWS_ENDPOINT_URL_S3`` first, then ``AWS_ENDPOINT_URL``;
+    an empty value counts as unset, and ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true``
+    turns both off. ``environ`` defaults to ``os.environ``.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(IGNORE_ENDPOINT_VARIABLE, "").strip().lower() == "true":
+        return None
+    for name in ENDPOINT_VARIABLES:
+        value = env.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def resolve_endpoint(
+    endpoint: str | None, region: str, force_path_style: bool
+) -> tuple[str | None, Endpoint]:
+    """The endpoint a client uses: ``endpoint``, else the environment's, else AWS's.
+
+    Returns the URL chosen (None: the AWS endpoint of ``region``), which is
+    what a pickled client carries, and its parsed :class:`Endpoint`.
+
+    Raises:
+        ValueError: a malformed endpoint; the message quotes it and, when it
+            came from the environment, names the variable.
+    """
+    if endpoint is not None:
+        return endpoint, parse_endpoint(endpoint, region, force_path_style)
+    configured = configured_endpoint()
+    if configured is None:
+        return None, parse_endpoint(None, region, force_path_style)
+    variable, url = configured
+    parsed = parse_endpoint(url, region, force_path_style, source=f"${variable}")
+    log.debug("endpoint %s from $%s", parsed.url, variable)
+    return url, parsed
+
+
+def parse_endpoint(
+    endpoint: str | None, region: str, force_path_style: bool, *, source: str | None = None
+) -> Endpoint:
     """Parse ``endpoint`` (default: the AWS endpoint of ``region``).
+
+    ``source`` (such as ``"$AWS_ENDPOINT_URL"``) says where the URL came from,
+    for the error message.
 
     Raises:
         ValueError: the endpoint is not an ``http://`` or ``https://`` URL with a
             host, an optional port and nothing else. The message quotes it.
     """
     url = default_endpoint(region) if endpoint is None else endpoint
+    where = f" (from {source})" if source else ""
     if not isinstance(url, str) or not url.strip():
         raise ValueError(
-            f"Invalid endpoint {endpoint!r}: expected a URL such as 'http://127.0.0.1:9000'"
+            f"Invalid endpoint {endpoint!r}{where}: expected a URL such as 'http://127.0.0.1:9000'"
         )
+    invalid = f"Invalid endpoint {url!r}{where}"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise ValueError(f"Invalid endpoint {url!r}: {error}") from None
+        raise ValueError(f"{invalid}: {error}") from None
     if parts.scheme not in ("http", "https"):
         raise ValueError(
-            f"Invalid endpoint {url!r}: the scheme must be 'http' or 'https' "
-            "(for example 'http://127.0.0.1:9000')"
+            f"{invalid}: the scheme must be 'http' or 'https' (for example 'http://127.0.0.1:9000')"
         )
     if not parts.hostname:
-        raise ValueError(f"Invalid endpoint {url!r}: no host name")
+        raise ValueError(f"{invalid}: no host name")
     if parts.username is not None or parts.password is not None:
-        raise ValueError(f"Invalid endpoint {url!r}: credentials do not belong in the URL")
+        raise ValueError(f"{invalid}: credentials do not belong in the URL")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise ValueError(
-            f"Invalid endpoint {url!r}: only scheme, host and port are allowed, "
-            "no path, query or fragment"
+            f"{invalid}: only scheme, host and port are allowed, no path, query or fragment"
         )
     if port == 0:
-        raise ValueError(f"Invalid endpoint {url!r}: port 0 is not a usable port")
+        raise ValueError(f"{invalid}: port 0 is not a usable port")
     return Endpoint(
         scheme=parts.scheme,
         host=parts.hostname,

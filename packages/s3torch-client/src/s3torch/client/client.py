@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 from . import _runtime, _xml
 from ._checksums import ALGORITHMS
-from ._endpoint import Endpoint, parse_endpoint, validate_region
+from ._endpoint import resolve_endpoint, validate_region
 from ._transport import COPY_OBJECT, CrtClient, Response, user_agent
 from .config import S3ClientConfig
 from .errors import S3Exception
@@ -37,17 +37,20 @@ class S3Client:
     Args:
         region: The bucket's AWS region, used for signing (``"us-east-1"``).
         endpoint: Where to send requests, ``http://`` or ``https://`` with any
-            port (``"http://127.0.0.1:9000"``). Default: the AWS endpoint of
-            ``region``.
+            port (``"http://127.0.0.1:9000"``). Default: as the AWS SDKs do,
+            ``$AWS_ENDPOINT_URL_S3``, else ``$AWS_ENDPOINT_URL``, else the AWS
+            endpoint of ``region``; read once, when the client is made.
         s3client_config: Connection, retry, memory and checksum settings.
         user_agent: Appended to s3torch's own user agent.
 
     The awscrt client behind it is made on first use in each process, so a
     client built before ``fork`` (DataLoader workers) works in the parent and in
-    every child. Pickling carries only the arguments above.
+    every child. Pickling carries only the arguments above (the endpoint as
+    resolved, so a copy goes where the original went).
 
     Raises:
-        ValueError: a malformed region or endpoint; the message quotes it.
+        ValueError: a malformed region or endpoint; the message quotes it (and
+            names the environment variable an endpoint came from).
     """
 
     def __init__(
@@ -65,8 +68,9 @@ class S3Client:
                 f"s3client_config must be an S3ClientConfig, got {type(config).__name__}"
             )
         self._region = region
-        self._endpoint_arg = endpoint
-        self._endpoint: Endpoint = parse_endpoint(endpoint, region, config.force_path_style)
+        self._endpoint_arg, self._endpoint = resolve_endpoint(
+            endpoint, region, config.force_path_style
+        )
         self._config = config
         self._user_agent = user_agent
         self._lock = threading.Lock()

@@ -9,6 +9,7 @@
 """
 
 from ._base import DEFAULT_PREFETCH, TransformError, identity
+from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
 
@@ -17,5 +18,6 @@ __all__ = [
     "S3IterableDataset",
     "S3MapDataset",
     "TransformError",
+    "__version__",
     "identity",
 ]

@@ -9,6 +9,7 @@
 ...     header = reader.read(64)
 """
 
+from ._version import __version__
 from .base import S3Reader
 from .constructor import S3ReaderConstructor, S3ReaderConstructorProtocol, get_object
 from .dcp_optimized import DCPOptimizedS3Reader, ItemRange
@@ -26,5 +27,6 @@ __all__ = [
     "S3ReaderConstructor",
     "S3ReaderConstructorProtocol",
     "SequentialS3Reader",
+    "__version__",
     "get_object",
 ]

@@ -169,7 +169,7 @@ def get_object(
     reader_constructor: S3ReaderConstructorProtocol | None = None,
     object_info: ObjectInfo | None = None,
 ) -> S3Reader:
-    """Open ``s3://bucket/key`` as a file object (the seed's ``S3Client.get_object``).
+    """Open ``s3://bucket/key`` as a file object (s3torchconnector's ``S3Client.get_object``).
 
     Args:
         client: The client to read through: an ``S3Client``, or any object
