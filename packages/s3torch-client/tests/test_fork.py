@@ -335,3 +335,32 @@ def test_awscrt_static_defaults_are_parked_in_a_child_not_destroyed(
         bucket,
     )
     assert out.strip().splitlines()[-1] == "ok", out
+
+
+def test_a_child_closes_an_inherited_small_stream_whose_lock_was_held_at_fork(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    # A CRT thread of the parent may hold a single GET's lock at the moment of
+    # fork; the child must not wait for it when it closes (or collects) the stream.
+    out = _run(
+        tmp_path,
+        """
+        small = CLIENT.get_object_stream(
+            BUCKET, "obj1", object_info=CLIENT.head_object(BUCKET, "obj1")
+        )
+        guard = small._download._guard
+        guard.acquire()                      # as if a CRT callback were inside it
+        pid = os.fork()
+        if pid == 0:
+            small.close()
+            os._exit(0 if small.closed else 3)
+        guard.release()
+        code = exit_code(pid, 60)
+        assert code == 0, code
+        assert small.read() == fetch("obj1")  # the parent's stream is untouched
+        print("ok")
+        """,
+        s3_endpoint,
+        bucket,
+    )
+    assert out.strip() == "ok"

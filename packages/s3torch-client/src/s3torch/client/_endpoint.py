@@ -168,7 +168,7 @@ def parse_endpoint(
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise ValueError(f"{invalid}: {error}") from None
+        raise ValueError(f"{invalid}: {error}") from error
     if parts.scheme not in ("http", "https"):
         raise ValueError(
             f"{invalid}: the scheme must be 'http' or 'https' (for example 'http://127.0.0.1:9000')"

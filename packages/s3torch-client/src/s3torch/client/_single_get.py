@@ -208,6 +208,11 @@ class SingleGet:
         return self._verdict
 
     def close(self) -> None:
+        if not self.crt.in_this_process:
+            # Inherited across fork: the request and the lock belong to the
+            # parent (a CRT thread there may have held the lock at fork time).
+            self.closed = True
+            return
         with self._guard:
             if self.closed:
                 return
@@ -217,8 +222,6 @@ class SingleGet:
             self._body = None
         if never_issued:  # nothing will ever finish: let a waiter through
             self._finished.release()
-        if not self.crt.in_this_process:
-            return  # inherited across fork: the request belongs to the parent
         if request is not None:
             request.cancel()
         self._give_back_memory()
