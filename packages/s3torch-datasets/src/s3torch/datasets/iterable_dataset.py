@@ -9,7 +9,7 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
@@ -73,6 +73,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
     ) -> None:
         super().__init__(
             region,
@@ -82,6 +83,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             s3client_config=s3client_config,
             reader_constructor=reader_constructor,
             prefetch=prefetch,
+            client=client,
         )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
@@ -119,6 +121,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
     ) -> S3IterableDataset:
         """Every object under the prefix ``s3_uri`` (recursively, in key order).
 
@@ -140,6 +143,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle=shuffle,
             seed=seed,
             shuffle_buffer_size=shuffle_buffer_size,
+            client=client,
         )
 
     @classmethod
@@ -157,6 +161,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
     ) -> S3IterableDataset:
         """The objects ``object_uris`` (one URI or many), in the order given.
 
@@ -175,6 +180,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle=shuffle,
             seed=seed,
             shuffle_buffer_size=shuffle_buffer_size,
+            client=client,
         )
 
     # ------------------------------------------------------------- settings

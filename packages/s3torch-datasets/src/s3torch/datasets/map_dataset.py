@@ -8,7 +8,7 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._base import DEFAULT_PREFETCH, S3DatasetBase, identity
@@ -50,6 +50,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
         s3client_config: S3ClientConfig | None = None,
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        client: S3Client | None = None,
     ) -> S3MapDataset:
         """Every object under the prefix ``s3_uri`` (recursively, in key order).
 
@@ -67,6 +68,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
             s3client_config=s3client_config,
             reader_constructor=reader_constructor,
             prefetch=prefetch,
+            client=client,
         )
 
     @classmethod
@@ -80,6 +82,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
         s3client_config: S3ClientConfig | None = None,
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        client: S3Client | None = None,
     ) -> S3MapDataset:
         """The objects ``object_uris`` (one URI or many), in the order given.
 
@@ -94,6 +97,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
             s3client_config=s3client_config,
             reader_constructor=reader_constructor,
             prefetch=prefetch,
+            client=client,
         )
 
     @property
