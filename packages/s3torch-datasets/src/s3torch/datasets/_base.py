@@ -13,7 +13,7 @@ import torch.utils.data
 from s3torch.client import S3Client, S3ClientConfig, S3Exception
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
-from ._shared_listing import SharedListing
+from ._shared_listing import Keep, SharedListing, kept
 from ._source import DatasetObject, PrefixListing
 
 __all__ = [
@@ -135,13 +135,17 @@ class S3DatasetBase:
             )
         return self._client
 
-    def _list(self) -> Iterator[DatasetObject]:
-        """The dataset's objects: from the workers' shared listing, if this is a worker."""
+    def _list(self, keep: Keep | None = None, generation: str = "0") -> Iterator[DatasetObject]:
+        """The dataset's objects that ``keep`` keeps (by position), listed now.
+
+        In a DataLoader worker, from the listing ``generation`` its sibling
+        workers share (see :mod:`._shared_listing`); elsewhere, listed directly.
+        """
         source, client = self._get_dataset_objects, self._get_client()
         shared = self._shared_listing
         if shared is not None and isinstance(source, PrefixListing) and self._listing_is_shared():
-            return shared.objects(lambda: source.pages(client))
-        return iter(source(client))
+            return shared.objects(lambda: source.pages(client), generation, keep)
+        return kept(source(client), keep)
 
     def _listing_is_shared(self) -> bool:
         """Whether :meth:`_list` reads the listing the DataLoader workers share."""

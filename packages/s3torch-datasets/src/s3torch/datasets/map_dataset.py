@@ -30,11 +30,18 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
     worker keeps many requests in flight. Works with any sampler, including
     ``DistributedSampler``.
 
+    The listing is made once per process and kept for the dataset's life (a
+    map dataset's indices must not move under its sampler): make a new
+    dataset to see objects added since.
+
     Pickling (for spawned DataLoader workers) carries the settings and the
-    object source, never a client or the listing: forked workers inherit a
-    listing made before they start, spawned ones read it from a file this
-    process writes when it pickles the dataset (or, if it had not listed yet,
-    the first worker lists for all of them).
+    object source, never a client of its own or the listing, and writes
+    nothing: forked workers inherit a listing made before they start; other
+    workers share one listing, made by the first of them that needs it.
+
+    Pass ``client`` to share one :class:`~s3torch.client.S3Client` (its
+    connection pool and memory budget) between datasets; the dataset never
+    closes it.
     """
 
     _objects: list[DatasetObject] | None = None  # listed on first use, once per process
@@ -132,10 +139,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        if self._objects is not None and self._shared_listing is not None:
-            # Listed here already: spawned workers read this listing, not list again.
-            self._shared_listing.publish(self._objects)
-        state["_objects"] = None  # never in the pickle
+        state["_objects"] = None  # never in the pickle (and pickling writes nothing)
         return state
 
     def __repr__(self) -> str:
