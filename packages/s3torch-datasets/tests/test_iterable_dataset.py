@@ -104,7 +104,7 @@ def _shares(dataset: S3IterableDataset, count: int) -> list[list[str]]:
     """What each of ``count`` DataLoader workers delivers, each with its own copy (in process)."""
     shares = []
     for worker in range(count):
-        info = mock.Mock(id=worker, num_workers=count)
+        info = mock.Mock(id=worker, num_workers=count, seed=1000 + worker)
         with mock.patch("torch.utils.data.get_worker_info", return_value=info):
             shares.append(list(pickle.loads(pickle.dumps(dataset))))
     return shares
