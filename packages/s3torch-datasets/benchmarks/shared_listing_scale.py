@@ -27,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
+from hashlib import md5
 from pathlib import Path
 
 PAGE = 1000
@@ -39,14 +40,20 @@ def _pages(count: int) -> Iterator[list[object]]:
 
     start = datetime(2026, 11, 23, 12, 30, tzinfo=timezone.utc)
     for first in range(0, count, PAGE):
-        page = []
-        for i in range(first, min(first + PAGE, count)):
-            key = f"train/shard-{i // 10000:05d}/sample-{i:08d}.jpg"
-            etag = f'"{(i * 2654435761) % (1 << 128):032x}"'
-            modified = start + timedelta(milliseconds=i * 37)
-            info = ObjectInfo(BUCKET, key, 100_000 + i % 5000, etag, modified, "STANDARD")
-            page.append(DatasetObject(BUCKET, key, info))
-        yield page
+        # One date a page: generating is not what is measured, so it is kept cheap.
+        # The ETags are MD5s, as S3's are: random to a compressor.
+        modified = start + timedelta(seconds=first // PAGE)
+        yield [
+            DatasetObject(
+                BUCKET,
+                key,
+                ObjectInfo(
+                    BUCKET, key, 100_000 + i % 5000, f'"{md5(key.encode()).hexdigest()}"', modified
+                ),
+            )
+            for i in range(first, min(first + PAGE, count))
+            for key in (f"train/shard-{i // 10000:05d}/sample-{i:08d}.jpg",)
+        ]
 
 
 def _xml_pages(count: int) -> Iterator[bytes]:
@@ -55,7 +62,7 @@ def _xml_pages(count: int) -> Iterator[bytes]:
             f"<Contents><Key>{obj.key}</Key><LastModified>"  # type: ignore[attr-defined]
             f"{obj.info.last_modified.strftime('%Y-%m-%dT%H:%M:%S.000Z')}</LastModified>"  # type: ignore[attr-defined]
             f"<ETag>&quot;{obj.info.etag[1:-1]}&quot;</ETag><Size>{obj.info.size}</Size>"  # type: ignore[attr-defined]
-            "<StorageClass>STANDARD</StorageClass></Contents>"
+            "</Contents>"
             for obj in page
         )
         yield (

@@ -42,6 +42,14 @@ def proxied(s3_region: str, fault_proxy: FaultProxy) -> dict[str, Any]:
     return {"region": s3_region, "endpoint": fault_proxy.endpoint}
 
 
+@pytest.fixture
+def keys(upload: Callable[..., dict[str, bytes]], fault_proxy: FaultProxy) -> list[str]:
+    """OBJECTS one-byte objects in the bucket, sorted; the proxy has seen nothing yet."""
+    uploaded = sorted(upload([f"{i:03d}" for i in range(OBJECTS)], size=1))
+    fault_proxy.clear()
+    return uploaded
+
+
 def _as_worker(dataset: Any, worker: int, workers: int, base_seed: int = 1000) -> Any:
     """What a DataLoader worker gets: a copy of the dataset, and its worker info."""
     info = mock.Mock(id=worker, num_workers=workers, seed=base_seed + worker)
@@ -52,14 +60,13 @@ def _as_worker(dataset: Any, worker: int, workers: int, base_seed: int = 1000) -
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_the_workers_of_a_pass_list_its_prefix_once_and_see_new_objects(
+    keys: list[str],
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
     fault_proxy: FaultProxy,
     proxied: dict[str, Any],
     start_method: str,
 ) -> None:
-    keys = sorted(upload([f"{i:03d}" for i in range(OBJECTS)], size=1))
-    fault_proxy.clear()
     dataset = S3IterableDataset.from_prefix(
         f"s3://{bucket}", enable_sharding=True, transform=key_of, **proxied
     )
@@ -74,13 +81,12 @@ def test_the_workers_of_a_pass_list_its_prefix_once_and_see_new_objects(
 
 
 def test_with_cache_listing_later_passes_read_the_first_listing(
+    keys: list[str],
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
     fault_proxy: FaultProxy,
     proxied: dict[str, Any],
 ) -> None:
-    keys = sorted(upload([f"{i:03d}" for i in range(OBJECTS)], size=1))
-    fault_proxy.clear()
     dataset = S3IterableDataset.from_prefix(
         f"s3://{bucket}", enable_sharding=True, transform=key_of, cache_listing=True, **proxied
     )
@@ -96,13 +102,11 @@ def test_with_cache_listing_later_passes_read_the_first_listing(
 
 
 def test_shuffled_workers_share_the_listing_too(
-    upload: Callable[..., dict[str, bytes]],
+    keys: list[str],
     bucket: str,
     fault_proxy: FaultProxy,
     proxied: dict[str, Any],
 ) -> None:
-    keys = sorted(upload([f"{i:03d}" for i in range(OBJECTS)], size=1))
-    fault_proxy.clear()
     for buffer in (None, 16):
         dataset = S3IterableDataset.from_prefix(
             f"s3://{bucket}",
