@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +24,12 @@ import torch.utils.data
 from locals3 import FaultProxy
 from s3torch.client import ObjectInfo, S3NotFoundError
 from s3torch.datasets import S3IterableDataset, S3MapDataset
-from s3torch.datasets._shared_listing import LISTING_DIR_ENV, SharedListing, _namespace
+from s3torch.datasets._shared_listing import (
+    _TRAILER,
+    LISTING_DIR_ENV,
+    SharedListing,
+    _namespace,
+)
 from s3torch.datasets._source import DatasetObject
 
 key_of = operator.attrgetter("key")
@@ -204,6 +210,19 @@ def test_readers_of_a_writer_that_stopped_list_the_rest_for_themselves(
     # A reader that keeps every other object counts positions across the two.
     kept = [obj.key for obj in listing.objects(pages, "8", keep=lambda p: p % 2 == 0)]
     assert kept == ["a", "b1", "c"]
+
+
+def test_a_bad_record_makes_readers_list_past_the_last_good_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    listing = SharedListing(tmp_path, "listing", "b")
+    packer = zlib.compressobj()
+    records = b"a\t7\t\t\t\nb\tseven\t\t\t\n\x00end\t2\n"
+    listing.path("0").write_bytes(packer.compress(records) + packer.flush() + _TRAILER)
+    with caplog.at_level(logging.WARNING, "s3torch.datasets"):
+        objects = list(listing.objects(lambda: iter([[_object(k) for k in ("a", "b", "c")]])))
+    assert objects == [DatasetObject("b", "a", ObjectInfo("b", "a", 7)), _object("b"), _object("c")]
+    assert "record 2: ValueError" in caplog.text
 
 
 def test_without_a_writable_directory_each_worker_lists_alone(

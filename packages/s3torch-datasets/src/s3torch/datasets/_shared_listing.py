@@ -79,6 +79,10 @@ class _UnusableFileError(Exception):
     """The file ended without its end record and nobody writes it, or holds a bad record."""
 
 
+class _CorruptFileError(RuntimeError):
+    """The file holds a record that was never written whole: it cannot say where it stopped."""
+
+
 class SharedListing:
     """The files that hold the listings of one dataset: one per generation (pass).
 
@@ -157,7 +161,7 @@ class SharedListing:
             )
         # List for ourselves, past what the file gave us: a listing is in key
         # order, so an object added or removed meanwhile is neither repeated nor lost.
-        last_key, position = follower.last_key, follower.position
+        last_key, position = follower.last_key(), follower.position
         for page in list_pages():
             for obj in page:
                 if last_key is None or obj.key > last_key:
@@ -277,7 +281,6 @@ class _Follower:
         self.bucket = bucket
         self.keep = keep
         self.position = 0  # objects read from the file, kept or not
-        self.last_key: str | None = None
         self.last_line = b""  # the last object's record
         self.ended = False
 
@@ -286,53 +289,59 @@ class _Follower:
         unpacker = zlib.decompressobj()
         pending = b""
         pause = _POLL_FIRST_S
-        try:
-            while True:
-                chunk = file.read(_CHUNK)
-                if not chunk:
-                    if _unlocked(file):  # nobody writes: one last read, then it is final
-                        chunk = file.read(_CHUNK)
-                        if not chunk:
-                            raise _UnusableFileError(f"{self.position} objects and no end record")
-                    else:
-                        time.sleep(pause)
-                        pause = min(pause * 2, _POLL_MAX_S)
-                        continue
-                pause = _POLL_FIRST_S
-                while True:  # a bounded piece of text at a time, whatever the ratio
-                    try:
-                        text = unpacker.decompress(chunk, _CHUNK)
-                    except zlib.error as bad:
-                        raise _UnusableFileError(f"after {self.position} objects: {bad}") from bad
-                    chunk = unpacker.unconsumed_tail
-                    *lines, pending = (pending + text).split(b"\n")
-                    yield from self._records(lines)
-                    if self.ended:
-                        return
-                    if not chunk and len(text) < _CHUNK:
-                        break  # all this input is out
-        finally:
-            if self.last_line:  # decoded only now: most records are never decoded
-                self.last_key = _decode_key(self.last_line.partition(b"\t")[0])
+        while True:
+            chunk = file.read(_CHUNK)
+            if not chunk:
+                if _unlocked(file):  # nobody writes: one last read, then it is final
+                    chunk = file.read(_CHUNK)
+                    if not chunk:
+                        raise _UnusableFileError(f"{self.position} objects and no end record")
+                else:
+                    time.sleep(pause)
+                    pause = min(pause * 2, _POLL_MAX_S)
+                    continue
+            pause = _POLL_FIRST_S
+            while True:  # a bounded piece of text at a time, whatever the ratio
+                try:
+                    text = unpacker.decompress(chunk, _CHUNK)
+                except zlib.error as bad:
+                    raise _UnusableFileError(f"after {self.position} objects: {bad}") from bad
+                chunk = unpacker.unconsumed_tail
+                *lines, pending = (pending + text).split(b"\n")
+                yield from self._records(lines)
+                if self.ended:
+                    return
+                if not chunk and len(text) < _CHUNK:
+                    break  # all this input is out
+
+    def last_key(self) -> str | None:
+        """The key of the last object read from the file (kept or not), if any."""
+        if not self.last_line:
+            return None
+        try:  # decoded only now: most records are never decoded
+            return _decode_key(self.last_line.partition(b"\t")[0])
+        except ValueError as bad:
+            raise _CorruptFileError(f"record {self.position}: {bad!r}") from bad
 
     def _records(self, lines: list[bytes]) -> Iterator[DatasetObject]:
         for line in lines:
             if line.startswith(_END):
-                if int(line[len(_END) :]) != self.position:
+                if line[len(_END) :] != str(self.position).encode():
                     raise _UnusableFileError(
                         f"{self.position} objects, but the end record says {line!r}"
                     )
                 self.ended = True
                 return
-            self.last_line = line
             if self.keep is None or self.keep(self.position):
                 try:
                     obj = _decode(self.bucket, line)
                 except (ValueError, TypeError) as bad:
                     raise _UnusableFileError(f"record {self.position + 1}: {bad!r}") from bad
+                self.last_line = line
                 self.position += 1
                 yield obj
             else:
+                self.last_line = line
                 self.position += 1
 
 
