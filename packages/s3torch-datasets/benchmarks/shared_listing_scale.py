@@ -13,8 +13,8 @@ Each phase runs in a fresh process, so its peak RSS is its own:
 - ``parse``: parse ListObjectsV2 XML pages of 1,000 keys with the client's parser (what
   each worker would pay to list for itself instead).
 
-Prints one row per phase: seconds, peak RSS growth over the process after imports (MiB),
-and the file's size.
+Prints one row per phase: wall and CPU seconds, peak RSS growth over the process after
+imports (MiB), and the file's size.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _phase(name: str, count: int, directory: Path) -> None:
 
     listing = SharedListing(directory, "scale", BUCKET)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     seen = 0
     if name == "generate":
         seen = sum(len(page) for page in _pages(count))
@@ -94,10 +94,13 @@ def _phase(name: str, count: int, directory: Path) -> None:
         seen = sum(1 for _ in listing.objects(_fail, keep=lambda p: p % every == 0))
     elif name == "parse":
         seen = sum(len(parse_list_objects(body, BUCKET)[0].objects) for body in _xml_pages(count))
-    elapsed = time.perf_counter() - began
+    elapsed, cpu = time.perf_counter() - began, time.process_time() - cpu
     grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
     size = listing.path("0").stat().st_size if listing.path("0").exists() else 0
-    print(f"| {name} | {seen:,} | {elapsed:.1f} | {grown:.0f} | {size / 1e6:.0f} MB |", flush=True)
+    print(
+        f"| {name} | {seen:,} | {elapsed:.1f} | {cpu:.1f} | {grown:.0f} | {size / 1e6:.0f} MB |",
+        flush=True,
+    )
 
 
 def _fail() -> Iterator[list[object]]:
@@ -110,8 +113,8 @@ def main() -> None:
         return
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000_000
     with tempfile.TemporaryDirectory(dir=os.environ.get("S3TORCH_LISTING_DIR")) as directory:
-        print("| phase | objects | seconds | peak RSS growth (MiB) | file |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| phase | objects | seconds | CPU seconds | peak RSS growth (MiB) | file |")
+        print("| --- | --- | --- | --- | --- | --- |")
         phases = sys.argv[2] if len(sys.argv) > 2 else "generate,write,read,read/8,parse"
         for name in phases.split(","):
             subprocess.run([sys.executable, __file__, name, str(count), directory], check=True)

@@ -95,13 +95,13 @@ def test_workers_read_with_a_copy_of_the_given_client(
 def test_a_client_with_other_settings_is_refused(s3_region: str, s3_endpoint: str) -> None:
     client = S3Client(s3_region, endpoint=s3_endpoint)
     with pytest.raises(ValueError, match="either client or endpoint"):
-        S3MapDataset.from_prefix("s3://b/p", region=s3_region, endpoint=s3_endpoint, client=client)
+        S3MapDataset.from_prefix("s3://my-bucket/p", region=s3_region, endpoint=s3_endpoint, client=client)
     with pytest.raises(ValueError, match="either client or endpoint"):
         S3IterableDataset.from_objects(
-            "s3://b/k", region=s3_region, s3client_config=S3ClientConfig(), client=client
+            "s3://my-bucket/k", region=s3_region, s3client_config=S3ClientConfig(), client=client
         )
     with pytest.raises(ValueError, match="region is 'eu-west-3' but the client given is for"):
-        S3IterableDataset.from_prefix("s3://b/p", region="eu-west-3", client=client)
+        S3IterableDataset.from_prefix("s3://my-bucket/p", region="eu-west-3", client=client)
     not_a_client: Any = object()
     with pytest.raises(TypeError, match="client must be an S3Client or None, got object"):
-        S3MapDataset.from_objects("s3://b/k", region=s3_region, client=not_a_client)
+        S3MapDataset.from_objects("s3://my-bucket/k", region=s3_region, client=not_a_client)
