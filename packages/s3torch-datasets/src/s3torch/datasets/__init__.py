@@ -8,7 +8,7 @@
 >>> loader = DataLoader(dataset, batch_size=32, num_workers=2)
 """
 
-from ._base import DEFAULT_PREFETCH, TransformError, identity
+from ._base import DEFAULT_PREFETCH, identity
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
@@ -17,7 +17,6 @@ __all__ = [
     "DEFAULT_PREFETCH",
     "S3IterableDataset",
     "S3MapDataset",
-    "TransformError",
     "__version__",
     "identity",
 ]

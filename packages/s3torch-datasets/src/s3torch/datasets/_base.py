@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -12,15 +13,15 @@ import torch.utils.data
 from s3torch.client import S3Client, S3ClientConfig, S3Exception
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
-from ._shared_listing import SharedListing
+from ._shared_listing import Keep, SharedListing, kept
 from ._source import DatasetObject, PrefixListing
 
 __all__ = [
     "DEFAULT_PREFETCH",
     "DatasetSource",
     "S3DatasetBase",
-    "TransformError",
     "identity",
+    "name_object_in",
 ]
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,19 @@ def identity(reader: S3Reader) -> S3Reader:
     return reader
 
 
-class TransformError(Exception):
-    """A dataset's ``transform`` failed: the message names the object; ``__cause__`` is why."""
+def name_object_in(error: BaseException, uri: str) -> None:
+    """Add to ``error`` which object it was raised for, keeping its type and arguments.
+
+    On Python 3.11+ an exception note (shown in its traceback, and in the
+    message a DataLoader worker sends back); on 3.10 ``__notes__`` alone,
+    which tracebacks do not show there.
+    """
+    note = f"while transforming {uri}"
+    if sys.version_info >= (3, 11):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        notes = getattr(error, "__notes__", None)
+        error.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
 
 
 class S3DatasetBase:
@@ -59,6 +71,7 @@ class S3DatasetBase:
         s3client_config: S3ClientConfig | None = None,
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        client: S3Client | None = None,
     ) -> None:
         if not isinstance(region, str) or not region:
             raise ValueError(f"region must be a non-empty string, got {region!r}")
@@ -75,7 +88,11 @@ class S3DatasetBase:
         self._config = s3client_config
         self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
         self._prefetch = prefetch
-        self._client: S3Client | None = None
+        _check_given_client(client, region, endpoint, s3client_config)
+        # A client given is shared (with other datasets, say) and pickles with
+        # the dataset (its arguments only); one made here is this process's own.
+        self._given_client = client
+        self._client: S3Client | None = client
         self._shared_listing = (
             SharedListing.for_dataset(self, get_dataset_objects.bucket)
             if isinstance(get_dataset_objects, PrefixListing) and SharedListing.available()
@@ -88,7 +105,17 @@ class S3DatasetBase:
 
     @property
     def endpoint(self) -> str | None:
-        return self._endpoint
+        """The endpoint given, or the given client's; None means AWS's for the region."""
+        return self._given_client.endpoint if self._given_client is not None else self._endpoint
+
+    @property
+    def client(self) -> S3Client:
+        """The client this dataset reads with in this process: the one given, or its own.
+
+        A dataset never closes a client it was given. One it made itself is
+        made on first use in each process and never pickled.
+        """
+        return self._get_client()
 
     @property
     def prefetch(self) -> int:
@@ -108,13 +135,17 @@ class S3DatasetBase:
             )
         return self._client
 
-    def _list(self) -> Iterator[DatasetObject]:
-        """The dataset's objects: from the workers' shared listing, if this is a worker."""
+    def _list(self, keep: Keep | None = None, generation: str = "0") -> Iterator[DatasetObject]:
+        """The dataset's objects that ``keep`` keeps (by position), listed now.
+
+        In a DataLoader worker, from the listing ``generation`` its sibling
+        workers share (see :mod:`._shared_listing`); elsewhere, listed directly.
+        """
         source, client = self._get_dataset_objects, self._get_client()
         shared = self._shared_listing
         if shared is not None and isinstance(source, PrefixListing) and self._listing_is_shared():
-            return shared.objects(lambda: source.pages(client))
-        return iter(source(client))
+            return shared.objects(lambda: source.pages(client), generation, keep)
+        return kept(source(client), keep)
 
     def _listing_is_shared(self) -> bool:
         """Whether :meth:`_list` reads the listing the DataLoader workers share."""
@@ -129,7 +160,10 @@ class S3DatasetBase:
         except S3Exception:
             raise  # already names the bucket and key
         except Exception as error:
-            raise TransformError(f"transform failed on {reader.uri}: {error!r}") from error
+            # The user's own exception, of its own type (an `except ValueError`
+            # still catches it), told which object it was raised for.
+            name_object_in(error, reader.uri)
+            raise
 
     def _read_all(self, objects: Iterable[DatasetObject]) -> Iterator[Any]:
         """``transform(reader)`` of each object, in order, the next ``prefetch`` downloading."""
@@ -153,7 +187,7 @@ class S3DatasetBase:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_client"] = None
+        state["_client"] = self._given_client  # a given client pickles as its arguments
         return state
 
     def _describe(self) -> str:
@@ -162,3 +196,23 @@ class S3DatasetBase:
             f"source={self._get_dataset_objects!r}, "
             f"reader={S3ReaderConstructor.get_reader_type_string(self._reader_constructor)}"
         )
+
+
+def _check_given_client(
+    client: S3Client | None,
+    region: str,
+    endpoint: str | None,
+    s3client_config: S3ClientConfig | None,
+) -> None:
+    """A client given must be an S3Client, for ``region``, with nothing it would ignore."""
+    if client is None:
+        return
+    if not isinstance(client, S3Client):
+        raise TypeError(f"client must be an S3Client or None, got {type(client).__name__}")
+    if endpoint is not None or s3client_config is not None:
+        raise ValueError(
+            "pass either client or endpoint/s3client_config, not both: the client "
+            f"given ({client!r}) already has its endpoint and configuration"
+        )
+    if client.region != region:
+        raise ValueError(f"region is {region!r} but the client given is for {client.region!r}")

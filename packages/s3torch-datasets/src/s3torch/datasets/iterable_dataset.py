@@ -9,11 +9,12 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
 from ._sharding import Shard, current_shard, distributed_rank
+from ._shared_listing import Keep, kept
 from ._source import DatasetObject, ObjectList, PrefixListing
 
 __all__ = ["S3IterableDataset"]
@@ -52,12 +53,20 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       got in the epoch, so a job resumes without repeating or skipping an
       object (also inside torchdata's ``StatefulDataLoader`` workers).
 
-    The prefix is listed lazily, once per process, and once for all the
-    DataLoader workers of the process that made the dataset: the first worker
-    to need it lists, into a file the others read as it grows. Without
-    shuffling (or with a shuffle buffer) the first items come after one
-    listing page, and an ordered process keeps only its share in memory. A
-    whole-listing shuffle needs the listing (keys and sizes) first.
+    The prefix is listed lazily, each pass (epoch), once for all the
+    DataLoader workers of that pass: the first worker to need it lists, into
+    a compact file the others read as it grows (see ``$S3TORCH_LISTING_DIR``
+    in docs/datasets.md). So each epoch sees the objects added since the
+    last. ``cache_listing=True`` lists once per dataset instead and reuses
+    that listing every epoch (a process without workers, or with persistent
+    workers, keeps its share in memory). Without shuffling (or with a
+    shuffle buffer) the first items come after one listing page, and an
+    ordered process keeps at most its share in memory. A whole-listing
+    shuffle needs the listing (keys and sizes) first.
+
+    Pass ``client`` to share one :class:`~s3torch.client.S3Client` (its
+    connection pool and memory budget) between datasets; the dataset never
+    closes it, and pickles it as its arguments.
     """
 
     def __init__(
@@ -73,6 +82,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
+        cache_listing: bool = False,
     ) -> None:
         super().__init__(
             region,
@@ -82,6 +93,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             s3client_config=s3client_config,
             reader_constructor=reader_constructor,
             prefetch=prefetch,
+            client=client,
         )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
@@ -94,6 +106,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
                 f"shuffle_buffer_size must be None or an int >= 1, got {shuffle_buffer_size!r}"
             )
         self._enable_sharding = bool(enable_sharding)
+        self._cache_listing = bool(cache_listing)
+        self._passes = 0  # passes started in this process (see _generation)
         self._shuffle = bool(shuffle)
         self._seed = seed
         self._shuffle_buffer_size = shuffle_buffer_size
@@ -119,6 +133,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
+        cache_listing: bool = False,
     ) -> S3IterableDataset:
         """Every object under the prefix ``s3_uri`` (recursively, in key order).
 
@@ -140,6 +156,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle=shuffle,
             seed=seed,
             shuffle_buffer_size=shuffle_buffer_size,
+            client=client,
+            cache_listing=cache_listing,
         )
 
     @classmethod
@@ -157,6 +175,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle: bool = False,
         seed: int = 0,
         shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
+        cache_listing: bool = False,
     ) -> S3IterableDataset:
         """The objects ``object_uris`` (one URI or many), in the order given.
 
@@ -175,6 +195,8 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle=shuffle,
             seed=seed,
             shuffle_buffer_size=shuffle_buffer_size,
+            client=client,
+            cache_listing=cache_listing,
         )
 
     # ------------------------------------------------------------- settings
@@ -247,6 +269,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
                 "of ranks or DataLoader workers changes which objects each one reads)"
             )
         self._shard = shard
+        self._passes += 1
         skip, self._resume_from = self._resume_from, 0
         epoch = self._epoch
         self._consumed = skip
@@ -267,23 +290,40 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         if self._shuffle_buffer_size is not None:
             # Streaming: the listing is dealt out to the shares in a new order
             # each epoch, and each share mixed through a bounded buffer. Workers
-            # read their siblings' shared listing again; a lone process keeps it.
-            objects = self._list() if self._listing_is_shared() else self._share(None)
-            stream = ""
-            if shard is not None:
-                objects = _dealt(objects, shard, random.Random(f"s3torch:{self._seed}:{epoch}"))
-                stream = f":{shard.index}"
+            # read their siblings' shared listing again; a lone process may keep it.
+            deal = _Deal(shard, random.Random(f"s3torch:{self._seed}:{epoch}")) if shard else None
+            if self._listing_is_shared() or not self._cache_listing:
+                objects = self._list(deal, self._generation())
+            else:
+                objects = kept(self._share(None), deal)
+            stream = f":{shard.index}" if shard is not None else ""
             rng = random.Random(f"s3torch:{self._seed}:{epoch}:buffer{stream}")
             return _buffer_shuffled(objects, self._shuffle_buffer_size, rng)
-        everything = self._listed(None)
+        everything = self._listed()
         order = list(range(len(everything)))
         random.Random(f"s3torch:{self._seed}:{epoch}").shuffle(order)
         if shard is not None:
             order = order[shard.index :: shard.count]
         return (everything[index] for index in order)
 
+    def _generation(self) -> str:
+        """Which shared listing this pass reads: its sibling workers' of this pass.
+
+        With ``cache_listing``, always the same one. Otherwise one per pass:
+        the workers of one DataLoader pass share a base seed (their seed less
+        their id) that a new pass draws afresh; persistent workers count
+        their passes alike.
+        """
+        if self._cache_listing:
+            return "0"
+        worker = torch.utils.data.get_worker_info()
+        base_seed = worker.seed - worker.id if worker is not None else 0
+        return f"{base_seed:x}-{self._passes}"
+
     def _share(self, shard: Shard | None) -> Iterator[DatasetObject]:
-        """The listing, or this shard's share of it: cached after one complete listing."""
+        """The listing, or this shard's share of it: cached after one, with ``cache_listing``."""
+        if not self._cache_listing:
+            return self._list(_round_robin(shard), self._generation())
         if self._listing is not None and self._listing[0] in (shard, None):
             objects = self._listing[1]
             if self._listing[0] is None and shard is not None:
@@ -292,16 +332,18 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         return self._list_share(shard)
 
     def _list_share(self, shard: Shard | None) -> Iterator[DatasetObject]:
-        kept: list[DatasetObject] = []
-        for position, obj in enumerate(self._list()):
-            if shard is None or position % shard.count == shard.index:
-                kept.append(obj)
-                yield obj
-        self._listing = (shard, kept)
+        share: list[DatasetObject] = []
+        for obj in self._list(_round_robin(shard), self._generation()):
+            share.append(obj)
+            yield obj
+        self._listing = (shard, share)
 
-    def _listed(self, shard: Shard | None) -> list[DatasetObject]:
-        if self._listing is None or self._listing[0] != shard:
-            self._listing = (shard, list(self._list()))
+    def _listed(self) -> list[DatasetObject]:
+        """The whole listing (kept, with ``cache_listing``)."""
+        if not self._cache_listing:
+            return list(self._list(None, self._generation()))
+        if self._listing is None or self._listing[0] is not None:
+            self._listing = (None, list(self._list(None, self._generation())))
         return self._listing[1]
 
     def __getstate__(self) -> dict[str, Any]:
@@ -327,22 +369,33 @@ def _drop(objects: Iterator[DatasetObject], count: int) -> Iterator[DatasetObjec
     yield from objects
 
 
-def _dealt(
-    objects: Iterator[DatasetObject], shard: Shard, rng: random.Random
-) -> Iterator[DatasetObject]:
-    """``shard``'s objects when each run of ``shard.count`` is dealt out in a random order.
+def _round_robin(shard: Shard | None) -> Keep | None:
+    """Keeps ``shard``'s objects: every ``count``-th, from ``index`` (all, without a shard)."""
+    if shard is None:
+        return None
+    count, index = shard.count, shard.index
+    return lambda position: position % count == index
+
+
+class _Deal:
+    """Keeps ``shard``'s objects when each run of ``shard.count`` is dealt out in a random order.
 
     Every share gets one object of each full run (the sizes of the shares
     differ by one at most, as with round-robin), and which one changes with
-    ``rng``, which every share draws from alike.
+    ``rng``, which every share draws from alike. Called for every position,
+    in order, from 0 (a :data:`Keep`).
     """
-    takers = list(range(shard.count))
-    for position, obj in enumerate(objects):
-        offset = position % shard.count
+
+    def __init__(self, shard: Shard, rng: random.Random) -> None:
+        self._shard = shard
+        self._rng = rng
+        self._takers = list(range(shard.count))
+
+    def __call__(self, position: int) -> bool:
+        offset = position % self._shard.count
         if offset == 0:
-            rng.shuffle(takers)
-        if takers[offset] == shard.index:
-            yield obj
+            self._rng.shuffle(self._takers)
+        return self._takers[offset] == self._shard.index
 
 
 def _buffer_shuffled(

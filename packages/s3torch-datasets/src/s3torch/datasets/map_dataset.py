@@ -8,7 +8,7 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._base import DEFAULT_PREFETCH, S3DatasetBase, identity
@@ -30,11 +30,18 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
     worker keeps many requests in flight. Works with any sampler, including
     ``DistributedSampler``.
 
+    The listing is made once per process and kept for the dataset's life (a
+    map dataset's indices must not move under its sampler): make a new
+    dataset to see objects added since.
+
     Pickling (for spawned DataLoader workers) carries the settings and the
-    object source, never a client or the listing: forked workers inherit a
-    listing made before they start, spawned ones read it from a file this
-    process writes when it pickles the dataset (or, if it had not listed yet,
-    the first worker lists for all of them).
+    object source, never a client of its own or the listing, and writes
+    nothing: forked workers inherit a listing made before they start; other
+    workers share one listing, made by the first of them that needs it.
+
+    Pass ``client`` to share one :class:`~s3torch.client.S3Client` (its
+    connection pool and memory budget) between datasets; the dataset never
+    closes it.
     """
 
     _objects: list[DatasetObject] | None = None  # listed on first use, once per process
@@ -50,6 +57,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
         s3client_config: S3ClientConfig | None = None,
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        client: S3Client | None = None,
     ) -> S3MapDataset:
         """Every object under the prefix ``s3_uri`` (recursively, in key order).
 
@@ -67,6 +75,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
             s3client_config=s3client_config,
             reader_constructor=reader_constructor,
             prefetch=prefetch,
+            client=client,
         )
 
     @classmethod
@@ -80,6 +89,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
         s3client_config: S3ClientConfig | None = None,
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         prefetch: int = DEFAULT_PREFETCH,
+        client: S3Client | None = None,
     ) -> S3MapDataset:
         """The objects ``object_uris`` (one URI or many), in the order given.
 
@@ -94,6 +104,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
             s3client_config=s3client_config,
             reader_constructor=reader_constructor,
             prefetch=prefetch,
+            client=client,
         )
 
     @property
@@ -128,10 +139,7 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        if self._objects is not None and self._shared_listing is not None:
-            # Listed here already: spawned workers read this listing, not list again.
-            self._shared_listing.publish(self._objects)
-        state["_objects"] = None  # never in the pickle
+        state["_objects"] = None  # never in the pickle (and pickling writes nothing)
         return state
 
     def __repr__(self) -> str:
