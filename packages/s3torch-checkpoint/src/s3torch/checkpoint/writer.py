@@ -16,9 +16,11 @@ checkpoint needs on top:
   dropped without ``close()``) aborts the upload: no object, no open
   multipart upload.
 * **The real error.** torch turns an exception raised by ``write`` into a
-  ``RuntimeError`` ("unexpected pos ..."); leaving the ``with`` block re-raises
-  the original (an :class:`~s3torch.client.S3Exception`, a
-  ``KeyboardInterrupt``) instead.
+  ``RuntimeError`` ("unexpected pos ..."). So when the upload fails or is
+  interrupted during ``torch.save``, ``write`` aborts it at once, keeps the
+  error and lets ``torch.save`` finish into nothing; its final ``flush()``
+  raises the error itself: the caller sees the
+  :class:`~s3torch.client.S3Exception` or the ``KeyboardInterrupt``.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import sys
 from types import TracebackType
 from typing import Any
 
-from s3torch.client import S3Writer
+from s3torch.client import S3Exception, S3Writer
 
 __all__ = ["S3CheckpointWriter"]
 
@@ -65,7 +67,8 @@ class S3CheckpointWriter(io.BufferedIOBase):
         # An exception being handled when the writer was made is not a failure
         # of the save (a checkpoint written from an ``except`` block).
         self._handled_at_open = sys.exc_info()[1]
-        self._write_error: BaseException | None = None
+        self._write_error: BaseException | None = None  # what made the upload fail
+        self._error_raised = False
 
     @property
     def bucket(self) -> str:
@@ -100,23 +103,48 @@ class S3CheckpointWriter(io.BufferedIOBase):
     def write(self, data: Any) -> int:
         """Queue ``data`` for upload; returns its length. Blocks while the upload is behind.
 
+        If the upload fails (or is interrupted) while ``torch.save`` writes a
+        zip archive, the upload is aborted at once and the error is kept; the
+        rest of the archive is discarded and the error is raised when
+        ``torch.save`` flushes at its end, so that it reaches the caller as
+        itself (torch would turn an exception raised here into a
+        ``RuntimeError``).
+
         Raises:
             ValueError: the writer is closed.
             S3Exception: the upload failed; it has been aborted.
         """
+        if self._write_error is not None:
+            # The upload failed: take the rest of the archive into nothing; flush() raises.
+            return self._remember_ends(data)
         try:
-            count = self._writer.write(data)
-        except BaseException as error:  # the S3Writer has aborted the upload
+            self._writer.write(data)
+        except BaseException as error:
+            if isinstance(error, Exception) and not isinstance(error, S3Exception):
+                raise  # bad input or a closed writer: nothing to do with the upload
             self._write_error = error
-            raise
-        if count:
-            view = memoryview(data).cast("B")
-            if len(self._head) < len(_LOCAL_FILE_HEADER):
-                self._head = (self._head + bytes(view[: len(_LOCAL_FILE_HEADER)]))[
-                    : len(_LOCAL_FILE_HEADER)
-                ]
-            self._tail = (self._tail + bytes(view[-_END_RECORD_SIZE:]))[-_END_RECORD_SIZE:]
-        return count
+            self._writer.abort()  # done already if the S3Writer raised; never raises then
+            if self._head != _LOCAL_FILE_HEADER:
+                raise  # not torch.save's zip writer: raise it here
+            log.debug("%s: upload failed while torch.save was writing: %r", self.uri, error)
+        return self._remember_ends(data)
+
+    def _remember_ends(self, data: Any) -> int:
+        """Keep the first and last bytes of the stream (they tell a complete zip archive).
+
+        Returns the length of ``data``.
+        """
+        view = memoryview(data)
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
+        if not view:
+            return 0
+        if len(self._head) < len(_LOCAL_FILE_HEADER):
+            head = self._head + bytes(view[: len(_LOCAL_FILE_HEADER)])
+            self._head = head[: len(_LOCAL_FILE_HEADER)]
+        self._tail = (self._tail + bytes(view[-_END_RECORD_SIZE:]))[-_END_RECORD_SIZE:]
+        return len(view)
 
     def flush(self) -> None:
         """Complete the upload if this is the end of a successful ``torch.save``.
@@ -127,15 +155,30 @@ class S3CheckpointWriter(io.BufferedIOBase):
         as they are full, and :meth:`close` sends the rest.
 
         Raises:
-            S3Exception: completing the upload failed; it has been aborted.
+            S3Exception: the upload failed (it has been aborted), now or while
+                ``torch.save`` was writing; or ``KeyboardInterrupt``, if that
+                interrupted the upload.
         """
-        if self.closed or not self._archive_complete():
+        if not self._archive_complete() or self._failing():
             return
+        if self._write_error is not None:
+            self._raise_write_error()
+        if not self.closed:
+            self.close()
+
+    def _failing(self) -> bool:
+        """Whether an exception is propagating (beyond one handled when the writer was made)."""
         in_flight = sys.exc_info()[1]
         if in_flight is not None and in_flight is not self._handled_at_open:
             log.debug("%s: torch.save is failing (%r); not completing", self.uri, in_flight)
-            return
-        self.close()
+            return True
+        return False
+
+    def _raise_write_error(self) -> None:
+        error = self._write_error
+        if error is not None and not self._error_raised:
+            self._error_raised = True
+            raise error
 
     def _archive_complete(self) -> bool:
         tail = self._tail
@@ -151,10 +194,11 @@ class S3CheckpointWriter(io.BufferedIOBase):
         """Upload what is buffered and complete the object. Idempotent.
 
         Raises:
-            S3Exception: the upload failed; it has been aborted and no object
-                was written.
+            S3Exception: the upload failed (now or earlier, while torch.save was
+                writing); it has been aborted and no object was written.
         """
         self._writer.close()
+        self._raise_write_error()
 
     def abort(self) -> None:
         """Give up: cancel parts in flight and abort the upload. Nothing is written. Idempotent."""
@@ -170,10 +214,11 @@ class S3CheckpointWriter(io.BufferedIOBase):
         tb: TracebackType | None,
     ) -> None:
         self._writer.__exit__(exc_type, exc, tb)  # completes, or aborts after an exception
-        original = self._write_error
-        if exc is not None and original is not None and original is not exc:
-            # torch.save reported our write's failure as a RuntimeError; raise the real one.
-            raise original from None
+        if exc is None:
+            self._raise_write_error()
+        elif exc is not self._write_error and exc.__context__ is self._write_error:
+            # torch reported our write's failure as something else; raise the real one.
+            self._raise_write_error()
 
     def __del__(self) -> None:
         # io.IOBase would close() (complete!) a forgotten writer. Do nothing:
