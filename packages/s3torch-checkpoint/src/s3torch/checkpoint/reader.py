@@ -5,8 +5,9 @@ end first, then each record, in the order the tensors are unpickled, which
 for archives written by ``torch.save`` is the order they are stored in. This
 reader serves that pattern with three promises:
 
-* **Validated before use.** The first read downloads the whole object in one
-  streamed GET (parallel ranged requests within the client's memory budget),
+* **Validated before use.** The first read asks for the object's size (HEAD)
+  and downloads the whole object in one streamed GET (parallel ranged
+  requests within the client's memory budget),
   and the client checks the bytes against the full-object checksum S3 stored
   for them before the last of them is handed over. So a corrupted checkpoint
   raises :class:`~s3torch.client.S3ChecksumMismatchError` naming the object
@@ -121,10 +122,11 @@ class S3CheckpointReader(S3Reader):
         if self._blocks is not None:
             return self._blocks
         blocks: list[_Block] = []
-        with self._client.get_object_stream(
-            self._bucket, self._key, object_info=self._info
-        ) as stream:
-            info = stream.object_info
+        # Knowing the size up front is what makes the client validate every
+        # download path: a small object comes in one checksummed GET, a large
+        # one is summed window by window against the full-object checksum.
+        info = self._info or self._client.head_object(self._bucket, self._key)
+        with self._client.get_object_stream(self._bucket, self._key, object_info=info) as stream:
             for start in range(0, info.size, self._block_size):
                 block = _Block(start, min(start + self._block_size, info.size))
                 block.memory = _allocate(block.size)
