@@ -35,7 +35,7 @@ def seaweed_proxy(seaweedfs_server: SeaweedFSServer) -> Iterator[FaultProxy]:
 
 @pytest.fixture
 def make_checkpoint(seaweed_proxy: FaultProxy) -> Iterator[Callable[..., S3Checkpoint]]:
-    """``make_checkpoint(**config)``: an S3Checkpoint on SeaweedFS through the proxy, 5 MiB parts."""
+    """``make_checkpoint(**config)``: an S3Checkpoint on SeaweedFS via the proxy, 5 MiB parts."""
     made: list[S3Checkpoint] = []
 
     def make(**config: Any) -> S3Checkpoint:
