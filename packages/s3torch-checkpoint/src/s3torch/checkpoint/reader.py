@@ -184,7 +184,7 @@ class S3CheckpointReader(S3Reader):
             self._touched.add(index)
             copied += hi - lo
             index += 1
-        self._release_behind(blocks, position)
+        self._release_behind(blocks, position + copied)
         return copied
 
     def _memory_of(self, block: _Block) -> mmap.mmap:
