@@ -114,6 +114,9 @@ class S3CheckpointWriter(io.BufferedIOBase):
             ValueError: the writer is closed.
             S3Exception: the upload failed; it has been aborted.
         """
+        if self._handled_at_open is not None and sys.exc_info()[1] is not self._handled_at_open:
+            # That handler is over: let go of its exception (and of the frames it holds).
+            self._handled_at_open = None
         if self._write_error is not None:
             # The upload failed: take the rest of the archive into nothing; flush() raises.
             return self._remember_ends(data)
