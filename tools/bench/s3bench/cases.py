@@ -489,3 +489,5 @@ CASES: dict[str, type[Case]] = {
     )
 }
 """Every case, by name, in table order."""
+
+from . import checkpoint_cases  # noqa: E402, F401 - registers its cases, built on Case above

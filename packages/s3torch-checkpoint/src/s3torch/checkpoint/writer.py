@@ -1,0 +1,236 @@
+"""S3CheckpointWriter: the file ``torch.save`` writes a checkpoint into.
+
+It streams into an :class:`~s3torch.client.S3Writer` (parts are uploaded while
+``torch.save`` serialises, within the client's memory budget, each with its
+checksum, and the object with a full-object checksum) and adds what a
+checkpoint needs on top:
+
+* **Complete when torch.save is.** ``torch.save`` ends a zip archive with its
+  end-of-central-directory record and then calls ``flush()``. If the archive
+  is complete and no exception is being raised through ``torch.save`` at that
+  moment, the writer completes the upload right there, so
+  ``torch.save(state, checkpoint.writer(uri))`` publishes the object, and any
+  failure to do so is raised by ``torch.save`` itself.
+* **Never half-written.** Anything else (an exception or ``KeyboardInterrupt``
+  inside ``torch.save``, a ``with`` block left by an exception, a writer
+  dropped without ``close()``) aborts the upload: no object, no open
+  multipart upload.
+* **The real error.** torch turns an exception raised by ``write`` into a
+  ``RuntimeError`` ("unexpected pos ..."). So when the upload fails or is
+  interrupted during ``torch.save``, ``write`` aborts it at once, keeps the
+  error and lets ``torch.save`` finish into nothing; its final ``flush()``
+  raises the error itself: the caller sees the
+  :class:`~s3torch.client.S3Exception` or the ``KeyboardInterrupt``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+from types import TracebackType
+from typing import Any
+
+from s3torch.client import S3Exception, S3Writer
+
+__all__ = ["S3CheckpointWriter"]
+
+log = logging.getLogger(__name__)
+
+_LOCAL_FILE_HEADER = b"PK\x03\x04"  # what every zip archive, torch.save's included, starts with
+# The end-of-central-directory record: signature, 16 bytes of counts and
+# offsets, and a 2-byte comment length (torch writes no comment).
+_END_OF_CENTRAL_DIRECTORY = b"PK\x05\x06"
+_END_RECORD_SIZE = 22
+
+
+class S3CheckpointWriter(io.BufferedIOBase):
+    """A write-only file object for one checkpoint, made by :meth:`S3Checkpoint.writer`.
+
+    Use it with ``torch.save``, preferably in a ``with`` block::
+
+        with checkpoint.writer("s3://my-bucket/ckpt/epoch-3.pt") as writer:
+            torch.save(state_dict, writer)
+
+    The object appears when ``torch.save`` returns (or when the block is left,
+    or at :meth:`close`, for anything ``torch.save`` did not write); an
+    exception aborts the upload.
+    """
+
+    def __init__(self, writer: S3Writer) -> None:
+        super().__init__()
+        if not isinstance(writer, S3Writer):
+            raise TypeError(f"writer must be an s3torch.client.S3Writer, got {writer!r}")
+        self._writer = writer
+        self._head = b""  # the first bytes written (is it a zip archive?)
+        self._tail = b""  # the last bytes written (is the archive complete?)
+        # An exception being handled when the writer was made is not a failure
+        # of the save (a checkpoint written from an ``except`` block).
+        self._handled_at_open = sys.exc_info()[1]
+        self._write_error: BaseException | None = None  # what made the upload fail
+        self._error_raised = False
+
+    @property
+    def bucket(self) -> str:
+        return self._writer.bucket
+
+    @property
+    def key(self) -> str:
+        return self._writer.key
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    # ------------------------------------------------------------- io protocol
+    def readable(self) -> bool:
+        return False
+
+    def seekable(self) -> bool:
+        return False
+
+    def writable(self) -> bool:
+        return not self.closed
+
+    @property
+    def closed(self) -> bool:
+        return self._writer.closed
+
+    def tell(self) -> int:
+        """Bytes written so far."""
+        return self._writer.tell()
+
+    def write(self, data: Any) -> int:
+        """Queue ``data`` for upload; returns its length. Blocks while the upload is behind.
+
+        If the upload fails (or is interrupted) while ``torch.save`` writes a
+        zip archive, the upload is aborted at once and the error is kept; the
+        rest of the archive is discarded and the error is raised when
+        ``torch.save`` flushes at its end, so that it reaches the caller as
+        itself (torch would turn an exception raised here into a
+        ``RuntimeError``).
+
+        Raises:
+            ValueError: the writer is closed.
+            S3Exception: the upload failed; it has been aborted.
+        """
+        if self._handled_at_open is not None and sys.exc_info()[1] is not self._handled_at_open:
+            # That handler is over: let go of its exception (and of the frames it holds).
+            self._handled_at_open = None
+        if self._write_error is not None:
+            # The upload failed: take the rest of the archive into nothing; flush() raises.
+            return self._remember_ends(data)
+        try:
+            self._writer.write(data)
+        except BaseException as error:
+            if isinstance(error, Exception) and not isinstance(error, S3Exception):
+                raise  # bad input or a closed writer: nothing to do with the upload
+            self._write_error = error
+            self._writer.abort()  # done already if the S3Writer raised; never raises then
+            if self._head != _LOCAL_FILE_HEADER:
+                raise  # not torch.save's zip writer: raise it here
+            log.debug("%s: upload failed while torch.save was writing: %r", self.uri, error)
+        return self._remember_ends(data)
+
+    def _remember_ends(self, data: Any) -> int:
+        """Keep the first and last bytes of the stream (they tell a complete zip archive).
+
+        Returns the length of ``data``.
+        """
+        view = memoryview(data)
+        if not view.c_contiguous:
+            view = memoryview(view.tobytes())
+        view = view.cast("B")
+        if not view:
+            return 0
+        if len(self._head) < len(_LOCAL_FILE_HEADER):
+            head = self._head + bytes(view[: len(_LOCAL_FILE_HEADER)])
+            self._head = head[: len(_LOCAL_FILE_HEADER)]
+        self._tail = (self._tail + bytes(view[-_END_RECORD_SIZE:]))[-_END_RECORD_SIZE:]
+        return len(view)
+
+    def flush(self) -> None:
+        """Complete the upload if this is the end of a successful ``torch.save``.
+
+        That is: the bytes written form a complete zip archive, and no
+        exception (other than one already being handled when the writer was
+        made) is propagating. Otherwise nothing happens: parts go out as soon
+        as they are full, and :meth:`close` sends the rest.
+
+        Raises:
+            S3Exception: the upload failed (it has been aborted), now or while
+                ``torch.save`` was writing; or ``KeyboardInterrupt``, if that
+                interrupted the upload.
+        """
+        if not self._archive_complete() or self._failing():
+            return
+        if self._write_error is not None:
+            self._raise_write_error()
+        if not self.closed:
+            self.close()
+
+    def _failing(self) -> bool:
+        """Whether an exception is propagating (beyond one handled when the writer was made)."""
+        in_flight = sys.exc_info()[1]
+        if in_flight is not None and in_flight is not self._handled_at_open:
+            log.debug("%s: torch.save is failing (%r); not completing", self.uri, in_flight)
+            return True
+        return False
+
+    def _raise_write_error(self) -> None:
+        error = self._write_error
+        if error is not None and not self._error_raised:
+            self._error_raised = True
+            raise error
+
+    def _archive_complete(self) -> bool:
+        tail = self._tail
+        return (
+            self._head == _LOCAL_FILE_HEADER
+            and len(tail) == _END_RECORD_SIZE
+            and tail.startswith(_END_OF_CENTRAL_DIRECTORY)
+            and tail[-2:] == b"\0\0"  # no comment follows the record
+        )
+
+    # ---------------------------------------------------------------- lifetime
+    def close(self) -> None:
+        """Upload what is buffered and complete the object. Idempotent.
+
+        Raises:
+            S3Exception: the upload failed (now or earlier, while torch.save was
+                writing); it has been aborted and no object was written.
+        """
+        self._writer.close()
+        self._raise_write_error()
+
+    def abort(self) -> None:
+        """Give up: cancel parts in flight and abort the upload. Nothing is written. Idempotent."""
+        self._writer.abort()
+
+    def __enter__(self) -> S3CheckpointWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._writer.__exit__(exc_type, exc, tb)  # completes, or aborts after an exception
+        if exc is None:
+            self._raise_write_error()
+        elif exc is not self._write_error and exc.__context__ is self._write_error:
+            # torch reported our write's failure as something else; raise the real one.
+            self._raise_write_error()
+
+    def __del__(self) -> None:
+        # io.IOBase would close() (complete!) a forgotten writer. Do nothing:
+        # the S3Writer inside aborts an unfinished upload when it is collected.
+        pass
+
+    def __reduce__(self) -> Any:
+        raise TypeError("an S3CheckpointWriter cannot be pickled")
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"{self.tell()} bytes written"
+        return f"<S3CheckpointWriter {self.uri} {state}>"

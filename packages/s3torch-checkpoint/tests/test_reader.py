@@ -1,0 +1,108 @@
+"""S3CheckpointReader: one validated download, memory given back behind the reads, and any
+access pattern still answered (a block given back is fetched again and checked)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from typing import Any
+
+import pytest
+
+from s3torch.checkpoint import S3CheckpointReader
+from s3torch.client import S3Exception
+
+MiB = 1024 * 1024
+BLOCK = MiB
+
+
+@pytest.fixture
+def data(boto3_s3: Any, bucket: str) -> bytes:
+    payload = os.urandom(4 * BLOCK + 1000)
+    boto3_s3.put_object(Bucket=bucket, Key="obj", Body=payload)
+    return payload
+
+
+@pytest.fixture
+def proxied(make_client: Any, fault_proxy: Any) -> Any:
+    return make_client(endpoint=fault_proxy.endpoint, max_attempts=1)
+
+
+def gets(fault_proxy: Any) -> list[str]:
+    """The Range headers of the GETs the proxy saw ("" for a whole-object GET)."""
+    return [r.headers.get("range", "") for r in fault_proxy.seen if r.method == "GET"]
+
+
+def test_file_protocol(client: Any, bucket: str, data: bytes) -> None:
+    with S3CheckpointReader(client, bucket, "obj", block_size=BLOCK) as reader:
+        assert (reader.readable(), reader.seekable(), reader.writable()) == (True, True, False)
+        assert reader.seek(0, io.SEEK_END) == len(data)
+        assert reader.read(10) == b""
+        reader.seek(-1000, io.SEEK_END)
+        assert reader.read() == data[-1000:]
+        reader.seek(BLOCK - 5)
+        assert reader.read(10) == data[BLOCK - 5 : BLOCK + 5]  # across two blocks
+        buffer = bytearray(3 * BLOCK)
+        reader.seek(100)
+        assert reader.readinto(buffer) == len(buffer)
+        assert buffer == data[100 : 100 + 3 * BLOCK]
+        assert reader.tell() == 100 + 3 * BLOCK
+    with pytest.raises(ValueError, match="closed"):
+        reader.read(1)
+
+
+def test_one_download_then_blocks_read_through_are_given_back_and_fetched_again(
+    proxied: Any, fault_proxy: Any, bucket: str, data: bytes
+) -> None:
+    reader = S3CheckpointReader(proxied, bucket, "obj", block_size=BLOCK)
+    assert reader.read(4) == data[:4]
+    downloaded = len(gets(fault_proxy))
+    reader.seek(0)
+    buffer = bytearray(2 * BLOCK + 10)
+    assert reader.readinto(buffer) == len(buffer)  # served from memory: no new request
+    assert buffer == data[: len(buffer)]
+    assert len(gets(fault_proxy)) == downloaded
+    # Blocks 0 and 1 were read through and the reads moved past them: given back.
+    assert reader.read(10) == data[2 * BLOCK + 10 : 2 * BLOCK + 20]
+    assert len(gets(fault_proxy)) == downloaded
+    reader.seek(10)
+    assert reader.read(100) == data[10:110]  # fetched again, with a ranged GET
+    assert gets(fault_proxy)[downloaded:] == [f"bytes=0-{BLOCK - 1}"]
+
+
+def test_a_block_fetched_again_is_checked_against_the_validated_download(
+    proxied: Any, fault_proxy: Any, bucket: str, data: bytes
+) -> None:
+    reader = S3CheckpointReader(proxied, bucket, "obj", block_size=BLOCK)
+    reader.readinto(bytearray(2 * BLOCK + 10))  # blocks 0 and 1 given back
+    fault_proxy.corrupt_response(when=lambda r: r.headers.get("range") == f"bytes=0-{BLOCK - 1}")
+    reader.seek(0)
+    with pytest.raises(S3Exception, match="differ from the validated download") as caught:
+        reader.read(10)
+    assert (caught.value.bucket, caught.value.key, caught.value.code) == (
+        bucket,
+        "obj",
+        "ChecksumMismatch",
+    )
+
+
+def test_it_pickles_as_what_reopens_it(client: Any, bucket: str, data: bytes) -> None:
+    reader = S3CheckpointReader(client, bucket, "obj", block_size=2 * BLOCK)
+    reader.seek(5)
+    copy = pickle.loads(pickle.dumps(reader))
+    assert isinstance(copy, S3CheckpointReader)
+    assert (copy.tell(), copy.read(5)) == (5, data[5:10])
+    assert copy._settings() == {"block_size": 2 * BLOCK}
+
+
+def test_bad_block_size(client: Any, bucket: str) -> None:
+    with pytest.raises(ValueError, match="block_size"):
+        S3CheckpointReader(client, bucket, "obj", block_size=1000)
+
+
+def test_an_empty_object(client: Any, bucket: str, boto3_s3: Any) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="empty", Body=b"")
+    with S3CheckpointReader(client, bucket, "empty") as reader:
+        assert reader.read() == b""
+        assert reader.seek(0, io.SEEK_END) == 0
