@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import logging
 import mmap
+from contextlib import closing
 from dataclasses import dataclass
 
 from awscrt import checksums
 
-from s3torch.client import ObjectInfo, ObjectStream, S3Client, S3Exception
-from s3torch.readers import S3Reader
+from s3torch.client import ObjectInfo, S3Client, S3Exception
+from s3torch.readers import RawGetStream, S3Reader
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "S3CheckpointReader"]
 
@@ -126,7 +127,9 @@ class S3CheckpointReader(S3Reader):
         # download path: a small object comes in one checksummed GET, a large
         # one is summed window by window against the full-object checksum.
         info = self._info or self._client.head_object(self._bucket, self._key)
-        with self._client.get_object_stream(self._bucket, self._key, object_info=info) as stream:
+        with closing(
+            self._client.get_object_stream(self._bucket, self._key, object_info=info)
+        ) as stream:
             for start in range(0, info.size, self._block_size):
                 block = _Block(start, min(start + self._block_size, info.size))
                 block.memory = _allocate(block.size)
@@ -139,7 +142,7 @@ class S3CheckpointReader(S3Reader):
         self._blocks = blocks
         return blocks
 
-    def _fill(self, stream: ObjectStream, memory: mmap.mmap, offset: int) -> None:
+    def _fill(self, stream: RawGetStream, memory: mmap.mmap, offset: int) -> None:
         view = memoryview(memory)
         try:
             filled = 0
@@ -197,8 +200,10 @@ class S3CheckpointReader(S3Reader):
         log.debug("s3://%s/%s: fetching bytes %d-%d again", *self._where(), block.start, block.end)
         memory = _allocate(block.size)
         etag = self._info.etag if self._info is not None else None
-        with self._client.get_object_stream(
-            self._bucket, self._key, start=block.start, end=block.end, etag=etag
+        with closing(
+            self._client.get_object_stream(
+                self._bucket, self._key, start=block.start, end=block.end, etag=etag
+            )
         ) as stream:
             self._fill(stream, memory, block.start)
         if checksums.crc32c(memory) != block.crc:
