@@ -95,7 +95,9 @@ def test_workers_read_with_a_copy_of_the_given_client(
 def test_a_client_with_other_settings_is_refused(s3_region: str, s3_endpoint: str) -> None:
     client = S3Client(s3_region, endpoint=s3_endpoint)
     with pytest.raises(ValueError, match="either client or endpoint"):
-        S3MapDataset.from_prefix("s3://my-bucket/p", region=s3_region, endpoint=s3_endpoint, client=client)
+        S3MapDataset.from_prefix(
+            "s3://my-bucket/p", region=s3_region, endpoint=s3_endpoint, client=client
+        )
     with pytest.raises(ValueError, match="either client or endpoint"):
         S3IterableDataset.from_objects(
             "s3://my-bucket/k", region=s3_region, s3client_config=S3ClientConfig(), client=client
