@@ -1,6 +1,6 @@
 """Measure the shared listing file at scale, with synthetic keys (no server).
 
-Usage: uv run python packages/s3torch-datasets/benchmarks/shared_listing_scale.py [OBJECTS [PHASES]]
+Usage: uv run python tools/bench/shared_listing_scale.py [OBJECTS [PHASES]]
 
 PHASES: comma-separated, default all (``generate,write,read,read/8,parse``).
 
@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from hashlib import md5
 from pathlib import Path
+from typing import Any
 
 PAGE = 1000
 BUCKET = "my-bucket"
@@ -103,7 +104,7 @@ def _phase(name: str, count: int, directory: Path) -> None:
     )
 
 
-def _fail() -> Iterator[list[object]]:
+def _fail() -> Iterator[list[Any]]:
     raise AssertionError("the file should be complete: nothing to list")
 
 
