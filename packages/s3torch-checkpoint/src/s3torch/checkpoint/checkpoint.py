@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from s3torch.client import S3Client, S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig, check_shared_client
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._uri import parse_object_uri
@@ -58,18 +58,9 @@ class S3Checkpoint:
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         client: S3Client | None = None,
     ) -> None:
-        if client is not None:
-            if not isinstance(client, S3Client):
-                raise TypeError(f"client must be an S3Client or None, got {type(client).__name__}")
-            if endpoint is not None or s3client_config is not None:
-                raise ValueError(
-                    "pass either client or endpoint/s3client_config, not both: the client "
-                    f"given ({client!r}) already has its endpoint and configuration"
-                )
-            if client.region != region:
-                raise ValueError(
-                    f"region is {region!r} but the client given is for {client.region!r}"
-                )
+        check_shared_client(
+            client, region=region, endpoint=endpoint, s3client_config=s3client_config
+        )
         if reader_constructor is not None and not callable(reader_constructor):
             raise TypeError(
                 "reader_constructor must come from S3ReaderConstructor (or be None), "

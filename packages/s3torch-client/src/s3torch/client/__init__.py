@@ -22,6 +22,7 @@ from .errors import (
     S3TransportError,
 )
 from .models import ListObjectsPage, ObjectChecksum, ObjectInfo
+from .sharing import check_shared_client
 from .stream import ObjectStream
 from .uri import parse_s3_uri
 from .writer import S3Writer
@@ -43,5 +44,6 @@ __all__ = [
     "S3TransportError",
     "S3Writer",
     "__version__",
+    "check_shared_client",
     "parse_s3_uri",
 ]

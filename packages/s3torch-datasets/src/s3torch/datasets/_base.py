@@ -10,7 +10,7 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3Client, S3ClientConfig, S3Exception
+from s3torch.client import S3Client, S3ClientConfig, S3Exception, check_shared_client
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
 from ._shared_listing import Keep, SharedListing, kept
@@ -88,7 +88,9 @@ class S3DatasetBase:
         self._config = s3client_config
         self._reader_constructor = reader_constructor or S3ReaderConstructor.default()
         self._prefetch = prefetch
-        _check_given_client(client, region, endpoint, s3client_config)
+        check_shared_client(
+            client, region=region, endpoint=endpoint, s3client_config=s3client_config
+        )
         # A client given is shared (with other datasets, say) and pickles with
         # the dataset (its arguments only); one made here is this process's own.
         self._given_client = client
@@ -196,23 +198,3 @@ class S3DatasetBase:
             f"source={self._get_dataset_objects!r}, "
             f"reader={S3ReaderConstructor.get_reader_type_string(self._reader_constructor)}"
         )
-
-
-def _check_given_client(
-    client: S3Client | None,
-    region: str,
-    endpoint: str | None,
-    s3client_config: S3ClientConfig | None,
-) -> None:
-    """A client given must be an S3Client, for ``region``, with nothing it would ignore."""
-    if client is None:
-        return
-    if not isinstance(client, S3Client):
-        raise TypeError(f"client must be an S3Client or None, got {type(client).__name__}")
-    if endpoint is not None or s3client_config is not None:
-        raise ValueError(
-            "pass either client or endpoint/s3client_config, not both: the client "
-            f"given ({client!r}) already has its endpoint and configuration"
-        )
-    if client.region != region:
-        raise ValueError(f"region is {region!r} but the client given is for {client.region!r}")
