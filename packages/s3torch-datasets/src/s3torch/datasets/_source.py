@@ -61,13 +61,17 @@ class PrefixListing:
         """The objects, a listing page at a time."""
         log.debug("listing s3://%s/%s", self.bucket, self.prefix)
         # A small first page: the first objects start downloading sooner.
-        listing = client.list_objects(self.bucket, self.prefix, first_page_keys=FIRST_PAGE_KEYS)
-        for page in listing:
-            yield [
-                DatasetObject(info.bucket, info.key, info)
-                for info in page.objects
-                if not is_folder_marker(info)
-            ]
+        # A generator stopped early (an epoch cut short) closes the listing:
+        # the pages it ran ahead for are cancelled, not left to arrive.
+        with client.list_objects(
+            self.bucket, self.prefix, first_page_keys=FIRST_PAGE_KEYS
+        ) as listing:
+            for page in listing:
+                yield [
+                    DatasetObject(info.bucket, info.key, info)
+                    for info in page.objects
+                    if not is_folder_marker(info)
+                ]
 
 
 @dataclass(frozen=True)
