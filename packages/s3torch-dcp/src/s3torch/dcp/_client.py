@@ -1,0 +1,42 @@
+"""The S3 client a DCP object uses: one it was given (left open) or one it made (closed by it)."""
+
+from __future__ import annotations
+
+from s3torch.client import S3Client, S3ClientConfig
+
+from ._version import __version__
+
+__all__ = ["resolve_client"]
+
+
+def resolve_client(
+    region: str,
+    *,
+    endpoint: str | None,
+    s3client_config: S3ClientConfig | None,
+    client: S3Client | None,
+    reader_type: str,
+) -> tuple[S3Client, bool]:
+    """``(client, owned)``: ``client`` itself (not owned), or a new one for the settings.
+
+    Raises:
+        TypeError: ``client`` is not an :class:`~s3torch.client.S3Client`.
+        ValueError: ``client`` combined with ``endpoint`` or ``s3client_config``
+            (the client already has its own).
+    """
+    if client is None:
+        made = S3Client(
+            region,
+            endpoint=endpoint,
+            s3client_config=s3client_config,
+            user_agent=f"dcp/{__version__} md/reader_type#{reader_type}",
+        )
+        return made, True
+    if not isinstance(client, S3Client):
+        raise TypeError(f"client must be an s3torch.client.S3Client, got {type(client).__name__}")
+    if endpoint is not None or s3client_config is not None:
+        raise ValueError(
+            "pass either client= or endpoint=/s3client_config=, not both: "
+            f"the given client already has its endpoint ({client.endpoint}) and config"
+        )
+    return client, False
