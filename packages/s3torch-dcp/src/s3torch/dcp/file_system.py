@@ -144,7 +144,7 @@ class S3FileSystem(FileSystemBase):
 
     @classmethod
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
-        """Whether ``checkpoint_id`` is an ``s3://`` URI (a local path or ``pathlib.Path`` is not)."""
+        """Whether ``checkpoint_id`` is an ``s3://`` URI (not a local path or ``pathlib.Path``)."""
         return _paths.is_s3_uri(checkpoint_id)
 
     # ------------------------------------------------------------- objects

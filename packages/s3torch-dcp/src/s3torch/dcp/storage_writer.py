@@ -223,14 +223,28 @@ class S3StorageWriter(FileSystemWriter):
         else:
             groups = [[item] for item in plan.items]
         jobs = []
+        written: list[str] = []  # files complete so far (list.append is thread-safe)
         for number, items in enumerate(groups):
             relative = f"{prefix}{number}{SUFFIX}"
             uri = self.fs.concat_path(self.path, relative)
-            jobs.append((uri, _FileJob(self.fs, uri, relative, items, planner)))
-        results = run_jobs(jobs, threads=self.thread_count, rank=self._error_rank(), verb="write")
+            jobs.append((uri, _FileJob(self.fs, uri, relative, items, planner, written)))
+        try:
+            results = run_jobs(
+                jobs, threads=self.thread_count, rank=self._error_rank(), verb="write"
+            )
+        except BaseException:
+            self._remove(written)  # no .metadata will name them: tidy up
+            raise
         future: Future[list[WriteResult]] = Future()
         future.set_result([result for file_results in results for result in file_results])
         return future
+
+    def _remove(self, uris: Sequence[str]) -> None:
+        for uri in uris:
+            try:
+                self.fs.rm_file(uri)
+            except Exception as error:
+                log.warning("could not remove %s of a failed save: %s", uri, error)
 
     def _error_rank(self) -> int:
         if self.rank is not None:
@@ -329,8 +343,10 @@ class _FileJob:
         relative: str,
         items: Sequence[WriteItem],
         planner: SavePlanner,
+        written: list[str],
     ) -> None:
         self.fs = fs
+        self.written = written
         self.uri = uri
         self.relative = relative
         self.items = items
@@ -364,6 +380,7 @@ class _FileJob:
                 )
             if stop.is_set():
                 raise Cancelled(self.uri)
+        self.written.append(self.uri)
         return results
 
 
