@@ -44,7 +44,7 @@ def _sharded(mesh: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 
 def save_sharded(rank: int, world: int, port: int, options: dict[str, Any], uri: str) -> None:
-    """Save DTensors sharded over ``world`` ranks, with a prefix strategy, then a rank-local save."""
+    """Save DTensors sharded over ``world`` ranks with a prefix strategy; then a rank-local save."""
     mesh = _init(rank, world, port)
     try:
         state = {**_sharded(mesh, full_tensors()), "step": 11}
@@ -72,7 +72,7 @@ def save_sharded(rank: int, world: int, port: int, options: dict[str, Any], uri:
 def load_resharded_then_save(
     rank: int, world: int, port: int, options: dict[str, Any], source: str, target: str
 ) -> None:
-    """Load a checkpoint saved on another world size into shards over ``world`` ranks; save again."""
+    """Load a checkpoint saved on another world size, sharded over ``world`` ranks; save it."""
     mesh = _init(rank, world, port)
     try:
         full = full_tensors()
