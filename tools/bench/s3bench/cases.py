@@ -489,3 +489,7 @@ CASES: dict[str, type[Case]] = {
     )
 }
 """Every case, by name, in table order."""
+
+from .dcp_cases import DCP_CASES  # noqa: E402 - its cases build on Case above
+
+CASES.update(DCP_CASES)
