@@ -7,7 +7,6 @@ import logging
 import os
 from collections.abc import Generator
 from contextlib import contextmanager
-from types import TracebackType
 
 from torch.distributed.checkpoint.filesystem import FileSystemBase
 
@@ -16,13 +15,14 @@ from s3torch.readers import S3ReaderConstructor, S3ReaderConstructorProtocol, ge
 
 from . import _paths
 from ._client import resolve_client
+from ._lifetime import Closeable
 
 __all__ = ["S3FileSystem"]
 
 log = logging.getLogger(__name__)
 
 
-class S3FileSystem(FileSystemBase):
+class S3FileSystem(FileSystemBase, Closeable):
     """The file operations torch's DCP storage classes need, on S3.
 
     Paths are ``s3://bucket/key`` strings. Writing streams to a multipart
@@ -84,17 +84,6 @@ class S3FileSystem(FileSystemBase):
         """Close the client if this object made it (a given client stays open)."""
         if self._owns_client:
             self._client.close()
-
-    def __enter__(self) -> S3FileSystem:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # ------------------------------------------------------------- streams
     @contextmanager

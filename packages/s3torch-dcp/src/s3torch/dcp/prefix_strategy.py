@@ -164,11 +164,8 @@ class BinaryPrefixStrategy(_NumericPrefixStrategy):
 class HexPrefixStrategy(_NumericPrefixStrategy):
     """Hex prefixes: ``<reversed hex of rank % prefix_count>/[epoch_<n>/]__<rank>_``.
 
-    Args:
-        epoch_num: Adds ``epoch_<n>/`` below the prefix, if given.
-        min_prefix_length: Digits at least (padded with zeros; default 10).
-        prefix_count: Distinct prefixes (default: the world size when the
-            strategy is made inside a process group, else 1).
+    The arguments are those of :class:`BinaryPrefixStrategy`; 16 prefixes
+    fit in one character.
 
     Example::
 

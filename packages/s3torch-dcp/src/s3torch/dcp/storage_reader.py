@@ -9,7 +9,6 @@ import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from s3torch.readers import (
 )
 
 from . import _paths
+from ._lifetime import Closeable
 from ._parallel import Cancelled, run_jobs
 from .file_system import S3FileSystem
 
@@ -51,7 +51,7 @@ class _Piece:
     items: tuple[ReadItem, ...]
 
 
-class S3StorageReader(FileSystemReader):
+class S3StorageReader(FileSystemReader, Closeable):
     """Loads a Distributed Checkpoint from ``s3://bucket/prefix``.
 
     A load reads only the items its plan needs: with the default DCP-optimized
@@ -119,17 +119,6 @@ class S3StorageReader(FileSystemReader):
     def close(self) -> None:
         """Close the client if this reader made it."""
         self.fs.close()
-
-    def __enter__(self) -> S3StorageReader:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         """Start a new load, from ``checkpoint_id`` if given (checked: ``s3://`` only)."""

@@ -12,7 +12,6 @@ import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -27,6 +26,7 @@ from torch.futures import Future
 from s3torch.client import S3Client, S3ClientConfig
 
 from . import _paths
+from ._lifetime import Closeable
 from ._parallel import Cancelled, run_jobs
 from .errors import S3CheckpointError
 from .file_system import S3FileSystem
@@ -50,7 +50,7 @@ class StoragePrefix:
     prefix: str
 
 
-class S3StorageWriter(FileSystemWriter):
+class S3StorageWriter(FileSystemWriter, Closeable):
     """Saves a Distributed Checkpoint to ``s3://bucket/prefix``.
 
     Every rank uploads its files, ``thread_count`` at a time, each as a
@@ -142,18 +142,6 @@ class S3StorageWriter(FileSystemWriter):
         """Close the client if this writer made it."""
         self.fs.close()
 
-    def __enter__(self) -> S3StorageWriter:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # ------------------------------------------------------------- planning
     def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
         """Start a new save, at ``checkpoint_id`` if given (checked: ``s3://`` only)."""
         if checkpoint_id:
