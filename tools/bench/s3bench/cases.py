@@ -491,3 +491,6 @@ CASES: dict[str, type[Case]] = {
 """Every case, by name, in table order."""
 
 from . import checkpoint_cases  # noqa: E402, F401 - registers its cases, built on Case above
+from .dcp_cases import DCP_CASES  # noqa: E402 - its cases build on Case above
+
+CASES.update(DCP_CASES)

@@ -1,0 +1,334 @@
+"""S3StorageReader: DCP loads from S3, several files at once, fetching only the bytes needed."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import pickle
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.distributed.checkpoint.filesystem import FileSystemReader
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.futures import Future
+
+from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError
+from s3torch.readers import (
+    DCPOptimizedS3Reader,
+    ItemRange,
+    S3Reader,
+    S3ReaderConstructor,
+    S3ReaderConstructorProtocol,
+    get_object,
+)
+
+from . import _paths
+from ._lifetime import Closeable
+from ._parallel import Cancelled, run_jobs
+from .file_system import S3FileSystem
+
+__all__ = ["S3StorageReader"]
+
+log = logging.getLogger(__name__)
+
+METADATA = ".metadata"
+MiB = 1024 * 1024
+# A file larger than (checkpoint bytes to load / thread_count) is read as
+# several pieces at once, each at least this large.
+MIN_PIECE_BYTES = 32 * MiB
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """Consecutive items of one file, read by one reader on one thread."""
+
+    relative: str
+    items: tuple[ReadItem, ...]
+
+
+class S3StorageReader(FileSystemReader, Closeable):
+    """Loads a Distributed Checkpoint from ``s3://bucket/prefix``.
+
+    A load reads only the items its plan needs: with the default DCP-optimized
+    reader, each file's needed byte ranges are fetched by part-sized ranged
+    GETs (gaps between far-apart items are never downloaded), so loading a
+    subset of the keys costs about the bytes of that subset. Files, and pieces
+    of large files, are loaded ``thread_count`` at a time, each in offset order.
+
+    Args:
+        region: The bucket's region (``"us-east-1"``).
+        path: The checkpoint location, ``s3://bucket/prefix``.
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``).
+        s3client_config: Client settings (part size, memory budget, retries).
+        client: An existing :class:`~s3torch.client.S3Client` to share (left
+            open by :meth:`close`).
+        reader_constructor: The reader kind, from
+            :class:`~s3torch.readers.S3ReaderConstructor` (default:
+            ``dcp_optimized()``; ``sequential()`` downloads whole files, and
+            only one reader per file is used with it or ``range_based()``).
+        thread_count: Files or file pieces loaded at once (default 4).
+
+    Example::
+
+        import torch.distributed.checkpoint as dcp
+        state_dict = model.state_dict()
+        dcp.load(state_dict, storage_reader=S3StorageReader("us-east-1", "s3://my-bucket/ckpt/step-100"))
+        model.load_state_dict(state_dict)
+    """
+
+    def __init__(
+        self,
+        region: str,
+        path: str | os.PathLike[str],
+        *,
+        endpoint: str | None = None,
+        s3client_config: S3ClientConfig | None = None,
+        client: S3Client | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        thread_count: int = 4,
+    ) -> None:
+        if isinstance(thread_count, bool) or not isinstance(thread_count, int) or thread_count < 1:
+            raise ValueError(f"thread_count must be an int >= 1, got {thread_count!r}")
+        uri = _paths.to_uri(path)
+        super().__init__(uri)
+        self._reader_constructor = reader_constructor or S3ReaderConstructor.dcp_optimized()
+        self.fs: S3FileSystem = S3FileSystem(  # type: ignore[assignment]
+            region,
+            endpoint=endpoint,
+            s3client_config=s3client_config,
+            client=client,
+            reader_constructor=self._reader_constructor,
+        )
+        self.path: str = uri
+        self.thread_count = thread_count
+        self.sync_files = False
+        self.rank: int | None = None  # type: ignore[assignment]
+        self.use_collectives = True
+
+    @property
+    def reader_constructor(self) -> S3ReaderConstructorProtocol:
+        """The reader kind data files are read with."""
+        return self._reader_constructor
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Close the client if this reader made it."""
+        self.fs.close()
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        """Start a new load, from ``checkpoint_id`` if given (checked: ``s3://`` only)."""
+        super().reset(None)
+        if checkpoint_id:
+            self.path = self.fs.init_path(checkpoint_id)
+
+    # ------------------------------------------------------------- metadata
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        """Read the checkpoint's ``.metadata`` (``__<rank>.metadata`` for ``rank=``).
+
+        Raises:
+            FileNotFoundError: no checkpoint (or no bucket) at the path.
+            ValueError: the metadata file is truncated or not DCP metadata.
+        """
+        rank = kwargs.get("rank")
+        name = METADATA if rank is None else f"__{rank}{METADATA}"
+        uri = self.fs.concat_path(self.path, name)
+        bucket, key = _paths.split(uri)
+        try:
+            with get_object(
+                self.fs.client, bucket, key, reader_constructor=S3ReaderConstructor.sequential()
+            ) as reader:
+                data = reader.read()
+        except S3NotFoundError as error:
+            if error.code == "NoSuchBucket":
+                raise FileNotFoundError(
+                    f"no checkpoint at {self.path}: the bucket {bucket!r} does not exist"
+                ) from error
+            raise FileNotFoundError(
+                f"no checkpoint at {self.path}: {uri} does not exist (a save that did not "
+                "finish publishes none)"
+            ) from error
+        metadata = _unpickle_metadata(data, uri)
+        if hasattr(metadata, "storage_meta"):  # torch >= 2.4
+            if metadata.storage_meta is None:
+                metadata.storage_meta = StorageMeta()
+            metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+    def set_up_storage_reader(
+        self, metadata: Metadata, is_coordinator: bool, *args: Any, **kwargs: Any
+    ) -> None:
+        """Take the file layout from the metadata (torch passes ``rank``, ``use_collectives``)."""
+        if metadata.storage_data is None:
+            raise ValueError(f"the metadata of {self.path} records no storage data")
+        self.storage_data = metadata.storage_data
+        self.rank = kwargs.get("rank")
+        self.use_collectives = kwargs.get("use_collectives", True)
+
+    def prepare_local_plan(self, plan: LoadPlan) -> LoadPlan:
+        """Order the plan's items by file and offset (the order they are read in)."""
+        plan.items.sort(key=self._position)
+        return plan
+
+    def _position(self, item: ReadItem) -> tuple[str, int]:
+        info = self.storage_data[item.storage_index]
+        return (info.relative_path, info.offset)
+
+    # -------------------------------------------------------------- reading
+    def read_data(self, plan: LoadPlan, planner: LoadPlanner) -> Future[None]:
+        """Load the plan's items, ``thread_count`` files or file pieces at once.
+
+        Raises:
+            S3CheckpointError: a file could not be read (rank, URI and cause).
+        """
+        pieces = self._pieces(plan.items)
+        lock = threading.Lock()  # planners are not meant to be called from threads at once
+        jobs = [
+            (self.fs.concat_path(self.path, piece.relative), _PieceJob(self, piece, planner, lock))
+            for piece in pieces
+        ]
+        run_jobs(jobs, threads=self.thread_count, rank=self.rank or 0, verb="read")
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    def _pieces(self, items: Sequence[ReadItem]) -> list[_Piece]:
+        by_file: dict[str, list[ReadItem]] = {}
+        for item in sorted(items, key=self._position):
+            by_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(item)
+        splittable = S3ReaderConstructor.get_reader_type_string(self._reader_constructor) == (
+            "dcp_optimized"
+        )
+        total = sum(self.storage_data[item.storage_index].length for item in items)
+        target = max(total // self.thread_count, MIN_PIECE_BYTES)
+        pieces: list[_Piece] = []
+        for relative, file_items in by_file.items():
+            if not splittable:
+                pieces.append(_Piece(relative, tuple(file_items)))
+                continue
+            current: list[ReadItem] = []
+            size = 0
+            for item in file_items:
+                info = self.storage_data[item.storage_index]
+                # Never split the readers of one stored item (resharded loads read it twice).
+                if size >= target and info.offset != self._position(current[-1])[1]:
+                    pieces.append(_Piece(relative, tuple(current)))
+                    current, size = [], 0
+                current.append(item)
+                size += info.length
+            if current:
+                pieces.append(_Piece(relative, tuple(current)))
+        return pieces
+
+    def _open(self, relative: str, items: Sequence[ReadItem]) -> S3Reader:
+        bucket, key = _paths.split(self.fs.concat_path(self.path, relative))
+        constructor = self._reader_constructor
+        if S3ReaderConstructor.get_reader_type_string(constructor) == "dcp_optimized":
+            spans = sorted(
+                {
+                    (info.offset, info.offset + info.length)
+                    for info in (self.storage_data[item.storage_index] for item in items)
+                }
+            )
+            ranges = [ItemRange(start, end) for start, end in spans]
+            gap = getattr(constructor, "max_gap_size", None)
+            if any(item.length for item in ranges):
+                if gap is None:
+                    return DCPOptimizedS3Reader(self.fs.client, bucket, key, item_ranges=ranges)
+                return DCPOptimizedS3Reader(
+                    self.fs.client, bucket, key, item_ranges=ranges, max_gap_size=gap
+                )
+            constructor = S3ReaderConstructor.sequential()
+        return constructor(self.fs.client, bucket, key)
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The checkpoint location, ``s3://bucket/prefix``."""
+        return self.path
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """Whether ``checkpoint_id`` is an ``s3://`` URI."""
+        return S3FileSystem.validate_checkpoint_id(checkpoint_id)
+
+
+class _PieceJob:
+    """Loads the items of one piece of a file, in offset order, through one reader."""
+
+    def __init__(
+        self,
+        reader: S3StorageReader,
+        piece: _Piece,
+        planner: LoadPlanner,
+        lock: threading.Lock,
+    ) -> None:
+        self.owner = reader
+        self.piece = piece
+        self.planner = planner
+        self.lock = lock
+
+    def __call__(self, stop: threading.Event) -> None:
+        owner = self.owner
+        with owner._open(self.piece.relative, self.piece.items) as reader:
+            for item in self.piece.items:
+                if stop.is_set():
+                    raise Cancelled(reader.uri)
+                info = owner.storage_data[item.storage_index]
+                reader.seek(info.offset)
+                data = reader.read(info.length)
+                if len(data) != info.length:
+                    raise ValueError(
+                        f"item {item.storage_index.fqn} at bytes {info.offset}-"
+                        f"{info.offset + info.length} of {reader.uri} ends after {len(data)} "
+                        "bytes: the file is shorter than the metadata says"
+                    )
+                stream: Any = io.BytesIO(data)
+                descriptors = getattr(info, "transform_descriptors", None)
+                if descriptors:
+                    stream = owner.transforms.transform_load_stream(item, descriptors, stream)
+                    stream = io.BytesIO(stream.read())
+                del data
+                if item.type == LoadItemType.BYTE_IO:
+                    with self.lock:
+                        self.planner.load_bytes(item, stream)
+                    continue
+                tensor = torch.load(stream, map_location="cpu", weights_only=True)
+                tensor = _narrow(tensor, item.storage_offsets, item.lengths)
+                with self.lock:
+                    target = self.planner.resolve_tensor(item).detach()
+                if target.size() != tensor.size():
+                    raise ValueError(
+                        f"item {item.storage_index.fqn} of {reader.uri} has shape "
+                        f"{tuple(tensor.size())}, the state dict expects {tuple(target.size())}"
+                    )
+                target.copy_(tensor)
+                del tensor
+                with self.lock:
+                    self.planner.commit_tensor(item, target)
+
+
+def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
+    """The part of a stored chunk that a read item asks for."""
+    for dim, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
+        if offset != 0 or length != tensor.size(dim):
+            tensor = tensor.narrow(dim, offset, length)
+    return tensor
+
+
+def _unpickle_metadata(data: bytes, uri: str) -> Metadata:
+    try:
+        metadata = pickle.loads(data)
+    except Exception as error:
+        raise ValueError(
+            f"{uri} is not a readable DCP metadata file ({len(data)} bytes; truncated or "
+            f"corrupt): {type(error).__name__}: {error}"
+        ) from error
+    if not isinstance(metadata, Metadata):
+        raise ValueError(
+            f"{uri} is not DCP metadata: it holds a {type(metadata).__name__}, not a Metadata"
+        )
+    return metadata

@@ -1,0 +1,384 @@
+"""S3StorageWriter: DCP saves to S3 that are whole or absent."""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import inspect
+import io
+import logging
+import os
+import pickle
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.distributed.checkpoint import filesystem as _torch_fs
+from torch.distributed.checkpoint.filesystem import FileSystemWriter
+from torch.distributed.checkpoint.metadata import Metadata
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
+from torch.distributed.checkpoint.storage import WriteResult
+from torch.futures import Future
+
+from s3torch.client import S3Client, S3ClientConfig
+
+from . import _paths
+from ._lifetime import Closeable
+from ._parallel import Cancelled, run_jobs
+from .errors import S3CheckpointError
+from .file_system import S3FileSystem
+from .prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
+
+__all__ = ["S3StorageWriter"]
+
+log = logging.getLogger(__name__)
+
+METADATA = ".metadata"
+SUFFIX = ".distcp"
+# torch's per-file storage record (offset and length of each item in a file):
+# the metadata must hold exactly this class so that any DCP reader can load it.
+_StorageInfo = _torch_fs._StorageInfo
+
+
+@dataclass(frozen=True)
+class StoragePrefix:
+    """What a rank's save plan carries: the key prefix of its files, relative to the checkpoint."""
+
+    prefix: str
+
+
+class S3StorageWriter(FileSystemWriter, Closeable):
+    """Saves a Distributed Checkpoint to ``s3://bucket/prefix``.
+
+    Every rank uploads its files, ``thread_count`` at a time, each as a
+    streamed multipart upload (memory bounded by the client's budget). The
+    ``.metadata`` file is written last, by one rank, in one request, only
+    after every rank's files are complete: a reader sees the whole checkpoint
+    or none. A save that fails aborts every upload it started (no half-written
+    objects, no open multipart uploads) and raises
+    :class:`~s3torch.dcp.S3CheckpointError` naming the rank and the file.
+
+    Args:
+        region: The bucket's region (``"us-east-1"``).
+        path: The checkpoint location, ``s3://bucket/prefix``.
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``).
+        s3client_config: Client settings (part size, memory budget, retries).
+        client: An existing :class:`~s3torch.client.S3Client` to share (left
+            open by :meth:`close`).
+        prefix_strategy: Where each rank's files go under ``path`` (default:
+            ``__<rank>_<n>.distcp`` directly under it); see the prefix strategies.
+        thread_count: Files each rank uploads at once (its items are split
+            into this many files of about equal size).
+        overwrite: Replace a checkpoint already at ``path``. Its ``.metadata``
+            is deleted before any new file is written, so the location holds no
+            checkpoint until the new one is complete. ``False`` raises
+            :class:`FileExistsError` before anything is written.
+        single_file_per_rank: One file per thread (default) rather than one
+            file per tensor.
+        per_thread_copy_ahead, cache_staged_state_dict: As for torch's
+            ``FileSystemWriter``.
+        sync_files: Accepted for compatibility and ignored: an S3 object is
+            durable once its upload completes.
+
+    Example::
+
+        import torch.distributed.checkpoint as dcp
+        writer = S3StorageWriter("us-east-1", "s3://my-bucket/ckpt/step-100", thread_count=4)
+        dcp.save(model.state_dict(), storage_writer=writer)
+    """
+
+    def __init__(
+        self,
+        region: str,
+        path: str | os.PathLike[str],
+        *,
+        endpoint: str | None = None,
+        s3client_config: S3ClientConfig | None = None,
+        client: S3Client | None = None,
+        prefix_strategy: S3PrefixStrategyBase | None = None,
+        thread_count: int = 1,
+        overwrite: bool = True,
+        single_file_per_rank: bool = True,
+        per_thread_copy_ahead: int = 10_000_000,
+        cache_staged_state_dict: bool = False,
+        sync_files: bool = False,
+    ) -> None:
+        if isinstance(thread_count, bool) or not isinstance(thread_count, int) or thread_count < 1:
+            raise ValueError(f"thread_count must be an int >= 1, got {thread_count!r}")
+        if prefix_strategy is not None and not isinstance(prefix_strategy, S3PrefixStrategyBase):
+            raise TypeError(
+                "prefix_strategy must be an S3PrefixStrategyBase, "
+                f"got {type(prefix_strategy).__name__}"
+            )
+        uri = _paths.to_uri(path)  # a bad path fails before a client is made
+        options: dict[str, Any] = {
+            "single_file_per_rank": single_file_per_rank,
+            "sync_files": False,
+            "thread_count": thread_count,
+            "per_thread_copy_ahead": per_thread_copy_ahead,
+            "cache_staged_state_dict": cache_staged_state_dict,
+            "overwrite": overwrite,
+        }
+        accepted = inspect.signature(FileSystemWriter.__init__).parameters
+        super().__init__(uri, **{name: v for name, v in options.items() if name in accepted})
+        self.fs: S3FileSystem = S3FileSystem(  # type: ignore[assignment]
+            region, endpoint=endpoint, s3client_config=s3client_config, client=client
+        )
+        self.path: str = uri
+        self.single_file_per_rank = single_file_per_rank
+        self.sync_files = False
+        self.thread_count = thread_count
+        self.overwrite = overwrite
+        self.prefix_strategy = prefix_strategy or DefaultPrefixStrategy()
+        self.rank: int | None = None
+        self.use_collectives = True
+        self.is_coordinator = True
+
+    # ------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Close the client if this writer made it."""
+        self.fs.close()
+
+    def reset(self, checkpoint_id: str | os.PathLike[str] | None = None) -> None:
+        """Start a new save, at ``checkpoint_id`` if given (checked: ``s3://`` only)."""
+        if checkpoint_id:
+            self.path = self.fs.init_path(checkpoint_id)
+        self.save_id = _torch_fs._generate_uuid()
+
+    def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
+        """Learn this rank's role (torch passes ``rank`` and ``use_collectives`` as keywords)."""
+        self.is_coordinator = is_coordinator
+        self.rank = kwargs.get("rank")
+        self.use_collectives = kwargs.get("use_collectives", True)
+
+    @property
+    def _rank_local(self) -> bool:
+        return not self.use_collectives and self.rank is not None
+
+    def _metadata_uri(self) -> str:
+        name = f"__{self.rank}{METADATA}" if self._rank_local else METADATA
+        return self.fs.concat_path(self.path, name)
+
+    def prepare_local_plan(self, plan: SavePlan) -> SavePlan:
+        """Check for (with ``overwrite``: unpublish) an existing checkpoint; place rank-local files.
+
+        Raises:
+            FileExistsError: a checkpoint exists at the path and ``overwrite`` is False.
+        """
+        if self._rank_local or self.is_coordinator:
+            metadata_uri = self._metadata_uri()
+            if self.fs.exists(metadata_uri):
+                if not self.overwrite:
+                    raise FileExistsError(
+                        f"a checkpoint already exists at {self.path} ({metadata_uri}) and "
+                        "overwrite=False: nothing was written"
+                    )
+                # Unpublish first: until the new save completes, there is no
+                # checkpoint here rather than an old .metadata over new files.
+                log.info("overwriting the checkpoint at %s", self.path)
+                self.fs.rm_file(metadata_uri)
+        if self._rank_local:
+            assert self.rank is not None
+            plan = dataclasses.replace(
+                plan, storage_data=StoragePrefix(self.prefix_strategy(self.rank))
+            )
+        return plan
+
+    def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
+        """Give each rank's plan its key prefix (a rank-local plan keeps its own)."""
+        placed = []
+        for index, plan in enumerate(plans):
+            if plan.storage_data is None:
+                prefix = self.prefix_strategy(_plan_rank(index, len(plans)))
+                plan = dataclasses.replace(plan, storage_data=StoragePrefix(prefix))
+            placed.append(plan)
+        return placed
+
+    # -------------------------------------------------------------- writing
+    def write_data(self, plan: SavePlan, planner: SavePlanner) -> Future[list[WriteResult]]:
+        """Upload this rank's files, ``thread_count`` at once; every upload is complete or aborted.
+
+        Raises:
+            S3CheckpointError: a file could not be written (rank, URI and cause);
+                every other upload of this rank has been aborted.
+        """
+        prefix = plan.storage_data.prefix
+        if self.single_file_per_rank:
+            groups = split_items(plan.items, self.thread_count)
+        else:
+            groups = [[item] for item in plan.items]
+        jobs = []
+        written: list[str] = []  # files complete so far (list.append is thread-safe)
+        for number, items in enumerate(groups):
+            relative = f"{prefix}{number}{SUFFIX}"
+            uri = self.fs.concat_path(self.path, relative)
+            jobs.append((uri, _FileJob(self.fs, uri, relative, items, planner, written)))
+        try:
+            results = run_jobs(
+                jobs, threads=self.thread_count, rank=self._error_rank(), verb="write"
+            )
+        except BaseException:
+            self._remove(written)  # no .metadata will name them: tidy up
+            raise
+        future: Future[list[WriteResult]] = Future()
+        future.set_result([result for file_results in results for result in file_results])
+        return future
+
+    def _remove(self, uris: Sequence[str]) -> None:
+        for uri in uris:
+            try:
+                self.fs.rm_file(uri)
+            except Exception as error:
+                log.warning("could not remove %s of a failed save: %s", uri, error)
+
+    def _error_rank(self) -> int:
+        if self.rank is not None:
+            return self.rank
+        return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def finish(self, metadata: Metadata, results: list[list[WriteResult]]) -> None:
+        """Publish the checkpoint: ``.metadata`` in one atomic upload, after every file is complete.
+
+        Raises:
+            S3CheckpointError: the metadata could not be written (no checkpoint
+                is published).
+        """
+        metadata.storage_data = {
+            result.index: result.storage_data for rank_results in results for result in rank_results
+        }
+        version = getattr(_torch_fs, "CURRENT_DCP_VERSION", None)
+        if version is not None:
+            metadata.version = version
+        if hasattr(metadata, "storage_meta"):
+            metadata.storage_meta = self.storage_meta()
+        data = pickle.dumps(metadata)
+        uri = self._metadata_uri()
+        bucket, key = _paths.split(uri)
+        try:
+            with self.fs.client.put_object(bucket, key) as writer:
+                writer.write(data)
+        except Exception as error:
+            raise S3CheckpointError(
+                f"rank {self._error_rank()} failed to write {uri}: {type(error).__name__}: {error}",
+                rank=self._error_rank(),
+                uri=uri,
+            ) from error
+        log.debug("published %s (%d bytes)", uri, len(data))
+
+    @property
+    def checkpoint_id(self) -> str:
+        """The checkpoint location, ``s3://bucket/prefix``."""
+        return self.path
+
+    @classmethod
+    def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
+        """Whether ``checkpoint_id`` is an ``s3://`` URI."""
+        return S3FileSystem.validate_checkpoint_id(checkpoint_id)
+
+
+def _plan_rank(index: int, plan_count: int) -> int:
+    """The rank a global plan's ``index`` stands for.
+
+    A save with ``no_dist=True`` inside a process group plans alone as "rank
+    0" on every rank; the process's own rank keeps their files apart.
+    """
+    if plan_count == 1 and dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return index
+
+
+def _item_bytes(item: WriteItem) -> int:
+    if item.tensor_data is None:
+        return 0
+    return int(item.tensor_data.size.numel()) * item.tensor_data.properties.dtype.itemsize
+
+
+def split_items(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
+    """``items`` in at most ``count`` non-empty files of about equal size.
+
+    Byte items are dealt in turn; tensors, largest first, each to the
+    lightest file so far. An empty file is never made.
+    """
+    if count <= 1:
+        return [list(items)] if items else []
+    files: list[list[WriteItem]] = [[] for _ in range(count)]
+    blobs = [item for item in items if item.type == WriteItemType.BYTE_IO]
+    for number, item in enumerate(blobs):
+        files[number % count].append(item)
+    heap = [(0, number) for number in range(count)]
+    tensors = sorted(
+        (item for item in items if item.type != WriteItemType.BYTE_IO),
+        key=_item_bytes,
+        reverse=True,
+    )
+    for item in tensors:
+        size, number = heapq.heappop(heap)
+        files[number].append(item)
+        heapq.heappush(heap, (size + _item_bytes(item), number))
+    return [file for file in files if file]
+
+
+class _FileJob:
+    """Writes one checkpoint file: its items, one after another, into one upload."""
+
+    def __init__(
+        self,
+        fs: S3FileSystem,
+        uri: str,
+        relative: str,
+        items: Sequence[WriteItem],
+        planner: SavePlanner,
+        written: list[str],
+    ) -> None:
+        self.fs = fs
+        self.written = written
+        self.uri = uri
+        self.relative = relative
+        self.items = items
+        self.planner = planner
+
+    def __call__(self, stop: threading.Event) -> list[WriteResult]:
+        bucket, key = _paths.split(self.uri)
+        results: list[WriteResult] = []
+        # The with-block aborts the upload on any exception: never half a file.
+        with self.fs.client.put_object(bucket, key) as stream:
+            for item in self.items:
+                if stop.is_set():
+                    raise Cancelled(self.uri)
+                offset = stream.tell()
+                data = self.planner.resolve_data(item)
+                if item.type == WriteItemType.BYTE_IO:
+                    if not isinstance(data, io.BytesIO):
+                        raise TypeError(
+                            f"a byte item resolved to {type(data).__name__}, not BytesIO"
+                        )
+                    stream.write(data.getbuffer())
+                else:
+                    torch.save(_plain_cpu(data), stream)  # type: ignore[arg-type]
+                length = stream.tell() - offset
+                results.append(
+                    WriteResult(
+                        index=item.index,
+                        size_in_bytes=length,
+                        storage_data=_StorageInfo(self.relative, offset, length),
+                    )
+                )
+            if stop.is_set():
+                raise Cancelled(self.uri)
+        self.written.append(self.uri)
+        return results
+
+
+def _plain_cpu(data: Any) -> torch.Tensor:
+    """The tensor to serialize: detached, on the CPU, holding only its own elements."""
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"a tensor item resolved to {type(data).__name__}, not a Tensor")
+    tensor = data.detach()
+    if tensor.device.type != "cpu":
+        tensor = tensor.cpu()
+    if tensor.untyped_storage().nbytes() != tensor.nbytes:
+        tensor = tensor.clone()  # a view: torch.save would write its whole storage
+    return tensor

@@ -1,0 +1,101 @@
+"""Prefix strategies: their key layouts, their checks, saves and loads through each."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import torch
+import torch.distributed.checkpoint as dcp
+
+from s3torch.dcp import (
+    BinaryPrefixStrategy,
+    DefaultPrefixStrategy,
+    HexPrefixStrategy,
+    RoundRobinPrefixStrategy,
+    S3PrefixStrategyBase,
+    S3StorageReader,
+    S3StorageWriter,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+
+
+def test_layouts() -> None:
+    assert DefaultPrefixStrategy()(3) == "__3_"
+    robin = RoundRobinPrefixStrategy(["a", "b/c"], epoch_num=5)
+    assert [robin(rank) for rank in range(3)] == [
+        "a/epoch_5/__0_",
+        "b/c/epoch_5/__1_",
+        "a/epoch_5/__2_",
+    ]
+    assert RoundRobinPrefixStrategy(["p"])(7) == "p/__7_"
+    binary = BinaryPrefixStrategy(min_prefix_length=4, prefix_count=4)
+    assert [binary(rank) for rank in range(5)] == [
+        "0000/__0_",
+        "1000/__1_",
+        "0100/__2_",
+        "1100/__3_",
+        "0000/__4_",
+    ]
+    assert HexPrefixStrategy(prefix_count=32, min_prefix_length=1)(17) == "11/__17_"
+    assert HexPrefixStrategy(epoch_num=2)(0) == "0000000000/epoch_2/__0_"
+    assert BinaryPrefixStrategy()(5) == "0000000000/__5_"  # one prefix outside a process group
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: RoundRobinPrefixStrategy([]),
+        lambda: RoundRobinPrefixStrategy("abc"),
+        lambda: RoundRobinPrefixStrategy(["ok", ""]),
+        lambda: RoundRobinPrefixStrategy(["a"], epoch_num="1"),
+        lambda: HexPrefixStrategy(min_prefix_length=0),
+        lambda: BinaryPrefixStrategy(prefix_count=0),
+        lambda: BinaryPrefixStrategy(epoch_num=1.5),
+        lambda: DefaultPrefixStrategy()(-1),
+    ],
+)
+def test_bad_settings_are_refused(bad: Callable[[], Any]) -> None:
+    with pytest.raises(ValueError, match="must"):
+        bad()
+
+
+def test_a_custom_strategy(options: dict[str, Any], checkpoint_uri: str, keys_under: Any) -> None:
+    class Dated(S3PrefixStrategyBase):
+        def generate_prefix(self, rank: int) -> str:
+            return f"2026-12-01/rank{rank}-"
+
+    dcp.save(
+        {"w": torch.ones(3)},
+        storage_writer=S3StorageWriter(path=checkpoint_uri, prefix_strategy=Dated(), **options),
+    )
+    assert keys_under("ckpt/step-1/") == [".metadata", "2026-12-01/rank0-0.distcp"]
+
+
+STRATEGIES = {
+    "round_robin": (RoundRobinPrefixStrategy(["a", "b"], epoch_num=2), ["a/epoch_2/__0_0.distcp"]),
+    "binary": (BinaryPrefixStrategy(min_prefix_length=3), ["000/__0_0.distcp", "000/__0_1.distcp"]),
+    "hex": (HexPrefixStrategy(epoch_num=7), ["0000000000/epoch_7/__0_0.distcp"]),
+}
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_each_strategy_saves_and_loads(
+    options: dict[str, Any],
+    checkpoint_uri: str,
+    keys_under: Any,
+    same: Callable[[Any, Any], None],
+    name: str,
+) -> None:
+    strategy, files = STRATEGIES[name]
+    state = {"a": torch.arange(10.0), "b": torch.ones(2, 2)}
+    writer = S3StorageWriter(
+        path=checkpoint_uri, prefix_strategy=strategy, thread_count=len(files), **options
+    )
+    dcp.save(state, storage_writer=writer)
+    assert keys_under("ckpt/step-1/") == sorted([".metadata", *files])
+    loaded = {"a": torch.zeros(10), "b": torch.zeros(2, 2)}
+    dcp.load(loaded, storage_reader=S3StorageReader(path=checkpoint_uri, **options))
+    same(loaded, state)
