@@ -1,0 +1,175 @@
+"""S3Checkpoint: construction, settings, URIs, errors, the basic save and load round trip."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+import torch
+
+from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader, S3CheckpointWriter
+from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError
+from s3torch.readers import RangedS3Reader, S3ReaderConstructor, SequentialS3Reader
+
+
+def test_round_trip_of_a_state_dict(checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any) -> None:
+    state = {"weight": torch.randn(64, 32), "step": 7, "name": "run-1"}
+    with checkpoint.writer(f"s3://{bucket}/ckpt/a.pt") as writer:
+        assert isinstance(writer, S3CheckpointWriter)
+        torch.save(state, writer)
+    stored = boto3_s3.get_object(Bucket=bucket, Key="ckpt/a.pt")["Body"].read()
+    assert torch.load(io.BytesIO(stored))["step"] == 7  # what is stored is a plain torch.save file
+
+    with checkpoint.reader(f"s3://{bucket}/ckpt/a.pt") as reader:
+        assert isinstance(reader, S3CheckpointReader)
+        loaded = torch.load(reader)
+    assert loaded.keys() == state.keys()
+    assert torch.equal(loaded["weight"], state["weight"])
+    assert (loaded["step"], loaded["name"]) == (7, "run-1")
+
+
+def test_torch_save_into_a_writer_without_a_with_block_publishes_the_object(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any
+) -> None:
+    uri = f"s3://{bucket}/plain.pt"
+    writer = checkpoint.writer(uri)
+    torch.save({"x": torch.arange(10)}, writer)
+    assert writer.closed  # completed by torch.save's own final flush
+    head = boto3_s3.head_object(Bucket=bucket, Key="plain.pt")
+    assert head["ContentLength"] == writer.tell() > 0
+    torch.save({"y": torch.arange(3)}, checkpoint.writer(f"s3://{bucket}/oneliner.pt"))
+    assert torch.equal(
+        torch.load(checkpoint.reader(f"s3://{bucket}/oneliner.pt"))["y"], torch.arange(3)
+    )
+
+
+def test_map_location_and_weights_only(checkpoint: S3Checkpoint, bucket: str) -> None:
+    uri = f"s3://{bucket}/m.pt"
+    with checkpoint.writer(uri) as writer:
+        torch.save({"t": torch.ones(4, dtype=torch.float16)}, writer)
+    with checkpoint.reader(uri) as reader:
+        loaded = torch.load(reader, map_location="cpu", weights_only=True)
+    assert loaded["t"].device == torch.device("cpu")
+    assert loaded["t"].dtype == torch.float16
+    with checkpoint.reader(uri) as reader:
+        moved = torch.load(reader, map_location=lambda storage, location: storage)
+    assert torch.equal(moved["t"], torch.ones(4, dtype=torch.float16))
+
+
+def test_weights_only_default_refuses_arbitrary_objects(
+    checkpoint: S3Checkpoint, bucket: str
+) -> None:
+    uri = f"s3://{bucket}/obj.pt"
+    with checkpoint.writer(uri) as writer:
+        torch.save({"callback": io.BytesIO}, writer)
+    with (
+        checkpoint.reader(uri) as reader,
+        pytest.raises(Exception, match="Weights only load failed"),
+    ):
+        torch.load(reader)
+    with checkpoint.reader(uri) as reader:
+        assert torch.load(reader, weights_only=False)["callback"] is io.BytesIO
+
+
+def test_settings_are_readable(s3_region: str, s3_endpoint: str) -> None:
+    config = S3ClientConfig(part_size=16 * 1024**2)
+    constructor = S3ReaderConstructor.range_based()
+    with S3Checkpoint(
+        s3_region, endpoint=s3_endpoint, s3client_config=config, reader_constructor=constructor
+    ) as checkpoint:
+        assert checkpoint.region == s3_region
+        assert checkpoint.endpoint == s3_endpoint
+        assert checkpoint.s3client_config is config
+        assert checkpoint.reader_constructor is constructor
+        assert isinstance(checkpoint.client, S3Client)
+        assert checkpoint.client.endpoint == s3_endpoint
+    assert checkpoint.client.closed  # it made the client, so it closed it
+    default = S3Checkpoint(s3_region)
+    assert default.endpoint is None
+    assert default.s3client_config == S3ClientConfig()
+    assert default.reader_constructor is None
+
+
+def test_a_given_client_is_used_and_left_open(
+    make_client: Any, s3_region: str, bucket: str
+) -> None:
+    client = make_client()
+    with S3Checkpoint(s3_region, client=client) as checkpoint:
+        assert checkpoint.client is client
+        assert checkpoint.endpoint == client.endpoint
+        with checkpoint.writer(f"s3://{bucket}/c.pt") as writer:
+            torch.save([1, 2], writer)
+    assert not client.closed
+    assert client.head_object(bucket, "c.pt").size > 0
+
+
+def test_a_given_client_must_fit(make_client: Any, s3_region: str, s3_endpoint: str) -> None:
+    client = make_client()
+    with pytest.raises(ValueError, match="either client or endpoint"):
+        S3Checkpoint(s3_region, endpoint=s3_endpoint, client=client)
+    with pytest.raises(ValueError, match="either client or endpoint"):
+        S3Checkpoint(s3_region, s3client_config=S3ClientConfig(), client=client)
+    with pytest.raises(ValueError, match="eu-west-1"):
+        S3Checkpoint("eu-west-1", client=client)
+    with pytest.raises(TypeError, match="client must be an S3Client"):
+        S3Checkpoint(s3_region, client="not a client")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "constructor", [S3ReaderConstructor.sequential(), S3ReaderConstructor.range_based()]
+)
+def test_a_reader_constructor_chooses_the_reader(
+    s3_region: str, s3_endpoint: str, bucket: str, constructor: Any
+) -> None:
+    checkpoint = S3Checkpoint(s3_region, endpoint=s3_endpoint, reader_constructor=constructor)
+    uri = f"s3://{bucket}/r.pt"
+    with checkpoint.writer(uri) as writer:
+        torch.save({"a": torch.arange(100)}, writer)
+    with checkpoint.reader(uri) as reader:
+        expected = SequentialS3Reader if constructor.type_string == "sequential" else RangedS3Reader
+        assert type(reader) is expected
+        assert torch.equal(torch.load(reader)["a"], torch.arange(100))
+
+
+BAD_URIS = [
+    "s3://",
+    "s3:///key",
+    "S3://bucket/key",
+    "http://bucket/key",
+    "bucket/key",
+    "",
+    "s3://bucket",
+    "s3://bucket/",
+]
+
+
+@pytest.mark.parametrize("uri", BAD_URIS)
+def test_malformed_uris_are_refused_at_once(checkpoint: S3Checkpoint, uri: str) -> None:
+    with pytest.raises(ValueError, match="Invalid") as caught:
+        checkpoint.writer(uri)
+    assert repr(uri) in str(caught.value)
+    with pytest.raises(ValueError, match="Invalid") as caught:
+        checkpoint.reader(uri)
+    assert repr(uri) in str(caught.value)
+
+
+def test_a_missing_key_or_bucket_is_a_typed_not_found_error(
+    checkpoint: S3Checkpoint, bucket: str
+) -> None:
+    with pytest.raises(S3NotFoundError) as caught:
+        torch.load(checkpoint.reader(f"s3://{bucket}/missing.pt"))
+    assert isinstance(caught.value, FileNotFoundError)
+    assert (caught.value.bucket, caught.value.key) == (bucket, "missing.pt")
+    assert f"s3://{bucket}/missing.pt" in str(caught.value)
+
+    with pytest.raises(S3NotFoundError) as caught:
+        torch.load(checkpoint.reader("s3://no-such-bucket-here/x.pt"))
+    assert (caught.value.bucket, caught.value.key) == ("no-such-bucket-here", "x.pt")
+
+    with (
+        pytest.raises(S3NotFoundError) as caught,
+        checkpoint.writer("s3://no-such-bucket-here/y.pt") as writer,
+    ):
+        torch.save({"a": 1}, writer)
+    assert (caught.value.bucket, caught.value.key) == ("no-such-bucket-here", "y.pt")
