@@ -53,7 +53,13 @@ def test_sibling_dependencies_are_pinned_exactly(pyproject: Path) -> None:
             ), f"{pyproject.parent.name}: {requirement!r} must pin =={version}"
 
 
-@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+UMBRELLA = "s3torch"
+"""The metadata-only distribution: extras, no code."""
+
+
+@pytest.mark.parametrize(
+    "pyproject", [p for p in PACKAGES if p.parent.name != UMBRELLA], ids=lambda p: p.parent.name
+)
 def test_packages_are_pep420_namespace_portions(pyproject: Path) -> None:
     root = pyproject.parent
     assert not (root / "src/s3torch/__init__.py").exists(), "s3torch/ must stay a namespace"
@@ -71,3 +77,22 @@ def test_the_root_lists_every_member_as_a_workspace_source(repo: Path) -> None:
     sources = root["tool"]["uv"]["sources"]
     for name in _names():
         assert sources.get(name) == {"workspace": True}, name
+
+
+def test_the_umbrella_has_no_code_and_an_extra_per_layer(repo: Path) -> None:
+    root = repo / "packages" / UMBRELLA
+    assert not (root / "src").exists()
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    assert config["tool"]["hatch"]["build"]["targets"]["wheel"] == {"bypass-selection": True}
+    project = config["project"]
+    base = {re.split(r"[=\[]", r, maxsplit=1)[0] for r in project["dependencies"]}
+    assert base == {"s3torch-client", "s3torch-readers"}
+    extras = project["optional-dependencies"]
+    layers = {n for n in _names() if n not in {UMBRELLA, *base}}
+    for layer in layers:  # s3torch-datasets -> the "datasets" extra, which installs it
+        extra = layer.removeprefix("s3torch-")
+        assert [r.split("==")[0] for r in extras[extra]] == [layer], extra
+    (every,) = extras["all"]
+    assert every.startswith(f"{UMBRELLA}[") and set(every[8 : every.index("]")].split(",")) == {
+        layer.removeprefix("s3torch-") for layer in layers
+    }

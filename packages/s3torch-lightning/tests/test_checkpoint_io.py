@@ -1,4 +1,4 @@
-"""S3LightningCheckpoint's CheckpointIO methods on the test server, sync and under AsyncCheckpointIO."""
+"""S3LightningCheckpoint's CheckpointIO methods on the test server, sync and asynchronous."""
 
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ def test_save_load_remove(plugin: S3LightningCheckpoint, bucket: str, list_keys:
 def test_map_location_and_weights_only(plugin: S3LightningCheckpoint, bucket: str) -> None:
     uri = f"s3://{bucket}/x.ckpt"
     plugin.save_checkpoint({"w": torch.ones(2), "made_by": Path("/tmp")}, uri)
-    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+    with pytest.raises(Exception, match=r"[Ww]eights only load failed"):
         plugin.load_checkpoint(uri, weights_only=True)
-    with pytest.raises(Exception, match="[Ww]eights only load failed"):
+    with pytest.raises(Exception, match=r"[Ww]eights only load failed"):
         plugin.load_checkpoint(uri)  # None: torch's default, weights only
     loaded = plugin.load_checkpoint(uri, map_location="cpu", weights_only=False)
-    assert loaded["made_by"] == Path("/tmp") and loaded["w"].device.type == "cpu"
+    assert loaded["made_by"] == Path("/tmp")
+    assert loaded["w"].device.type == "cpu"
     plugin.save_checkpoint({"w": torch.ones(2)}, uri)
     assert torch.equal(plugin.load_checkpoint(uri, weights_only=True)["w"], torch.ones(2))
 
@@ -88,11 +89,11 @@ def test_a_failing_save_leaves_no_object_and_keeps_the_old_one(
 ) -> None:
     uri = f"s3://{bucket}/run/last.ckpt"
     plugin.save_checkpoint(_state(), uri)
-    with pytest.raises(Exception, match="lambda|pickle"):
+    with pytest.raises(Exception, match=r"lambda|pickle"):
         plugin.save_checkpoint({"w": torch.ones(1 << 20), "bad": lambda: None}, uri)
     assert list_keys() == ["run/last.ckpt"]
     assert plugin.load_checkpoint(uri)["epoch"] == 3  # the previous checkpoint, intact
-    with pytest.raises(Exception, match="lambda|pickle"):
+    with pytest.raises(Exception, match=r"lambda|pickle"):
         plugin.save_checkpoint({"bad": lambda: None}, f"s3://{bucket}/run/new.ckpt")
     assert list_keys() == ["run/last.ckpt"]
 
@@ -103,14 +104,13 @@ def test_shares_a_given_client(make_client: Any, bucket: str, list_keys: Any) ->
     assert plugin.client is client
     plugin.save_checkpoint(_state(), f"s3://{bucket}/a.ckpt")
     plugin.teardown()
-    assert not client.closed and list_keys() == ["a.ckpt"]
+    assert not client.closed
+    assert list_keys() == ["a.ckpt"]
     with pytest.raises(TypeError, match="S3Client"):
         S3LightningCheckpoint("us-east-1", client="not a client")  # type: ignore[arg-type]
 
 
-def test_find_last_checkpoint(
-    plugin: S3LightningCheckpoint, bucket: str, boto3_s3: Any
-) -> None:
+def test_find_last_checkpoint(plugin: S3LightningCheckpoint, bucket: str, boto3_s3: Any) -> None:
     assert plugin.find_last_checkpoint(f"s3://{bucket}/run") is None
     for key in ("run/v0/checkpoints/last.ckpt", "run/v0/checkpoints/epoch=1.ckpt"):
         boto3_s3.put_object(Bucket=bucket, Key=key, Body=b"x")
@@ -172,7 +172,8 @@ def test_a_failed_async_upload_surfaces_on_the_next_save_and_at_teardown(
             surfaced.append(error)
             break
         assert plugin.started.acquire(timeout=60)  # this save began: the failed one is settled
-    assert surfaced and "InternalError" in str(surfaced[0])
+    assert surfaced
+    assert "InternalError" in str(surfaced[0])
     with pytest.raises(S3Exception, match="InternalError"):
         io.teardown()  # waits for the saves in flight, and reports the failure again
     assert "a.ckpt" not in list_keys()  # the failed save left nothing

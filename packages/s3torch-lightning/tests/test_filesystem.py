@@ -40,9 +40,12 @@ def test_ls_info_exists_isdir_isfile(fs: S3FsspecFileSystem, boto3_s3: Any, buck
     assert fs.exists(f"s3://{bucket}")
     assert not fs.exists(f"s3://{bucket}/ru")  # a prefix of a name is not a directory
     assert not fs.exists(f"s3://{bucket}/nothing/here")
-    assert fs.isdir(f"s3://{bucket}/run/logs") and not fs.isfile(f"s3://{bucket}/run/logs")
-    assert fs.isfile(f"s3://{bucket}/run/a.ckpt") and not fs.isdir(f"s3://{bucket}/run/a.ckpt")
-    assert not fs.isdir(f"s3://{bucket}/missing") and not fs.isfile(f"s3://{bucket}/missing")
+    assert fs.isdir(f"s3://{bucket}/run/logs")
+    assert not fs.isfile(f"s3://{bucket}/run/logs")
+    assert fs.isfile(f"s3://{bucket}/run/a.ckpt")
+    assert not fs.isdir(f"s3://{bucket}/run/a.ckpt")
+    assert not fs.isdir(f"s3://{bucket}/missing")
+    assert not fs.isfile(f"s3://{bucket}/missing")
     assert fs.find(f"s3://{bucket}/run") == [
         f"{bucket}/run/a.ckpt",
         f"{bucket}/run/logs/metrics.csv",
@@ -98,22 +101,26 @@ def test_an_exception_inside_a_write_block_leaves_no_object(
     fs: S3FsspecFileSystem, bucket: str, list_keys: Any, mode: str
 ) -> None:
     data: Any = "partial" if "b" not in mode else b"partial" * 1000
-    with pytest.raises(RuntimeError, match="boom"), fs.open(f"s3://{bucket}/half", mode) as f:
-        f.write(data)
-        raise RuntimeError("boom")
+
+    def write_then_fail() -> None:
+        with fs.open(f"s3://{bucket}/half", mode) as f:
+            f.write(data)
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        write_then_fail()
     assert list_keys() == []
 
 
-def test_pipe_copy_modified_and_remove(
-    fs: S3FsspecFileSystem, bucket: str, list_keys: Any
-) -> None:
+def test_pipe_copy_modified_and_remove(fs: S3FsspecFileSystem, bucket: str, list_keys: Any) -> None:
     before = datetime.now(timezone.utc).replace(microsecond=0)
     fs.pipe_file(f"s3://{bucket}/a/1", b"one")
     fs.pipe(f"s3://{bucket}/a/2", b"two")
     fs.cp_file(f"s3://{bucket}/a/1", f"s3://{bucket}/b/1")
     assert fs.cat_file(f"s3://{bucket}/b/1") == b"one"
     modified = fs.modified(f"s3://{bucket}/a/1")
-    assert modified.tzinfo is not None and modified >= before
+    assert modified.tzinfo is not None
+    assert modified >= before
     assert fs.created(f"s3://{bucket}/a/1") == modified
 
     fs.makedirs(f"s3://{bucket}/new/dir", exist_ok=True)  # no-ops: S3 has no directories
@@ -148,7 +155,8 @@ def test_without_a_client_it_uses_the_one_bound_by_the_plugin(
     use_client(bound)
     try:
         fs, path = fsspec.core.url_to_fs(f"s3://{bucket}/k")
-        assert isinstance(fs, S3FsspecFileSystem) and fs.client is bound
+        assert isinstance(fs, S3FsspecFileSystem)
+        assert fs.client is bound
         assert fs.cat_file(path) == b"v"
     finally:
         use_client(None)

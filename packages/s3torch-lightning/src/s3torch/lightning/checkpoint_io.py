@@ -8,11 +8,11 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
-from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from s3torch.checkpoint import S3Checkpoint
 from s3torch.client import S3Client, S3ClientConfig, parse_s3_uri
 from s3torch.readers import S3ReaderConstructorProtocol
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 _LAST = re.compile(r"last.*\.ckpt")  # Lightning's "last" files: last.ckpt, last-v1.ckpt, ...
 
 
-class S3LightningCheckpoint(CheckpointIO):  # type: ignore[misc]  # Lightning's base is untyped here
+class S3LightningCheckpoint(CheckpointIO):
     """Save Lightning checkpoints to S3 with ``torch.save``, load them back, remove them.
 
     >>> trainer = Trainer(plugins=[S3LightningCheckpoint("us-east-1")],
@@ -74,11 +74,7 @@ class S3LightningCheckpoint(CheckpointIO):  # type: ignore[misc]  # Lightning's 
             else S3Client(region, endpoint=endpoint, s3client_config=s3client_config)
         )
         self._checkpoint = S3Checkpoint(
-            region,
-            endpoint=endpoint,
-            s3client_config=s3client_config,
-            reader_constructor=reader_constructor,
-            client=self._client,
+            region, reader_constructor=reader_constructor, client=self._client
         )
         self._saving: Counter[str] = Counter()
         self._saving_changed = threading.Condition()
@@ -111,7 +107,7 @@ class S3LightningCheckpoint(CheckpointIO):  # type: ignore[misc]  # Lightning's 
             self._saving[uri] += 1
         try:
             with self._checkpoint.writer(uri) as writer:
-                torch.save(checkpoint, writer)
+                torch.save(checkpoint, cast("IO[bytes]", writer))
         finally:
             with self._saving_changed:
                 self._saving[uri] -= 1
@@ -141,7 +137,7 @@ class S3LightningCheckpoint(CheckpointIO):  # type: ignore[misc]  # Lightning's 
         self._wait_for_saves_of(uri)
         with self._checkpoint.reader(uri) as reader:
             loaded: dict[str, Any] = torch.load(
-                reader, map_location=map_location, weights_only=weights_only
+                cast("IO[bytes]", reader), map_location=map_location, weights_only=weights_only
             )
         return loaded
 

@@ -166,9 +166,8 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
         super().__init__()
         if client is not None and not isinstance(client, S3Client):
             raise TypeError(f"client must be an s3torch.client.S3Client, got {client!r}")
-        if client is None and (endpoint is not None or s3client_config is not None):
-            if region is None:
-                raise TypeError("S3FsspecFileSystem: endpoint= and s3client_config= need region=")
+        if client is None and region is None and (endpoint, s3client_config) != (None, None):
+            raise TypeError("S3FsspecFileSystem: endpoint= and s3client_config= need region=")
         if client is None and region is not None:
             client = S3Client(region, endpoint=endpoint, s3client_config=s3client_config)
         self._client = client
@@ -220,10 +219,15 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
 
     @staticmethod
     def _dir_entry(name: str) -> dict[str, Any]:
-        return {"name": name.rstrip("/"), "size": 0, "type": "directory", "StorageClass": "DIRECTORY"}
+        return {
+            "name": name.rstrip("/"),
+            "size": 0,
+            "type": "directory",
+            "StorageClass": "DIRECTORY",
+        }
 
     def _entries(self, bucket: str, prefix: str) -> list[dict[str, Any]]:
-        """The objects and common prefixes directly under ``prefix`` (which ends with "/" or is "")."""
+        """The objects and common prefixes directly under ``prefix`` ("" or ending with "/")."""
         entries: list[dict[str, Any]] = []
         for page in self.client.list_objects(bucket, prefix=prefix, delimiter="/"):
             entries.extend(self._dir_entry(f"{bucket}/{p}") for p in page.common_prefixes)
@@ -355,7 +359,9 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
             elif self.isfile(one):
                 names = [self._strip_protocol(one)]
             elif self.isdir(one):
-                raise IsADirectoryError(f"s3://{self._strip_protocol(one)} is a prefix: rm(recursive=True)")
+                raise IsADirectoryError(
+                    f"s3://{self._strip_protocol(one)} is a prefix: rm(recursive=True)"
+                )
             else:
                 names = []
             if not names:
@@ -386,14 +392,13 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
                 info = self.client.head_object(bucket, key)
             except S3NotFoundError as error:
                 raise FileNotFoundError(f"s3://{bucket}/{key}: no such object") from error
-            reader = get_object(
+            return get_object(
                 self.client,
                 bucket,
                 key,
                 reader_constructor=S3ReaderConstructor.sequential(),
                 object_info=info,
             )
-            return reader
         if mode == "wb":
             return _AbortingWriter(self.client.put_object(bucket, key))
         if mode == "ab":
@@ -483,4 +488,5 @@ class _AbortingText(io.TextIOWrapper):
         if exc_type is None:
             self.close()
         else:
-            self.buffer.abort()
+            writer: _AbortingWriter = self.buffer  # type: ignore[assignment]
+            writer.abort()
