@@ -97,7 +97,7 @@ def main(endpoint: str, bucket: str, version: str, expected: str, every: str) ->
     assert getattr(sys.modules["s3torch"], "__file__", None) is None, "s3torch must be a namespace"
     assert s3torch.client.__version__ == version, s3torch.client.__version__
     if not wanted & {"datasets", "checkpoint", "dcp", "lightning"}:
-        import s3torch.readers  # noqa: F401
+        import s3torch.readers
 
         assert "torch" not in sys.modules, "the client and readers must not bring torch"
     for layer in every.split(","):

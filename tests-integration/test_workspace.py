@@ -93,6 +93,7 @@ def test_the_umbrella_has_no_code_and_an_extra_per_layer(repo: Path) -> None:
         extra = layer.removeprefix("s3torch-")
         assert [r.split("==")[0] for r in extras[extra]] == [layer], extra
     (every,) = extras["all"]
-    assert every.startswith(f"{UMBRELLA}[") and set(every[8 : every.index("]")].split(",")) == {
+    assert every.startswith(f"{UMBRELLA}[")
+    assert set(every[8 : every.index("]")].split(",")) == {
         layer.removeprefix("s3torch-") for layer in layers
     }
