@@ -154,6 +154,36 @@ def test_async_saves_upload_in_the_background_and_teardown_waits(
     assert plugin.load_checkpoint(f"s3://{bucket}/s2.ckpt")["w"][0] == 2.0
 
 
+class _Gate:
+    """Pickles only when released: holds a save in the middle of its upload."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        self.entered.set()
+        assert self.release.wait(60)
+        return (int, (0,))
+
+
+def test_removing_a_checkpoint_while_it_uploads_deletes_it_when_the_upload_ends(
+    plugin: S3LightningCheckpoint, bucket: str, list_keys: Any
+) -> None:
+    uri = f"s3://{bucket}/step=1.ckpt"
+    plugin.save_checkpoint(_state(), uri)  # an older object at the same key
+    gate = _Gate()
+    saving = threading.Thread(target=plugin.save_checkpoint, args=({"gate": gate}, uri))
+    saving.start()
+    assert gate.entered.wait(60)
+    plugin.remove_checkpoint(uri)  # returns at once: the loop does not wait for the upload
+    assert list_keys() == ["step=1.ckpt"]
+    gate.release.set()
+    saving.join(60)
+    assert not saving.is_alive()
+    assert list_keys() == []  # deleted after the upload, not before it
+
+
 def test_a_failed_async_upload_surfaces_on_the_next_save_and_at_teardown(
     fault_proxy: Any, s3_region: str, bucket: str, list_keys: Any
 ) -> None:

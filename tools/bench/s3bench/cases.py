@@ -489,3 +489,7 @@ CASES: dict[str, type[Case]] = {
     )
 }
 """Every case, by name, in table order."""
+
+from .lightning_cases import LIGHTNING_CASES  # noqa: E402 - it builds on Case, defined above
+
+CASES.update(LIGHTNING_CASES)

@@ -150,6 +150,7 @@ TARGETS: tuple[RateTarget | RssTarget, ...] = (
     RateTarget("loader_iterable_w1", REFERENCE, 2.0),
     RateTarget("loader_map_w1", REFERENCE, 2.0),
     RateTarget("first_sample", REFERENCE, 1.0),
+    RateTarget("lightning_sync", REFERENCE, 1.0),
 )
 
 

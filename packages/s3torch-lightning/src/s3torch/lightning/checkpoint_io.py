@@ -76,7 +76,8 @@ class S3LightningCheckpoint(CheckpointIO):
         self._checkpoint = S3Checkpoint(
             region, reader_constructor=reader_constructor, client=self._client
         )
-        self._saving: Counter[str] = Counter()
+        self._saving: Counter[str] = Counter()  # saves in flight, by URI
+        self._remove_after_save: set[str] = set()
         self._saving_changed = threading.Condition()
         use_client(self._client)
         register_s3_filesystem(override=override_s3fs)
@@ -111,9 +112,13 @@ class S3LightningCheckpoint(CheckpointIO):
         finally:
             with self._saving_changed:
                 self._saving[uri] -= 1
+                remove = not self._saving[uri] and uri in self._remove_after_save
                 if not self._saving[uri]:
                     del self._saving[uri]
+                    self._remove_after_save.discard(uri)
                 self._saving_changed.notify_all()
+            if remove:
+                self._delete(uri)
         log.debug("saved checkpoint %s", uri)
 
     def load_checkpoint(
@@ -144,11 +149,19 @@ class S3LightningCheckpoint(CheckpointIO):
     def remove_checkpoint(self, path: Any) -> None:
         """Delete the checkpoint at ``path``; one that does not exist is no error.
 
-        A save of the same path that is still uploading (``AsyncCheckpointIO``)
-        is waited for first, so it cannot reappear after the delete.
+        If a save of the same path is still uploading (``AsyncCheckpointIO``),
+        this returns at once and the object is deleted when that save ends,
+        so it cannot reappear after the delete and the loop does not wait.
         """
         uri = _checkpoint_uri(path)
-        self._wait_for_saves_of(uri)
+        with self._saving_changed:
+            if self._saving[uri]:
+                self._remove_after_save.add(uri)
+                log.debug("removing checkpoint %s once its save in flight ends", uri)
+                return
+        self._delete(uri)
+
+    def _delete(self, uri: str) -> None:
         bucket, key = parse_s3_uri(uri)
         self._client.delete_object(bucket, key)
         log.debug("removed checkpoint %s", uri)
