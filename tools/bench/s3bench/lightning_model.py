@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 
-class FrozenWeightsModel(LightningModule):  # type: ignore[misc]
+class FrozenWeightsModel(LightningModule):
     """``numel`` frozen float32 weights (the checkpoint's bulk) and a tiny trainable head."""
 
     def __init__(self, numel: int) -> None:
@@ -34,7 +34,7 @@ class FrozenWeightsModel(LightningModule):  # type: ignore[misc]
         return DataLoader(TensorDataset(torch.ones(64, 8)), batch_size=1)
 
 
-class TimedModelCheckpoint(ModelCheckpoint):  # type: ignore[misc]
+class TimedModelCheckpoint(ModelCheckpoint):
     """A ``ModelCheckpoint`` that records how long each of its step hooks held the loop."""
 
     def __init__(self, **options: Any) -> None:
