@@ -177,7 +177,7 @@ def train(client: S3Client, bucket: str, steps: int) -> torch.nn.Module:
     """Train :class:`TinyModel` for ``steps`` batches streamed from ``demo/small/``."""
     torch.manual_seed(0)
     model = TinyModel()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     dataset = S3IterableDataset.from_prefix(
         f"s3://{bucket}/demo/small/",
         region=client.region,
@@ -188,7 +188,7 @@ def train(client: S3Client, bucket: str, steps: int) -> torch.nn.Module:
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=16)
     done, samples, loss = 0, 0, torch.tensor(0.0)
-    bar = ProgressBar(f"train a tiny model from S3IterableDataset, {steps} steps", steps)
+    bar = ProgressBar(f"train from S3IterableDataset, {steps} steps", steps)
     started = time.perf_counter()
     for epoch in range(steps):  # enough epochs for any number of steps
         dataset.set_epoch(epoch)
@@ -229,10 +229,6 @@ class ProgressBar:
         print(f"\r{line}" if self.live else line)
 
 
-def _state_bytes(state: dict[str, Any]) -> int:
-    return sum(t.numel() * t.element_size() for t in state.values() if isinstance(t, torch.Tensor))
-
-
 def _expect_equal(state: dict[str, Any], model: torch.nn.Module, where: str) -> None:
     for name, tensor in model.state_dict().items():
         assert torch.equal(state[name], tensor), f"{where}: {name} came back different"
@@ -242,8 +238,8 @@ def checkpoint_with_torch_save(client: S3Client, bucket: str, model: torch.nn.Mo
     """``s3torch.checkpoint``: ``torch.save`` into an S3 object, ``torch.load`` it back."""
     uri = f"s3://{bucket}/demo/checkpoints/torch/model.pt"
     checkpoint = S3Checkpoint(client.region, client=client)
-    size = _state_bytes(model.state_dict())
-    with step("checkpoint: S3Checkpoint, save and load", 2 * size):
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with step(f"checkpoint: S3Checkpoint, save + load {size} B", 0):
         with checkpoint.writer(uri) as writer:
             torch.save(model.state_dict(), cast("IO[bytes]", writer))
         with checkpoint.reader(uri) as reader:
@@ -253,10 +249,17 @@ def checkpoint_with_torch_save(client: S3Client, bucket: str, model: torch.nn.Mo
 
 def checkpoint_with_lightning(client: S3Client, bucket: str, model: torch.nn.Module) -> None:
     """``s3torch.lightning``: a ``Trainer`` checkpoints every step on S3, then resumes."""
+    import warnings
+
     from lightning.pytorch import Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from s3torch.lightning import S3LightningCheckpoint
+
+    # Lightning's start-up notes and advice for real training runs: not the point here.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
 
     root = f"s3://{bucket}/demo/checkpoints/lightning"
     plugin = S3LightningCheckpoint(client.region, client=client)
