@@ -147,3 +147,16 @@ def test_an_explicit_dirpath_and_no_logger(
     assert checkpoints.best_model_path == f"s3://{bucket}/ckpts/step=3.ckpt"
     loaded = plugin.load_checkpoint(checkpoints.best_model_path)
     assert loaded["global_step"] == 3
+
+
+def test_lightnings_own_last_cannot_see_s3_so_find_last_checkpoint_does(
+    plugin: S3LightningCheckpoint, bucket: str
+) -> None:
+    """Lightning normalises the listed paths (s3://b/k -> s3:/b/k): documented, not patched."""
+    root = f"s3://{bucket}/run"
+    _trainer(plugin, root, max_steps=2, logger=False).fit(TinyModel())
+    assert plugin.find_last_checkpoint(root) == f"s3://{bucket}/run/checkpoints/last.ckpt"
+    fresh = TinyModel()
+    with pytest.warns(UserWarning, match="no last checkpoint available"):
+        _trainer(plugin, root, max_steps=2, logger=False).fit(fresh, ckpt_path="last")
+    assert fresh.steps_run == 2  # started from scratch
