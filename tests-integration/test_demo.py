@@ -35,4 +35,10 @@ def test_the_demo_writes_reads_verifies_and_cleans_up(repo: Path) -> None:
     assert any("DataLoader, iterable dataset, 2 workers" in line for line in steps)
     assert any("DataLoader, map dataset, 2 workers" in line for line in steps)
     assert "every byte verified (SHA-256, tensor equality after the DataLoader" in result.stdout
+    assert "train from S3IterableDataset, 20 steps" in result.stdout
+    assert "20/20" in result.stdout
+    assert "samples/s" in result.stdout
+    assert any("checkpoint: S3Checkpoint, save + load" in line for line in steps)
+    assert any("checkpoint: Lightning, 2 steps, resume, 2 more" in line for line in steps)
+    assert "every checkpoint loaded back equal to the model it saved" in result.stdout
     assert lines[-1] == "done"

@@ -1,14 +1,30 @@
-"""Built wheels install into a clean environment and import as a namespace."""
+"""Built wheels, installed one profile at a time into a venv of their own, import and work.
+
+``uv build --all-packages`` builds every wheel once; each install profile
+(``pip install s3torch``, ``s3torch-datasets`` alone, ``s3torch-dcp`` alone,
+``s3torch-lightning`` alone, ``s3torch[all]``) goes into its own venv, which
+holds the wheels it asks for and their dependencies and nothing else of
+s3torch; ``packaging_probe.py`` then imports the layers the profile should
+have, fails to import the others, and round-trips through each against the
+test server.
+
+The venvs live in ``.cache/packaging-venvs/`` (git-ignored) and are reused
+across runs: uv hard-links torch from its cache, and every run reinstalls the
+s3torch wheels and removes any s3torch distribution the profile should not
+have, so each run tests the wheels just built.
+"""
 
 from __future__ import annotations
 
 import email
+import re
 import shutil
 import subprocess
 import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,29 +35,143 @@ else:  # pragma: no cover
 
 pytestmark = pytest.mark.skipif(shutil.which("uv") is None, reason="needs uv")
 
+REPO = Path(__file__).resolve().parent.parent
+UMBRELLA = "s3torch"
+PROBE = Path(__file__).with_name("packaging_probe.py")
+
+
+def _projects() -> dict[str, dict[str, Any]]:
+    """Every published distribution of the workspace, by name: its ``[project]`` table."""
+    projects = {}
+    for path in sorted((REPO / "packages").glob("*/pyproject.toml")):
+        project = tomllib.loads(path.read_text())["project"]
+        projects[project["name"]] = project
+    return projects
+
+
+PROJECTS = _projects()
+VERSION = PROJECTS[UMBRELLA]["version"]
+LAYERS = sorted(name.removeprefix("s3torch-") for name in PROJECTS if name != UMBRELLA)
+"""Every importable layer: ``client``, ``readers``, ``datasets``, ..."""
+
+
+def _requirement(text: str) -> tuple[str, list[str]]:
+    """``"s3torch[a,b]==1"`` -> ``("s3torch", ["a", "b"])``."""
+    match = re.match(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[([^\]]*)\])?", text)
+    assert match, text
+    extras = [e.strip() for e in (match.group(2) or "").split(",") if e.strip()]
+    return match.group(1), extras
+
+
+def closure(requirement: str) -> set[str]:
+    """The workspace distributions that installing ``requirement`` brings in."""
+    found: set[str] = set()
+    pending = [_requirement(requirement)]
+    while pending:
+        name, extras = pending.pop()
+        if name not in PROJECTS:
+            continue
+        project = PROJECTS[name]
+        found.add(name)
+        requirements = list(project.get("dependencies", []))
+        for extra in extras:
+            requirements += project["optional-dependencies"][extra]
+        pending += [_requirement(r) for r in requirements]
+    return found
+
+
+PROFILES = {
+    "s3torch": ["client", "readers"],
+    "s3torch-datasets": ["client", "readers", "datasets"],
+    "s3torch-dcp": ["client", "readers", "dcp"],
+    "s3torch-lightning": ["client", "readers", "checkpoint", "lightning"],
+    "s3torch[all]": LAYERS,
+}
+"""What each profile installs -> the layers it must have (and nothing else)."""
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every sdist of the workspace, and every wheel built from its sdist, once."""
+    folder = tmp_path_factory.mktemp("dist")
+    subprocess.run(
+        ["uv", "build", "--all-packages", "-q", "-o", str(folder)],
+        cwd=REPO,
+        check=True,
+        timeout=600,
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wheels(dist: Path) -> dict[str, Path]:
+    """Every published wheel of the workspace, by distribution name."""
+    built = {}
+    for wheel in dist.glob("s3torch*.whl"):
+        name = wheel.name.split("-")[0].replace("_", "-")
+        if name != "s3torch-locals3":  # the dev-only test servers, never published
+            built[name] = wheel
+    assert set(built) == set(PROJECTS), sorted(built)
+    return built
+
+
+def test_every_wheel_is_a_namespace_portion_or_metadata_only(wheels: dict[str, Path]) -> None:
+    for name, wheel in wheels.items():
+        names = zipfile.ZipFile(wheel).namelist()
+        assert wheel.name.startswith(f"{name.replace('-', '_')}-{VERSION}-"), wheel.name
+        if name == UMBRELLA:
+            assert all(".dist-info/" in n for n in names), names
+            continue
+        leaf = name.removeprefix("s3torch-")
+        assert "s3torch/__init__.py" not in names, wheel.name
+        assert f"s3torch/{leaf}/__init__.py" in names, wheel.name
+        assert f"s3torch/{leaf}/py.typed" in names, wheel.name
+        code = [n for n in names if ".dist-info/" not in n]
+        assert all(n.startswith(f"s3torch/{leaf}/") for n in code), wheel.name
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_each_install_profile_has_its_layers_and_only_those(
+    profile: str, wheels: dict[str, Path], s3_endpoint: str, bucket: str
+) -> None:
+    name, extras = _requirement(profile)
+    if name not in PROJECTS:
+        pytest.skip(f"{name} is not in this workspace")
+    layers = PROFILES[profile]
+    wanted = closure(profile)
+    assert {n.removeprefix("s3torch-") for n in wanted - {UMBRELLA}} == set(layers), wanted
+    python = _venv(profile)
+    # Nothing of s3torch but what this profile installs (a reused venv may hold an old set).
+    stray = sorted(_installed_s3torch(python) - wanted)
+    if stray:
+        _uv("pip", "uninstall", "-p", str(python), *stray)
+    target = (
+        str(wheels[name]) if not extras else f"{name}[{','.join(extras)}] @ {wheels[name].as_uri()}"
+    )
+    others = [str(wheels[n]) for n in sorted(wanted - {name})]
+    reinstall = [arg for n in sorted(wanted) for arg in ("--reinstall-package", n)]
+    _uv("pip", "install", "-q", "-p", str(python), *reinstall, target, *others)
+    assert _installed_s3torch(python) == wanted
+    result = subprocess.run(
+        [str(python), str(PROBE), s3_endpoint, bucket, VERSION, ",".join(layers), ",".join(LAYERS)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "ok"
+
 
 URLS = {"Homepage", "Documentation", "Repository", "Issues", "Changelog"}
 
 
-def test_wheels_build_install_and_import_in_a_fresh_venv(repo: Path, tmp_path: Path) -> None:
-    dist = tmp_path / "dist"
-    subprocess.run(
-        ["uv", "build", "--all-packages", "-q", "-o", str(dist)],  # sdists, wheels from them
-        cwd=repo,
-        check=True,
-        timeout=600,
-    )
-    wheels = sorted(dist.glob("s3torch*.whl"))
-    published = sorted(path.parent.name for path in (repo / "packages").glob("*/pyproject.toml"))
-    by_name = {w.name.split("-")[0].replace("_", "-"): w for w in wheels}
-    assert set(published) <= set(by_name), sorted(by_name)
-    license_text = (repo / "LICENSE").read_text()
-    for wheel in (by_name[name] for name in published):
+def test_every_wheel_and_sdist_carries_the_license_and_the_project_urls(
+    dist: Path, wheels: dict[str, Path]
+) -> None:
+    license_text = (REPO / "LICENSE").read_text()
+    for name, wheel in wheels.items():
         archive = zipfile.ZipFile(wheel)
         names = archive.namelist()
-        assert "s3torch/__init__.py" not in names, wheel.name
-        assert not any(n.startswith(("client/", "src/")) for n in names), wheel.name
-        assert any(n.endswith("/py.typed") for n in names), wheel.name
         info = next(n.rsplit("/", 1)[0] for n in names if n.endswith(".dist-info/METADATA"))
         assert archive.read(f"{info}/licenses/LICENSE").decode() == license_text, wheel.name
         metadata = email.message_from_bytes(archive.read(f"{info}/METADATA"))
@@ -50,45 +180,14 @@ def test_wheels_build_install_and_import_in_a_fresh_venv(repo: Path, tmp_path: P
         urls = dict(url.split(", ", 1) for url in metadata.get_all("Project-URL") or [])
         assert set(urls) == URLS, wheel.name
         assert all(url.startswith("https://github.com/s3torch/s3torch") for url in urls.values())
-    for name in published:
         sdist = next(dist.glob(f"{name.replace('-', '_')}-*.tar.gz"))
-        with tarfile.open(sdist) as archive:
-            root = sdist.name.removesuffix(".tar.gz")
-            member = archive.extractfile(f"{root}/LICENSE")
+        with tarfile.open(sdist) as tar:
+            member = tar.extractfile(f"{sdist.name.removesuffix('.tar.gz')}/LICENSE")
             assert member is not None, sdist.name
             assert member.read().decode() == license_text, sdist.name
-    venv = tmp_path / "venv"
-    subprocess.run(["uv", "venv", "-q", "-p", sys.executable, str(venv)], check=True, timeout=300)
-    python = venv / "bin" / "python"
-    subprocess.run(
-        ["uv", "pip", "install", "-q", "-p", str(python), *map(str, wheels)],
-        check=True,
-        timeout=600,
-    )
-    probe = (
-        "import sys, s3torch.client as c\n"
-        "assert c.S3Client and c.parse_s3_uri('s3://bkt/k') == ('bkt', 'k')\n"
-        "assert 'torch' not in sys.modules\n"
-        "print(c.__version__)\n"
-    )
-    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == _workspace_version(repo)
-    # The torch layer: its wheel brought torch along (and numpy, without which torch
-    # warns on import), every layer shares the namespace, and nothing warns.
-    probe = (
-        "import s3torch.datasets as d, s3torch.readers as r, s3torch.client as c, torch\n"
-        "assert d.S3MapDataset and d.S3IterableDataset and r.S3ReaderConstructor\n"
-        "assert getattr(__import__('s3torch'), '__file__', None) is None  # a namespace\n"
-        "print(c.__version__, r.__version__, d.__version__)\n"
-    )
-    result = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
-    assert result.stdout.split() == [_workspace_version(repo)] * 3
 
 
-@pytest.mark.parametrize("module", ["s3torch.client", "s3torch.readers", "s3torch.datasets"])
+@pytest.mark.parametrize("module", [f"s3torch.{layer}" for layer in LAYERS])
 def test_importing_a_layer_in_a_fresh_interpreter_prints_nothing(module: str) -> None:
     """A user's first import shows no warning (torch warns without numpy, for one)."""
     result = subprocess.run(
@@ -98,6 +197,26 @@ def test_importing_a_layer_in_a_fresh_interpreter_prints_nothing(module: str) ->
     assert (result.stdout, result.stderr) == ("", "")
 
 
-def _workspace_version(repo: Path) -> str:
+def _venv(profile: str) -> Path:
+    """The profile's venv, made on first use and kept (see the module's docstring)."""
+    folder = REPO / ".cache" / "packaging-venvs" / re.sub(r"[^A-Za-z0-9_.-]", "_", profile)
+    python = folder / "bin" / "python"
+    if not python.exists():
+        _uv("venv", "-q", "-p", sys.executable, str(folder))
+    return python
 
-    return str(tomllib.loads((repo / "pyproject.toml").read_text())["project"]["version"])
+
+def _installed_s3torch(python: Path) -> set[str]:
+    listed = subprocess.run(
+        ["uv", "pip", "list", "-p", str(python), "--format", "freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    names = {line.split("==")[0].strip() for line in listed.splitlines() if line.strip()}
+    return {n for n in names if n == UMBRELLA or n.startswith(f"{UMBRELLA}-")}
+
+
+def _uv(*args: str) -> None:
+    subprocess.run(["uv", *args], check=True, timeout=900)

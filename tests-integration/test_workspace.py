@@ -54,7 +54,13 @@ def test_sibling_dependencies_are_pinned_exactly(pyproject: Path) -> None:
             ), f"{pyproject.parent.name}: {requirement!r} must pin =={version}"
 
 
-@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+UMBRELLA = "s3torch"
+"""The metadata-only distribution: extras, no code."""
+
+
+@pytest.mark.parametrize(
+    "pyproject", [p for p in PACKAGES if p.parent.name != UMBRELLA], ids=lambda p: p.parent.name
+)
 def test_packages_are_pep420_namespace_portions(pyproject: Path) -> None:
     root = pyproject.parent
     assert not (root / "src/s3torch/__init__.py").exists(), "s3torch/ must stay a namespace"
@@ -118,7 +124,9 @@ def test_package_readme_links_are_absolute_and_resolve(repo: Path, pyproject: Pa
             _assert_exists_in_repository(repo, link)
 
 
-@pytest.mark.parametrize("pyproject", PACKAGES, ids=lambda p: p.parent.name)
+@pytest.mark.parametrize(
+    "pyproject", [p for p in PACKAGES if p.parent.name != UMBRELLA], ids=lambda p: p.parent.name
+)
 def test_every_layer_has_the_package_version(pyproject: Path) -> None:
     leaf = next(
         p.name
@@ -135,3 +143,23 @@ def _assert_exists_in_repository(repo: Path, url: str) -> None:
     match = re.match(rf"{re.escape(REPOSITORY)}/(?:blob|tree)/main/([^#?]+)", url)
     if match:
         assert (repo / match[1]).exists(), f"{url} names {match[1]}, which is not in the repository"
+
+
+def test_the_umbrella_has_no_code_and_an_extra_per_layer(repo: Path) -> None:
+    root = repo / "packages" / UMBRELLA
+    assert not (root / "src").exists()
+    config = tomllib.loads((root / "pyproject.toml").read_text())
+    assert config["tool"]["hatch"]["build"]["targets"]["wheel"] == {"bypass-selection": True}
+    project = config["project"]
+    base = {re.split(r"[=\[]", r, maxsplit=1)[0] for r in project["dependencies"]}
+    assert base == {"s3torch-client", "s3torch-readers"}
+    extras = project["optional-dependencies"]
+    layers = {n for n in _names() if n not in {UMBRELLA, *base}}
+    for layer in layers:  # s3torch-datasets -> the "datasets" extra, which installs it
+        extra = layer.removeprefix("s3torch-")
+        assert [r.split("==")[0] for r in extras[extra]] == [layer], extra
+    (every,) = extras["all"]
+    assert every.startswith(f"{UMBRELLA}[")
+    assert set(every[8 : every.index("]")].split(",")) == {
+        layer.removeprefix("s3torch-") for layer in layers
+    }

@@ -9,9 +9,13 @@ It uploads a batch of small objects and one large object through
 thread), then feeds the small ones to a ``DataLoader`` through
 ``s3torch.datasets`` (an iterable dataset, sharded over two workers and
 shuffled, and a map-style dataset with a ``DistributedSampler`` view), checks
-every byte by SHA-256, lists them, cleans up, and prints the throughput of
-each step. No AWS account is needed: it uses fake credentials against a
-server on 127.0.0.1.
+every byte by SHA-256, lists them, trains a tiny model on them from an
+``S3IterableDataset`` for a few steps (with a progress bar), checkpoints it
+through each checkpoint layer (``s3torch.checkpoint``, then
+``s3torch.lightning``: a Lightning ``Trainer`` that saves, resumes and keeps
+its logs on S3), loads every checkpoint back and compares it, cleans up, and
+prints the throughput of each step. No AWS account is needed: it uses fake
+credentials against a server on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
-from typing import Any
+from typing import IO, Any, cast
 
 import torch
 import torch.utils.data
 
 from locals3 import MotoServer, SeaweedFSServer
 from locals3.pytest_plugin import boto3_client, isolate_aws_environment
+from s3torch.checkpoint import S3Checkpoint
 from s3torch.client import S3Client, S3ClientConfig
 from s3torch.datasets import S3IterableDataset, S3MapDataset
 from s3torch.readers import S3Reader
@@ -56,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--large-mib", type=int, default=256, help="size of the large object")
     parser.add_argument("--in-flight", type=int, default=16, help="GETs kept in flight")
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers")
+    parser.add_argument("--train-steps", type=int, default=20, help="training steps of the model")
     parser.add_argument("-v", "--verbose", action="store_true", help="log every request")
     return parser.parse_args(argv)
 
@@ -136,8 +142,192 @@ def run(client: S3Client, bucket: str, args: argparse.Namespace) -> None:
         "and CRC64NVME where the server stores it)"
     )
 
+    model = train(client, bucket, args.train_steps)
+    for checkpoint in CHECKPOINT_LAYERS:
+        checkpoint(client, bucket, model)
+    print("  every checkpoint loaded back equal to the model it saved")
+
     with step("delete everything", 0, len(listed)):
         client.delete_objects(bucket, listed)
+        client.delete_objects(bucket, _keys(client, bucket, "demo/checkpoints/"))
+
+
+FEATURES = 64
+
+
+class TinyModel(torch.nn.Module):
+    """What the demo trains: a linear regression from an object's first bytes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(FEATURES, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.layer(x)
+        return out
+
+
+def to_features(reader: S3Reader) -> tuple[torch.Tensor, torch.Tensor]:
+    """A dataset transform: the object's first bytes as features, their mean as the target."""
+    head = torch.frombuffer(bytearray(reader.read(FEATURES)), dtype=torch.uint8).float() / 255
+    return head, head.mean(dim=0, keepdim=True)
+
+
+def train(client: S3Client, bucket: str, steps: int) -> torch.nn.Module:
+    """Train :class:`TinyModel` for ``steps`` batches streamed from ``demo/small/``."""
+    torch.manual_seed(0)
+    model = TinyModel()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    dataset = S3IterableDataset.from_prefix(
+        f"s3://{bucket}/demo/small/",
+        region=client.region,
+        endpoint=client.endpoint,
+        transform=to_features,
+        shuffle=True,
+        seed=0,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16)
+    done, samples, loss = 0, 0, torch.tensor(0.0)
+    bar = ProgressBar(f"train from S3IterableDataset, {steps} steps", steps)
+    started = time.perf_counter()
+    for epoch in range(steps):  # enough epochs for any number of steps
+        dataset.set_epoch(epoch)
+        for x, y in loader:
+            loss = torch.nn.functional.mse_loss(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+            done, samples = done + 1, samples + len(x)
+            bar.update(done, f"loss {loss.item():.4f}")
+            if done == steps:
+                break
+        if done == steps:
+            break
+    bar.close(f"{samples / (time.perf_counter() - started):8.0f} samples/s, loss {loss.item():.4f}")
+    return model
+
+
+class ProgressBar:
+    """One line: redrawn in place on a terminal, printed once when done otherwise."""
+
+    def __init__(self, title: str, total: int) -> None:
+        self.title, self.total = title, total
+        self.live = sys.stdout.isatty()
+        self.started = time.perf_counter()
+
+    def _line(self, done: int, note: str) -> str:
+        filled = 20 * done // max(self.total, 1)
+        return f"  {self.title:<44}[{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} {note}"
+
+    def update(self, done: int, note: str) -> None:
+        if self.live:
+            print(f"\r{self._line(done, note)}", end="", flush=True)
+
+    def close(self, note: str) -> None:
+        seconds = time.perf_counter() - self.started
+        line = self._line(self.total, f"{seconds:.2f} s {note}")
+        print(f"\r{line}" if self.live else line)
+
+
+def _expect_equal(state: dict[str, Any], model: torch.nn.Module, where: str) -> None:
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(state[name], tensor), f"{where}: {name} came back different"
+
+
+def checkpoint_with_torch_save(client: S3Client, bucket: str, model: torch.nn.Module) -> None:
+    """``s3torch.checkpoint``: ``torch.save`` into an S3 object, ``torch.load`` it back."""
+    uri = f"s3://{bucket}/demo/checkpoints/torch/model.pt"
+    checkpoint = S3Checkpoint(client.region, client=client)
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    with step(f"checkpoint: S3Checkpoint, save + load {size} B", 0):
+        with checkpoint.writer(uri) as writer:
+            torch.save(model.state_dict(), cast("IO[bytes]", writer))
+        with checkpoint.reader(uri) as reader:
+            loaded = torch.load(cast("IO[bytes]", reader))
+    _expect_equal(loaded, model, uri)
+
+
+def checkpoint_with_lightning(client: S3Client, bucket: str, model: torch.nn.Module) -> None:
+    """``s3torch.lightning``: a ``Trainer`` checkpoints every step on S3, then resumes."""
+    import warnings
+
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from s3torch.lightning import S3LightningCheckpoint
+
+    # Lightning's start-up notes and advice for real training runs: not the point here.
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+
+    root = f"s3://{bucket}/demo/checkpoints/lightning"
+    plugin = S3LightningCheckpoint(client.region, client=client)
+    module = _lightning_module(model)
+
+    def trainer(max_steps: int) -> Trainer:
+        return Trainer(
+            default_root_dir=root,
+            plugins=[plugin],
+            callbacks=[ModelCheckpoint(every_n_train_steps=1, save_last=True)],
+            max_steps=max_steps,
+            logger=False,
+            accelerator="cpu",
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
+    with step("checkpoint: Lightning, 2 steps, resume, 2 more", 0):
+        trainer(2).fit(module)
+        last = plugin.find_last_checkpoint(root)
+        assert last == f"{root}/checkpoints/last.ckpt", last
+        resumed = trainer(4)
+        resumed.fit(_lightning_module(model), ckpt_path=last)
+        assert resumed.global_step == 4, resumed.global_step
+        saved = plugin.load_checkpoint(f"{root}/checkpoints/last.ckpt")
+    assert saved["global_step"] == 4
+    _expect_equal(
+        {k.removeprefix("model."): v for k, v in saved["state_dict"].items()},
+        cast(torch.nn.Module, resumed.lightning_module.model),
+        root,
+    )
+
+
+def _lightning_module(model: torch.nn.Module) -> Any:
+    """The trained model in a LightningModule that trains it on fixed data."""
+    import copy
+
+    from lightning.pytorch import LightningModule
+
+    class Module(LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = copy.deepcopy(model)
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            x, y = batch
+            loss: torch.Tensor = torch.nn.functional.mse_loss(self.model(x), y)
+            return loss
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=0.01)
+
+        def train_dataloader(self) -> torch.utils.data.DataLoader[Any]:
+            x = torch.rand(32, FEATURES, generator=torch.Generator().manual_seed(0))
+            data = torch.utils.data.TensorDataset(x, x.mean(dim=1, keepdim=True))
+            return torch.utils.data.DataLoader(data, batch_size=8)
+
+    return Module()
+
+
+CHECKPOINT_LAYERS = [checkpoint_with_torch_save, checkpoint_with_lightning]
+"""Each checkpoint layer's demo step, in order: ``step(client, bucket, model)``."""
+
+
+def _keys(client: S3Client, bucket: str, prefix: str) -> list[str]:
+    return [
+        info.key for page in client.list_objects(bucket, prefix=prefix) for info in page.objects
+    ]
 
 
 def to_sample(reader: S3Reader) -> tuple[str, torch.Tensor]:

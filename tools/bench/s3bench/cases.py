@@ -490,7 +490,10 @@ CASES: dict[str, type[Case]] = {
 }
 """Every case, by name, in table order."""
 
-from . import checkpoint_cases  # noqa: E402, F401 - registers its cases, built on Case above
-from .dcp_cases import DCP_CASES  # noqa: E402 - its cases build on Case above
+# The checkpoint layers' cases build on Case, defined above.
+from . import checkpoint_cases  # noqa: E402, F401 - registers its cases on import
+from .dcp_cases import DCP_CASES  # noqa: E402
+from .lightning_cases import LIGHTNING_CASES  # noqa: E402
 
 CASES.update(DCP_CASES)
+CASES.update(LIGHTNING_CASES)

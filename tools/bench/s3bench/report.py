@@ -166,6 +166,7 @@ TARGETS: tuple[RateTarget | RssTarget, ...] = (
     RateTarget("checkpoint_load", REFERENCE, 1.3),
     RateTarget("checkpoint_load", "boto3", 1.0),
     RssTarget("checkpoint_load", 1.3, 0, plus_setup_rss=True),
+    RateTarget("lightning_sync", REFERENCE, 1.0),
 )
 
 

@@ -1,0 +1,25 @@
+"""s3torch.lightning: Lightning checkpoints on S3, and ``s3://`` for Lightning's directories.
+
+>>> from lightning.pytorch import Trainer
+>>> from s3torch.lightning import S3LightningCheckpoint
+>>> trainer = Trainer(plugins=[S3LightningCheckpoint("us-east-1")],
+...                   default_root_dir="s3://my-bucket/run-1")
+
+Importing it registers :class:`S3FsspecFileSystem` for ``s3://`` in fsspec
+where nothing else (s3fs) can serve it; see ``docs/lightning.md``.
+"""
+
+try:
+    import lightning.pytorch  # noqa: F401 - fail early, with the package to install
+except ImportError as error:  # pragma: no cover - exercised in a venv without lightning
+    raise ImportError(
+        "s3torch.lightning needs PyTorch Lightning: pip install s3torch-lightning "
+        "(or pip install lightning)"
+    ) from error
+
+from .checkpoint_io import S3LightningCheckpoint
+from .filesystem import S3FsspecFileSystem, register_s3_filesystem, use_client
+
+__all__ = ["S3FsspecFileSystem", "S3LightningCheckpoint", "register_s3_filesystem", "use_client"]
+
+register_s3_filesystem()
