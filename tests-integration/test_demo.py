@@ -39,6 +39,7 @@ def test_the_demo_writes_reads_verifies_and_cleans_up(repo: Path) -> None:
     assert "20/20" in result.stdout
     assert "samples/s" in result.stdout
     assert any("checkpoint: S3Checkpoint, save + load" in line for line in steps)
+    assert any("checkpoint: DCP, save + load" in line for line in steps)
     assert any("checkpoint: Lightning, 2 steps, resume, 2 more" in line for line in steps)
     assert "every checkpoint loaded back equal to the model it saved" in result.stdout
     assert lines[-1] == "done"

@@ -247,6 +247,30 @@ def checkpoint_with_torch_save(client: S3Client, bucket: str, model: torch.nn.Mo
     _expect_equal(loaded, model, uri)
 
 
+def checkpoint_with_dcp(client: S3Client, bucket: str, model: torch.nn.Module) -> None:
+    """``s3torch.dcp``: Distributed Checkpoint saves the shards, then loads them in place."""
+    import warnings
+
+    from torch.distributed.checkpoint.state_dict_loader import load
+    from torch.distributed.checkpoint.state_dict_saver import save
+
+    from s3torch.dcp import S3StorageReader, S3StorageWriter
+
+    uri = f"s3://{bucket}/demo/checkpoints/dcp/step-{len(model.state_dict())}"
+    # torch notes that a save or load outside a process group is a single-process one.
+    warnings.filterwarnings("ignore", message="torch.distributed is disabled", module="torch")
+    with step("checkpoint: DCP, save + load", 0):
+        save(
+            model.state_dict(),
+            storage_writer=S3StorageWriter(client.region, uri, client=client, thread_count=4),
+            no_dist=True,  # one process here; under torchrun every rank saves its shards
+        )
+        restored = {name: torch.zeros_like(t) for name, t in model.state_dict().items()}
+        reader = S3StorageReader(client.region, uri, client=client)
+        load(restored, storage_reader=reader, no_dist=True)
+    _expect_equal(restored, model, uri)
+
+
 def checkpoint_with_lightning(client: S3Client, bucket: str, model: torch.nn.Module) -> None:
     """``s3torch.lightning``: a ``Trainer`` checkpoints every step on S3, then resumes."""
     import warnings
@@ -320,7 +344,7 @@ def _lightning_module(model: torch.nn.Module) -> Any:
     return Module()
 
 
-CHECKPOINT_LAYERS = [checkpoint_with_torch_save, checkpoint_with_lightning]
+CHECKPOINT_LAYERS = [checkpoint_with_torch_save, checkpoint_with_dcp, checkpoint_with_lightning]
 """Each checkpoint layer's demo step, in order: ``step(client, bucket, model)``."""
 
 
