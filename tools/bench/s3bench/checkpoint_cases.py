@@ -9,8 +9,10 @@ position, so a swapped or shifted tensor fails the check.
   ``S3Checkpoint.writer``; boto3: ``torch.save`` into a ``BytesIO``, then
   ``put_object`` of it. The warm-up checks the stored size against the
   archive's (torch.save into a counter). As PUT throughput on a small machine
-  is bound by the server's CPU, each repetition also records the CPU seconds
-  the server process used (``server_cpu_s`` in the JSON, logged).
+  is bound by the server's CPU, each repetition (of either case) also records
+  the CPU seconds the server process used (``server_cpu_s`` in the JSON,
+  logged; with ``--latency-ms`` the process listening is the harness, whose
+  relay thread answers, so the figure is the relay's, not the server's).
 * ``checkpoint_load``: ``torch.load`` of one checkpoint written by s3torch
   (so it carries a full-object CRC64NVME that s3torch validates). s3torch:
   ``S3Checkpoint.reader``; s3torchconnector: its ``S3Checkpoint.reader``
@@ -27,6 +29,7 @@ import io
 import logging
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar, cast
 from urllib.parse import urlsplit
@@ -233,6 +236,20 @@ class CheckpointCase(Case):
         self._checkpointer = _Checkpointer(
             self.adapter.name, self.adapter.endpoint, self.adapter.region
         )
+        self._server = _server_process(self.adapter.endpoint)
+        self._server_cpu: list[float] = []
+
+    def timed_with_server(self, operation: Callable[[], object]) -> None:
+        """Run ``operation``, recording the CPU seconds the server process used meanwhile."""
+        before = _cpu_seconds(self._server) if self._server is not None else 0.0
+        operation()
+        if self._server is not None:
+            used = _cpu_seconds(self._server) - before
+            self._server_cpu.append(used)
+            log.info("server CPU during the %s: %.2f s", self.verb, used)
+
+    def teardown(self) -> dict[str, Any]:
+        return {"server_cpu_s": self._server_cpu}
 
 
 class CheckpointSave(CheckpointCase):
@@ -245,8 +262,6 @@ class CheckpointSave(CheckpointCase):
         super().setup()
         self._state = make_state(self.workload.big_size)
         self._key = f"{CHECKPOINT_PREFIX}saved-by-{self.adapter.name}.pt"
-        self._server = _server_process(self.adapter.endpoint)
-        self._server_cpu: list[float] = []
 
     def warm_up(self) -> None:
         self._checkpointer.save(self._state, self.workload.bucket, self._key)
@@ -259,16 +274,13 @@ class CheckpointSave(CheckpointCase):
         expect("end of the zip archive", tail["Body"].read()[:4], b"PK\x05\x06")
 
     def run(self) -> None:
-        before = _cpu_seconds(self._server) if self._server is not None else 0.0
-        self._checkpointer.save(self._state, self.workload.bucket, self._key)
-        if self._server is not None:
-            used = _cpu_seconds(self._server) - before
-            self._server_cpu.append(used)
-            log.info("server CPU during the save: %.2f s", used)
+        self.timed_with_server(
+            lambda: self._checkpointer.save(self._state, self.workload.bucket, self._key)
+        )
 
     def teardown(self) -> dict[str, Any]:
         self._state = {}
-        return {"server_cpu_s": self._server_cpu}
+        return super().teardown()
 
 
 class CheckpointLoad(CheckpointCase):
@@ -299,7 +311,7 @@ class CheckpointLoad(CheckpointCase):
                 raise VerificationError(f"{name}: the loaded values differ from the saved ones")
 
     def run(self) -> None:
-        self._load()
+        self.timed_with_server(self._load)
 
 
 def _upload_in_child(endpoint: str, region: str, workload: Workload) -> None:
