@@ -106,3 +106,24 @@ def test_an_empty_object(client: Any, bucket: str, boto3_s3: Any) -> None:
     with S3CheckpointReader(client, bucket, "empty") as reader:
         assert reader.read() == b""
         assert reader.seek(0, io.SEEK_END) == 0
+
+
+def test_blocks_made_of_several_chunks_and_chunks_straddling_blocks(
+    make_client: Any, boto3_s3: Any, bucket: str
+) -> None:
+    # 5 MiB parts, 7 MiB blocks: blocks hold pieces of two or three chunks,
+    # and most chunks are split between two blocks.
+    payload = os.urandom(20 * MiB + 3)
+    boto3_s3.put_object(Bucket=bucket, Key="big", Body=payload)
+    client = make_client(part_size=5 * MiB)
+    block = 7 * MiB
+    with S3CheckpointReader(client, bucket, "big", block_size=block) as reader:
+        for start, size in [(0, 10), (5 * MiB - 2, 4), (block - 3, 6), (3 * MiB, 15 * MiB)]:
+            reader.seek(start)
+            assert reader.read(size) == payload[start : start + size]
+        reader.seek(0)
+        buffer = bytearray(len(payload))
+        assert reader.readinto(buffer) == len(payload)  # blocks 0 and 1 given back
+        assert buffer == payload
+        reader.seek(block - 5)
+        assert reader.read(10) == payload[block - 5 : block + 5]  # fetched again, checked

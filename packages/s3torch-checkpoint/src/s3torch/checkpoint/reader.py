@@ -12,9 +12,13 @@ reader serves that pattern with three promises:
   for them before the last of them is handed over. So a corrupted checkpoint
   raises :class:`~s3torch.client.S3ChecksumMismatchError` naming the object
   before torch sees a single byte of it, never an unpickling error.
-* **One copy in memory, shrinking.** The object lands in blocks of anonymous
-  memory. A block that has been read (nearly) through, once the reads have
-  moved past it, is given back to the operating system: while ``torch.load``
+* **One copy in memory, shrinking, never copied in between.** The reader
+  keeps the chunks the client received, as they arrived, filed by block
+  (views, no copy): ``torch.load``'s ``readinto`` copies each byte once, from
+  the chunk it arrived in straight into the tensor's storage. A block that
+  has been read (nearly) through, once the reads have moved past it, lets go
+  of its chunks, which go back to the operating system (freed, then trimmed
+  from the allocator's arenas where the C library can): while ``torch.load``
   builds the tensors, the checkpoint's bytes are released behind it, so the
   load peaks near one checkpoint size, not two.
 * **Any access pattern still works.** A read of a block already given back
@@ -26,7 +30,6 @@ reader serves that pattern with three promises:
 from __future__ import annotations
 
 import logging
-import mmap
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -34,6 +37,8 @@ from awscrt import checksums
 
 from s3torch.client import ObjectInfo, S3Client, S3Exception
 from s3torch.readers import RawGetStream, S3Reader
+
+from ._trim import trim_heap
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "S3CheckpointReader"]
 
@@ -47,23 +52,21 @@ _UNREAD_SLACK = 16
 
 @dataclass
 class _Block:
-    """Bytes ``[start, end)`` of the object: in memory, or given back with their CRC32C."""
+    """Bytes ``[start, end)`` of the object: in memory, or given back with their CRC32C.
+
+    In memory, they are ``pieces``: views of the chunks the client received,
+    in order (a chunk that straddles two blocks is viewed by both).
+    """
 
     start: int
     end: int
-    memory: mmap.mmap | None = None
-    crc: int | None = None  # taken when the memory was given back
+    pieces: list[memoryview] | None = None
+    crc: int | None = None  # taken when the pieces were given back
     read: int = 0  # bytes handed out from it (counted again when read again)
 
     @property
     def size(self) -> int:
         return self.end - self.start
-
-
-def _allocate(size: int) -> mmap.mmap:
-    """Anonymous memory of ``size`` bytes, which ``close()`` returns to the OS at once."""
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-    return mmap.mmap(-1, size, flags=flags)
 
 
 class S3CheckpointReader(S3Reader):
@@ -122,7 +125,6 @@ class S3CheckpointReader(S3Reader):
         """Fetch the whole object into blocks, validated; once."""
         if self._blocks is not None:
             return self._blocks
-        blocks: list[_Block] = []
         # Knowing the size up front is what makes the client validate every
         # download path: a small object comes in one checksummed GET, a large
         # one is summed window by window against the full-object checksum.
@@ -130,11 +132,7 @@ class S3CheckpointReader(S3Reader):
         with closing(
             self._client.get_object_stream(self._bucket, self._key, object_info=info)
         ) as stream:
-            for start in range(0, info.size, self._block_size):
-                block = _Block(start, min(start + self._block_size, info.size))
-                block.memory = _allocate(block.size)
-                blocks.append(block)
-                self._fill(stream, block.memory, block.start)
+            blocks = self._file_chunks(stream, info.size)
         log.debug(
             "downloaded s3://%s/%s: %d bytes in %d blocks", *self._where(), info.size, len(blocks)
         )
@@ -142,19 +140,38 @@ class S3CheckpointReader(S3Reader):
         self._blocks = blocks
         return blocks
 
-    def _fill(self, stream: RawGetStream, memory: mmap.mmap, offset: int) -> None:
-        view = memoryview(memory)
-        try:
-            filled = 0
-            while filled < len(view):
-                count = stream.readinto(view[filled:])
-                if count == 0:
-                    raise self._error(
-                        f"the object ended after {offset + filled} bytes", "IncompleteBody"
-                    )
-                filled += count
-        finally:
-            view.release()
+    def _file_chunks(self, stream: RawGetStream, size: int) -> list[_Block]:
+        """Take every chunk of the stream as it is and file views of it by block."""
+        starts = range(0, size, self._block_size)
+        blocks = [_Block(start, min(start + self._block_size, size), []) for start in starts]
+        position = 0
+        index = 0
+        while (chunk := next(stream, None)) is not None:
+            view = memoryview(chunk).cast("B")
+            while len(view):
+                if index == len(blocks):
+                    raise self._error(f"the object is longer than its {size} bytes", "BadLength")
+                block = blocks[index]
+                take = min(len(view), block.end - position)
+                assert block.pieces is not None
+                block.pieces.append(view[:take])
+                view = view[take:]
+                position += take
+                if position == block.end:
+                    index += 1
+        if position != size:
+            raise self._error(f"the object ended after {position} bytes", "IncompleteBody")
+        return blocks
+
+    def _fill(self, stream: RawGetStream, view: memoryview, offset: int) -> None:
+        filled = 0
+        while filled < len(view):
+            count = stream.readinto(view[filled:])
+            if count == 0:
+                raise self._error(
+                    f"the object ended after {offset + filled} bytes", "IncompleteBody"
+                )
+            filled += count
 
     def _where(self) -> tuple[str, str]:
         return self._bucket, self._key
@@ -178,11 +195,9 @@ class S3CheckpointReader(S3Reader):
         index = position // self._block_size
         while position + copied < end:
             block = blocks[index]
-            memory = self._memory_of(block)
             lo = position + copied - block.start
             hi = min(end, block.end) - block.start
-            with memoryview(memory) as source:
-                view[copied : copied + hi - lo] = source[lo:hi]
+            _copy_out(self._pieces_of(block), lo, view[copied : copied + hi - lo])
             block.read += hi - lo
             self._touched.add(index)
             copied += hi - lo
@@ -190,15 +205,15 @@ class S3CheckpointReader(S3Reader):
         self._release_behind(blocks, position + copied)
         return copied
 
-    def _memory_of(self, block: _Block) -> mmap.mmap:
-        if block.memory is None:
-            block.memory = self._refetch(block)
-        return block.memory
+    def _pieces_of(self, block: _Block) -> list[memoryview]:
+        if block.pieces is None:
+            block.pieces = [self._refetch(block)]
+        return block.pieces
 
-    def _refetch(self, block: _Block) -> mmap.mmap:
+    def _refetch(self, block: _Block) -> memoryview:
         """Fetch a block given back earlier, and check it is what was there."""
         log.debug("s3://%s/%s: fetching bytes %d-%d again", *self._where(), block.start, block.end)
-        memory = _allocate(block.size)
+        memory = memoryview(bytearray(block.size))
         etag = self._info.etag if self._info is not None else None
         with closing(
             self._client.get_object_stream(
@@ -207,7 +222,6 @@ class S3CheckpointReader(S3Reader):
         ) as stream:
             self._fill(stream, memory, block.start)
         if checksums.crc32c(memory) != block.crc:
-            memory.close()
             raise self._error(
                 f"bytes {block.start}-{block.end - 1}, fetched again, differ from the "
                 "validated download",
@@ -219,21 +233,42 @@ class S3CheckpointReader(S3Reader):
     def _release_behind(self, blocks: list[_Block], position: int) -> None:
         """Give back the blocks before ``position`` that have been read (nearly) through."""
         current = position // self._block_size
+        released = False
         for index in [index for index in self._touched if index < current]:
             block = blocks[index]
-            memory = block.memory
-            if memory is None:
+            pieces = block.pieces
+            if pieces is None:
                 self._touched.discard(index)
             elif block.read >= block.size - block.size // _UNREAD_SLACK:
-                block.crc = checksums.crc32c(memory)
-                block.memory = None
-                memory.close()
+                crc = 0
+                for piece in pieces:
+                    crc = checksums.crc32c(piece, crc)
+                block.crc = crc
+                block.pieces = None  # the last view of a chunk gone, the chunk is freed
                 self._touched.discard(index)
+                released = True
+        if released:
+            trim_heap()  # freed chunks go back to the OS, not to the network threads' arenas
 
     def _release(self) -> None:
         for block in self._blocks or ():
-            if block.memory is not None:
-                block.memory.close()
-                block.memory = None
+            block.pieces = None
+        if self._blocks:
+            trim_heap()
         self._blocks = None
         self._touched.clear()
+
+
+def _copy_out(pieces: list[memoryview], offset: int, target: memoryview) -> None:
+    """Copy the bytes at ``offset`` of the concatenated ``pieces`` into all of ``target``."""
+    copied = 0
+    for piece in pieces:
+        if offset >= len(piece):
+            offset -= len(piece)
+            continue
+        count = min(len(piece) - offset, len(target) - copied)
+        target[copied : copied + count] = piece[offset : offset + count]
+        copied += count
+        offset = 0
+        if copied == len(target):
+            return
