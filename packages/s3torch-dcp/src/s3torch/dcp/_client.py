@@ -32,7 +32,5 @@ def resolve_client(
             user_agent=f"dcp/{__version__} md/reader_type#{reader_type}",
         )
         return made, True
-    check_shared_client(
-        client, region=region, endpoint=endpoint, s3client_config=s3client_config
-    )
+    check_shared_client(client, region=region, endpoint=endpoint, s3client_config=s3client_config)
     return client, False

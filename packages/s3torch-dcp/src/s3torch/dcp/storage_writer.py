@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint import filesystem as _torch_fs
@@ -23,7 +24,7 @@ from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteIte
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
-from s3torch.client import S3Client, S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig, S3Writer
 
 from . import _paths
 from ._lifetime import Closeable
@@ -343,6 +344,8 @@ class _FileJob:
     def __call__(self, stop: threading.Event) -> list[WriteResult]:
         bucket, key = _paths.split(self.uri)
         results: list[WriteResult] = []
+        # Tensors whose storage the upload reads in place: alive until it is closed.
+        retained: list[torch.Tensor] = []
         # The with-block aborts the upload on any exception: never half a file.
         with self.fs.client.put_object(bucket, key) as stream:
             for item in self.items:
@@ -357,7 +360,13 @@ class _FileJob:
                         )
                     stream.write(data.getbuffer())
                 else:
-                    torch.save(_plain_cpu(data), stream)  # type: ignore[arg-type]
+                    tensor, borrowed = _plain_cpu(data)
+                    if borrowed:
+                        # The state dict's own storage: sent from in place, no copy.
+                        retained.append(tensor)
+                        torch.save(tensor, _StorageSink(stream, tensor))  # type: ignore[arg-type]
+                    else:
+                        torch.save(tensor, stream)  # type: ignore[arg-type]
                 length = stream.tell() - offset
                 results.append(
                     WriteResult(
@@ -368,17 +377,53 @@ class _FileJob:
                 )
             if stop.is_set():
                 raise Cancelled(self.uri)
+        del retained  # the upload is complete or aborted: nothing reads them any more
         self.written.append(self.uri)
         return results
 
 
-def _plain_cpu(data: Any) -> torch.Tensor:
-    """The tensor to serialize: detached, on the CPU, holding only its own elements."""
+def _plain_cpu(data: Any) -> tuple[torch.Tensor, bool]:
+    """The tensor to serialize (detached, on the CPU, holding only its own elements).
+
+    And whether it shares the caller's storage (True) or is a copy made here.
+    """
     if not isinstance(data, torch.Tensor):
         raise TypeError(f"a tensor item resolved to {type(data).__name__}, not a Tensor")
     tensor = data.detach()
+    borrowed = True
     if tensor.device.type != "cpu":
-        tensor = tensor.cpu()
+        tensor, borrowed = tensor.cpu(), False
     if tensor.untyped_storage().nbytes() != tensor.nbytes:
-        tensor = tensor.clone()  # a view: torch.save would write its whole storage
-    return tensor
+        # A view: torch.save would write its whole storage.
+        tensor, borrowed = tensor.clone(), False
+    return tensor, borrowed
+
+
+class _StorageSink:
+    """What ``torch.save`` of one tensor writes to: its storage's bytes go up without a copy.
+
+    A write that lies inside the tensor's storage (torch hands its data over
+    in place) goes through :meth:`~s3torch.client.S3Writer.write_retained`,
+    so whole parts are sent from the storage itself; the caller keeps the
+    tensor alive until the upload is closed. Anything else (zip headers,
+    the pickle) is copied as usual.
+    """
+
+    MIN_RETAINED = 1024 * 1024  # smaller writes are cheaper to copy than to check
+
+    def __init__(self, stream: S3Writer, tensor: torch.Tensor) -> None:
+        self.stream = stream
+        storage = tensor.untyped_storage()
+        self.start = storage.data_ptr()
+        self.end = self.start + storage.nbytes()
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        if view.nbytes >= self.MIN_RETAINED and view.c_contiguous:
+            address = int(np.frombuffer(view.cast("B"), dtype=np.uint8).ctypes.data)
+            if self.start <= address and address + view.nbytes <= self.end:
+                return self.stream.write_retained(view)
+        return self.stream.write(view)
+
+    def flush(self) -> None:
+        """Nothing to do: the upload sends parts as they fill."""
