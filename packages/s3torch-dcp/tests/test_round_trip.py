@@ -151,3 +151,19 @@ def test_tensor_storages_go_up_in_place_and_views_and_copies_round_trip(
         dcp.load(loaded, storage_reader=reader)
     for key, value in state.items():
         assert torch.equal(loaded[key], value), key
+
+
+def test_a_writer_bounds_its_own_client_to_256_mib_unless_told_otherwise(
+    s3_region: str, s3_endpoint: str, checkpoint_uri: str
+) -> None:
+    from s3torch.client import S3ClientConfig
+
+    with S3StorageWriter(s3_region, checkpoint_uri, endpoint=s3_endpoint) as writer:
+        config = writer.fs.client.s3client_config
+        assert config.memory_limit == 256 * 1024 * 1024
+        assert config.part_size == S3ClientConfig().part_size
+    given = S3ClientConfig(memory_limit=512 * 1024 * 1024)
+    with S3StorageWriter(
+        s3_region, checkpoint_uri, endpoint=s3_endpoint, s3client_config=given
+    ) as writer:
+        assert writer.fs.client.s3client_config.memory_limit == 512 * 1024 * 1024
