@@ -101,6 +101,39 @@ def test_write_accepts_a_non_contiguous_buffer(
     assert _stored(boto3_s3, bucket, "obj")[0] == raw[::2]
 
 
+def test_write_copies_a_buffer_the_caller_reuses_at_once(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    original = os.urandom(2 * PART + 123)
+    buffer = bytearray(original)
+    with small_part_client.put_object(bucket, "obj") as writer:
+        writer.write(buffer)
+        buffer[:] = bytes(len(buffer))  # reused while parts may still be in flight
+    assert _stored(boto3_s3, bucket, "obj")[0] == original
+
+
+def test_write_retained_mixed_with_write_stores_every_byte_in_order(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    head, big, tail = os.urandom(1000), bytearray(os.urandom(3 * PART + 7)), os.urandom(PART)
+    with small_part_client.put_object(bucket, "obj") as writer:
+        assert writer.write(head) == len(head)
+        assert writer.write_retained(memoryview(big)) == len(big)
+        assert writer.write_retained(tail) == len(tail)
+        assert writer.tell() == len(head) + len(big) + len(tail)
+    stored, etag = _stored(boto3_s3, bucket, "obj")
+    assert stored == head + bytes(big) + tail
+    assert etag.endswith('-5"'), etag
+    assert _uploads(boto3_s3, bucket) == []
+
+
+def test_write_retained_on_a_closed_writer_raises(client: S3Client, bucket: str) -> None:
+    writer = client.put_object(bucket, "obj")
+    writer.close()
+    with pytest.raises(ValueError, match="closed S3Writer"):
+        writer.write_retained(b"late")
+
+
 def test_write_rejects_text(client: S3Client, bucket: str) -> None:
     writer = client.put_object(bucket, "obj")
     with pytest.raises(TypeError):

@@ -114,3 +114,56 @@ def test_bfloat16_views_and_non_contiguous_tensors(
     }
     dcp.load(loaded, storage_reader=S3StorageReader(path=checkpoint_uri, **options))
     same(loaded, {**state, "view": base[2:4].clone(), "transposed": base.t().contiguous()})
+
+
+def test_tensor_storages_go_up_in_place_and_views_and_copies_round_trip(
+    s3_region: str,
+    s3_endpoint: str,
+    checkpoint_uri: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from s3torch.client import S3ClientConfig, S3Writer
+
+    retained: list[int] = []
+    original = S3Writer.write_retained
+
+    def counting(self: S3Writer, data: Any) -> int:
+        retained.append(memoryview(data).nbytes)
+        return original(self, data)
+
+    monkeypatch.setattr(S3Writer, "write_retained", counting)
+    big = torch.arange(3 * 1024 * 1024, dtype=torch.float32)  # 12 MiB: parts of 5 MiB
+    base = torch.arange(1024 * 1024, dtype=torch.float64)
+    state = {
+        "big": big,
+        "view": base[1000:400_000],  # shares a larger storage: saved as a copy
+        "small": torch.arange(10, dtype=torch.int64),
+        "transposed": torch.arange(600_000, dtype=torch.float32).reshape(600, 1000).t(),
+    }
+    config = S3ClientConfig(part_size=5 * 1024 * 1024)
+    with S3StorageWriter(
+        s3_region, checkpoint_uri, endpoint=s3_endpoint, s3client_config=config, thread_count=2
+    ) as writer:
+        dcp.save(state, storage_writer=writer)
+    assert sorted(retained) == [600_000 * 4, big.nbytes]  # the storages of transposed and big
+    loaded = {key: torch.zeros_like(value) for key, value in state.items()}
+    with S3StorageReader(s3_region, checkpoint_uri, endpoint=s3_endpoint) as reader:
+        dcp.load(loaded, storage_reader=reader)
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_a_writer_bounds_its_own_client_to_256_mib_unless_told_otherwise(
+    s3_region: str, s3_endpoint: str, checkpoint_uri: str
+) -> None:
+    from s3torch.client import S3ClientConfig
+
+    with S3StorageWriter(s3_region, checkpoint_uri, endpoint=s3_endpoint) as writer:
+        config = writer.fs.client.s3client_config
+        assert config.memory_limit == 256 * 1024 * 1024
+        assert config.part_size == S3ClientConfig().part_size
+    given = S3ClientConfig(memory_limit=512 * 1024 * 1024)
+    with S3StorageWriter(
+        s3_region, checkpoint_uri, endpoint=s3_endpoint, s3client_config=given
+    ) as writer:
+        assert writer.fs.client.s3client_config.memory_limit == 512 * 1024 * 1024

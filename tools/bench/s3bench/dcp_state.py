@@ -37,13 +37,17 @@ def tensor_sizes(total: int) -> list[int]:
     return sizes
 
 
-def make_state(total: int, *, zeros: bool = False) -> dict[str, Any]:
-    """The benchmark state dict: ``t<i>`` filled with ``i`` (or zeros, as a load target)."""
+def make_state(total: int, *, zeros: bool = False, every: int = 1) -> dict[str, Any]:
+    """The benchmark state dict: ``t<i>`` filled with ``i`` (or zeros, as a load target).
+
+    With ``every=n``, only every n-th tensor (``t0``, ``t<n>``, ...).
+    """
     import torch
 
     return {
         f"t{index}": torch.zeros(count) if zeros else torch.full((count,), float(index))
         for index, count in enumerate(tensor_sizes(total))
+        if index % every == 0
     }
 
 

@@ -148,7 +148,52 @@ class RssTarget:
         )
 
 
-TARGETS: tuple[RateTarget | RssTarget, ...] = (
+@dataclass(frozen=True)
+class TimeFractionTarget:
+    """Our median time for ``case`` must be at most ``maximum`` x our median time for ``whole``.
+
+    The times are each case's median wall time per repetition (the cases ran
+    in the same run, interleaved with the other clients' rounds).
+    """
+
+    case: str
+    whole: str
+    maximum: float
+
+    def evaluate(
+        self, summaries: dict[tuple[str, str], Summary], workload: Workload
+    ) -> TargetResult:
+        label = f"{CASES[self.case].title(workload)}: {OURS} time vs its {self.whole}"
+        required = f"<= {self.maximum:.2f}x"
+        part, whole = summaries.get((self.case, OURS)), summaries.get((self.whole, OURS))
+        if part is None or whole is None or not whole.median_wall_s:
+            return TargetResult(label, "not measured", required, None)
+        fraction = part.median_wall_s / whole.median_wall_s
+        return TargetResult(label, f"{fraction:.2f}x", required, fraction <= self.maximum)
+
+
+@dataclass(frozen=True)
+class RssVsReferenceTarget:
+    """Our peak RSS in ``case`` must be at most the reference's."""
+
+    case: str
+
+    def evaluate(
+        self, summaries: dict[tuple[str, str], Summary], workload: Workload
+    ) -> TargetResult:
+        label = f"{CASES[self.case].title(workload)}: {OURS} peak RSS vs {REFERENCE}"
+        ours, other = summaries.get((self.case, OURS)), summaries.get((self.case, REFERENCE))
+        if ours is None or other is None:
+            return TargetResult(label, "not measured", "<= the reference's", None)
+        return TargetResult(
+            label,
+            f"{ours.peak_rss_mib:,.0f} MiB",
+            f"<= {other.peak_rss_mib:,.0f} MiB",
+            ours.peak_rss_mib <= other.peak_rss_mib,
+        )
+
+
+TARGETS: tuple[RateTarget | RssTarget | TimeFractionTarget | RssVsReferenceTarget, ...] = (
     RateTarget("get_big", REFERENCE, 2.0),
     RateTarget("get_big", "boto3", 1.0),
     RssTarget("get_big", 1.3, 200),
@@ -166,6 +211,10 @@ TARGETS: tuple[RateTarget | RssTarget, ...] = (
     RateTarget("checkpoint_load", REFERENCE, 1.3),
     RateTarget("checkpoint_load", "boto3", 1.0),
     RssTarget("checkpoint_load", 1.3, 0, plus_setup_rss=True),
+    RateTarget("dcp_save", REFERENCE, 1.0),
+    RateTarget("dcp_load", REFERENCE, 1.5),
+    TimeFractionTarget("dcp_load_partial", "dcp_load", 0.35),
+    RssVsReferenceTarget("dcp_load"),
     RateTarget("lightning_sync", REFERENCE, 1.0),
 )
 

@@ -357,6 +357,28 @@ class S3Writer(io.BufferedIOBase):
             ValueError: the writer is closed.
             S3Exception: an earlier part failed; the upload has been aborted.
         """
+        return self._write(data, retained=False)
+
+    def write_retained(self, data: Any) -> int:
+        """Queue ``data`` like :meth:`write`, sending whole parts from its memory without a copy.
+
+        The writer may keep views of ``data`` and read them while parts are in
+        flight (and on retries), until :meth:`close` or :meth:`abort` returns
+        (leaving the ``with`` block does either). The caller must keep that
+        memory alive and unchanged until then: a buffer it will reuse or free
+        sooner must go through :meth:`write`, which copies what it keeps.
+        Bytes that do not fill a whole part are still copied into the
+        writer's own buffer.
+
+        Returns the number of bytes taken, always all of them.
+
+        Raises:
+            ValueError: the writer is closed.
+            S3Exception: an earlier part failed; the upload has been aborted.
+        """
+        return self._write(data, retained=True)
+
+    def _write(self, data: Any, *, retained: bool) -> int:
         if self._done:
             raise ValueError(f"write to a closed S3Writer (s3://{self.bucket}/{self.key})")
         self._require_this_process()
@@ -364,9 +386,10 @@ class S3Writer(io.BufferedIOBase):
         if not view.c_contiguous:
             view = memoryview(view.tobytes())
         view = view.cast("B")
-        # Parts cut from an immutable bytes object can be sent as views of it;
-        # anything mutable is copied, since the caller may reuse it.
-        immutable = isinstance(view.obj, bytes)
+        # Parts cut from an immutable bytes object (or memory the caller keeps
+        # for us) can be sent as views of it; anything else is copied, since
+        # the caller may reuse it.
+        immutable = retained or isinstance(view.obj, bytes)
         total = len(view)
         try:
             offset = 0
