@@ -17,9 +17,16 @@ except ImportError as error:  # pragma: no cover - exercised in a venv without l
         "(or pip install lightning)"
     ) from error
 
+from ._version import __version__
 from .checkpoint_io import S3LightningCheckpoint
 from .filesystem import S3FsspecFileSystem, register_s3_filesystem, use_client
 
-__all__ = ["S3FsspecFileSystem", "S3LightningCheckpoint", "register_s3_filesystem", "use_client"]
+__all__ = [
+    "S3FsspecFileSystem",
+    "S3LightningCheckpoint",
+    "__version__",
+    "register_s3_filesystem",
+    "use_client",
+]
 
 register_s3_filesystem()
