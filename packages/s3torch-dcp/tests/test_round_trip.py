@@ -167,3 +167,10 @@ def test_a_writer_bounds_its_own_client_to_256_mib_unless_told_otherwise(
         s3_region, checkpoint_uri, endpoint=s3_endpoint, s3client_config=given
     ) as writer:
         assert writer.fs.client.s3client_config.memory_limit == 512 * 1024 * 1024
+
+
+@pytest.mark.parametrize("thread_count", [0, -1, True, 1.5, "4"])
+def test_reader_and_writer_refuse_a_bad_thread_count(thread_count: object) -> None:
+    for cls in (S3StorageWriter, S3StorageReader):
+        with pytest.raises(ValueError, match=r"thread_count must be an int >= 1, got"):
+            cls("us-east-1", "s3://my-bucket/ckpt", thread_count=thread_count)  # type: ignore[arg-type]

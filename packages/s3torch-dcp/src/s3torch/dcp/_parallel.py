@@ -10,11 +10,17 @@ from typing import TypeVar
 
 from .errors import S3CheckpointError
 
-__all__ = ["Cancelled", "run_jobs"]
+__all__ = ["Cancelled", "require_thread_count", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+
+def require_thread_count(thread_count: object) -> None:
+    """Refuse a ``thread_count`` that is not an int >= 1 (``ValueError`` naming it)."""
+    if isinstance(thread_count, bool) or not isinstance(thread_count, int) or thread_count < 1:
+        raise ValueError(f"thread_count must be an int >= 1, got {thread_count!r}")
 
 
 class Cancelled(Exception):  # noqa: N818 - not an error: another job failed first

@@ -29,7 +29,7 @@ from s3torch.readers import (
 
 from . import _paths
 from ._lifetime import Closeable
-from ._parallel import Cancelled, run_jobs
+from ._parallel import Cancelled, require_thread_count, run_jobs
 from .file_system import S3FileSystem
 
 __all__ = ["S3StorageReader"]
@@ -92,8 +92,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         thread_count: int = 4,
     ) -> None:
-        if isinstance(thread_count, bool) or not isinstance(thread_count, int) or thread_count < 1:
-            raise ValueError(f"thread_count must be an int >= 1, got {thread_count!r}")
+        require_thread_count(thread_count)
         uri = _paths.to_uri(path)
         super().__init__(uri)
         self._reader_constructor = reader_constructor or S3ReaderConstructor.dcp_optimized()

@@ -28,7 +28,7 @@ from s3torch.client import S3Client, S3ClientConfig, S3Writer
 
 from . import _paths
 from ._lifetime import Closeable
-from ._parallel import Cancelled, run_jobs
+from ._parallel import Cancelled, require_thread_count, run_jobs
 from .errors import S3CheckpointError
 from .file_system import S3FileSystem
 from .prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
@@ -119,8 +119,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         cache_staged_state_dict: bool = False,
         sync_files: bool = False,
     ) -> None:
-        if isinstance(thread_count, bool) or not isinstance(thread_count, int) or thread_count < 1:
-            raise ValueError(f"thread_count must be an int >= 1, got {thread_count!r}")
+        require_thread_count(thread_count)
         if prefix_strategy is not None and not isinstance(prefix_strategy, S3PrefixStrategyBase):
             raise TypeError(
                 "prefix_strategy must be an S3PrefixStrategyBase, "
