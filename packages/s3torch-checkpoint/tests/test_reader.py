@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from s3torch.checkpoint import S3CheckpointReader
+from s3torch.checkpoint import S3CheckpointReader, _copy
 from s3torch.client import S3Exception
 
 MiB = 1024 * 1024
@@ -108,11 +108,14 @@ def test_an_empty_object(client: Any, bucket: str, boto3_s3: Any) -> None:
         assert reader.seek(0, io.SEEK_END) == 0
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 def test_blocks_made_of_several_chunks_and_chunks_straddling_blocks(
-    make_client: Any, boto3_s3: Any, bucket: str
+    make_client: Any, boto3_s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
     # 5 MiB parts, 7 MiB blocks: blocks hold pieces of two or three chunks,
-    # and most chunks are split between two blocks.
+    # and most chunks are split between two blocks. The large reads are
+    # copied by one thread, or shared among three.
+    monkeypatch.setattr(_copy, "copy_threads", lambda: threads)
     payload = os.urandom(20 * MiB + 3)
     boto3_s3.put_object(Bucket=bucket, Key="big", Body=payload)
     client = make_client(part_size=5 * MiB)

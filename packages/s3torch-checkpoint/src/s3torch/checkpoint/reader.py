@@ -38,6 +38,7 @@ from awscrt import checksums
 from s3torch.client import ObjectInfo, S3Client, S3Exception
 from s3torch.readers import RawGetStream, S3Reader
 
+from ._copy import copy_into
 from ._trim import trim_heap
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "S3CheckpointReader"]
@@ -129,6 +130,10 @@ class S3CheckpointReader(S3Reader):
         # download path: a small object comes in one checksummed GET, a large
         # one is summed window by window against the full-object checksum.
         info = self._info or self._client.head_object(self._bucket, self._key)
+        # Memory the process freed before (an earlier checkpoint's tensors,
+        # say) goes back to the OS first, so that this download's chunks do
+        # not pile on top of it: the load peaks at one checkpoint's size.
+        trim_heap()
         with closing(
             self._client.get_object_stream(self._bucket, self._key, object_info=info)
         ) as stream:
@@ -193,15 +198,17 @@ class S3CheckpointReader(S3Reader):
         end = min(position + len(view), self.size)
         copied = 0
         index = position // self._block_size
+        sources: list[tuple[int, memoryview]] = []
         while position + copied < end:
             block = blocks[index]
             lo = position + copied - block.start
             hi = min(end, block.end) - block.start
-            _copy_out(self._pieces_of(block), lo, view[copied : copied + hi - lo])
+            sources.extend(_slices(self._pieces_of(block), lo, hi - lo, copied))
             block.read += hi - lo
             self._touched.add(index)
             copied += hi - lo
             index += 1
+        copy_into(view[:copied], sources)
         self._release_behind(blocks, position + copied)
         return copied
 
@@ -259,16 +266,23 @@ class S3CheckpointReader(S3Reader):
         self._touched.clear()
 
 
-def _copy_out(pieces: list[memoryview], offset: int, target: memoryview) -> None:
-    """Copy the bytes at ``offset`` of the concatenated ``pieces`` into all of ``target``."""
-    copied = 0
+def _slices(
+    pieces: list[memoryview], offset: int, size: int, at: int
+) -> list[tuple[int, memoryview]]:
+    """The bytes ``[offset, offset + size)`` of the concatenated ``pieces``, as views.
+
+    Each comes with where it goes: ``at`` for the first, then one after another.
+    """
+    slices: list[tuple[int, memoryview]] = []
     for piece in pieces:
         if offset >= len(piece):
             offset -= len(piece)
             continue
-        count = min(len(piece) - offset, len(target) - copied)
-        target[copied : copied + count] = piece[offset : offset + count]
-        copied += count
+        take = min(len(piece) - offset, size)
+        slices.append((at, piece[offset : offset + take]))
+        at += take
+        size -= take
         offset = 0
-        if copied == len(target):
-            return
+        if size == 0:
+            break
+    return slices

@@ -1,0 +1,98 @@
+"""Copy received bytes into the buffer ``torch.load`` hands the reader, on several cores.
+
+``torch.load`` reads each tensor's bytes with one ``readinto`` into the
+tensor's freshly allocated storage. Copying into fresh memory is bound by the
+page faults that first touch it, and one thread does them one page at a time.
+:func:`copy_into` splits a large copy into slices copied by worker threads:
+NumPy releases the GIL while it copies, so the faults are taken on several
+cores at once. Small copies stay on the calling thread.
+
+Threads are started for the copy and joined before it returns (no pool outlives
+a call, so nothing is left behind by ``fork`` or at interpreter exit), and each
+slice is bounds-checked by NumPy: a wrong offset raises, it never writes out of
+bounds.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["copy_into", "copy_threads"]
+
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
+"""Copies smaller than this stay on the calling thread."""
+SLICE_BYTES = 4 * 1024 * 1024
+"""Each worker copies at least this many bytes."""
+MAX_THREADS = 8
+
+
+def copy_threads() -> int:
+    """How many threads a large copy uses: the cores this process may run on, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_THREADS))
+
+
+def copy_into(target: memoryview, sources: Sequence[tuple[int, memoryview]]) -> None:
+    """Copy each ``(offset, source)`` to ``target[offset : offset + len(source)]``.
+
+    The sources must lie inside ``target`` (NumPy raises otherwise). Large
+    copies are shared among :func:`copy_threads` threads; an exception in any
+    of them is raised here once all have finished.
+    """
+    total = sum(len(source) for _, source in sources)
+    threads = min(copy_threads(), total // SLICE_BYTES)
+    destination = np.frombuffer(target, dtype=np.uint8)
+    if total < PARALLEL_MIN_BYTES or threads < 2:
+        _copy_slices(destination, list(sources))
+        return
+    shares = _split(sources, threads)
+    errors: list[BaseException] = []
+
+    def work(share: list[tuple[int, memoryview]]) -> None:
+        try:
+            _copy_slices(destination, share)
+        except BaseException as error:  # raised on the calling thread below
+            errors.append(error)
+
+    workers = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares[1:]]
+    for worker in workers:
+        worker.start()
+    work(shares[0])
+    for worker in workers:
+        worker.join()
+    if errors:
+        raise errors[0]
+
+
+def _copy_slices(destination: np.ndarray, sources: list[tuple[int, memoryview]]) -> None:
+    for offset, source in sources:
+        data = np.frombuffer(source, dtype=np.uint8)
+        np.copyto(destination[offset : offset + len(data)], data)
+
+
+def _split(
+    sources: Sequence[tuple[int, memoryview]], count: int
+) -> list[list[tuple[int, memoryview]]]:
+    """``count`` lists of slices of ``sources``, of nearly equal bytes, in order."""
+    total = sum(len(source) for _, source in sources)
+    share = -(-total // count)
+    shares: list[list[tuple[int, memoryview]]] = [[]]
+    room = share
+    for offset, source in sources:
+        while len(source):
+            if room == 0:
+                shares.append([])
+                room = share
+            take = min(room, len(source))
+            shares[-1].append((offset, source[:take]))
+            offset += take
+            source = source[take:]
+            room -= take
+    return shares

@@ -1,0 +1,83 @@
+"""copy_into: the bytes land where they should, however the copy is shared among threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from s3torch.checkpoint import _copy
+from s3torch.checkpoint._copy import PARALLEL_MIN_BYTES, copy_into, copy_threads
+
+MiB = 1024 * 1024
+
+
+def pieces_of(data: bytes, sizes: list[int]) -> list[tuple[int, memoryview]]:
+    """``data`` cut into views of ``sizes`` (the last takes the rest), with their offsets."""
+    view = memoryview(data)
+    pieces, offset = [], 0
+    for size in [*sizes, len(data)]:
+        piece = view[offset : offset + size]
+        if len(piece):
+            pieces.append((offset, piece))
+        offset += len(piece)
+    return pieces
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 * MiB + 7, PARALLEL_MIN_BYTES, 37 * MiB + 3])
+def test_every_byte_lands_in_place(size: int) -> None:
+    data = os.urandom(size)
+    target = bytearray(size)
+    copy_into(memoryview(target), pieces_of(data, [5, MiB + 1, 6 * MiB - 2, 4 * MiB]))
+    assert target == data
+
+
+def test_a_large_copy_is_shared_among_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_copy, "copy_threads", lambda: 4)
+    seen: set[str] = set()
+    copy_slices = _copy._copy_slices
+
+    def recording(destination: Any, sources: Any) -> None:
+        seen.add(threading.current_thread().name)  # names are never reused
+        copy_slices(destination, sources)
+
+    monkeypatch.setattr(_copy, "_copy_slices", recording)
+    data = os.urandom(32 * MiB + 11)
+    target = bytearray(len(data))
+    copy_into(memoryview(target), pieces_of(data, [8 * MiB + 1, 20 * MiB]))
+    assert target == data
+    assert len(seen) == 4
+
+
+def test_slices_are_near_equal_in_order_and_cover_everything() -> None:
+    data = os.urandom(10 * MiB + 5)
+    shares = _copy._split(pieces_of(data, [3, 7 * MiB, 2]), 3)
+    sizes = [sum(len(piece) for _, piece in share) for share in shares]
+    assert len(shares) == 3
+    assert max(sizes) - min(sizes) <= 2
+    flat = [slice_ for share in shares for slice_ in share]
+    assert [offset for offset, _ in flat] == sorted(offset for offset, _ in flat)
+    assert b"".join(bytes(piece) for _, piece in flat) == data
+
+
+def test_a_source_outside_the_target_raises_and_writes_nothing_past_it() -> None:
+    target = bytearray(16 * MiB + 8)
+    guarded = memoryview(target)[: 16 * MiB]
+    past_the_end = (12 * MiB, memoryview(b"x" * (8 * MiB)))
+    with pytest.raises(ValueError, match="broadcast"):
+        copy_into(guarded, [(0, memoryview(bytes(8 * MiB))), past_the_end])
+    assert target[16 * MiB :] == bytes(8)
+
+
+def test_a_read_only_target_is_refused() -> None:
+    with pytest.raises(ValueError, match="read-only"):
+        copy_into(memoryview(bytes(10)), [(0, memoryview(b"abc"))])
+
+
+def test_threads_follow_the_cores_this_process_may_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    assert copy_threads() == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert copy_threads() == _copy.MAX_THREADS
