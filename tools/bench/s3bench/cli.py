@@ -228,6 +228,8 @@ def _pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One client's rounds of a case as one result: every repetition, the highest peaks."""
     pooled = dict(results[0])
     pooled["repetitions"] = [rep for result in results for rep in result["repetitions"]]
+    if all("blocked_step_s" in result for result in results):
+        pooled["blocked_step_s"] = [s for result in results for s in result["blocked_step_s"]]
     for peak in ("peak_rss_mib", "ru_maxrss_mib"):
         pooled[peak] = max(result[peak] for result in results)
     return pooled
