@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from s3torch.checkpoint import S3CheckpointReader, _copy
+from s3torch.checkpoint import reader as reader_module
 from s3torch.client import S3Exception
 
 MiB = 1024 * 1024
@@ -69,6 +70,27 @@ def test_one_download_then_blocks_read_through_are_given_back_and_fetched_again(
     reader.seek(10)
     assert reader.read(100) == data[10:110]  # fetched again, with a ranged GET
     assert gets(fault_proxy)[downloaded:] == [f"bytes=0-{BLOCK - 1}"]
+
+
+@pytest.mark.parametrize(("trim_from", "trims_first"), [(BLOCK, True), (64 * BLOCK, False)])
+def test_a_large_download_gives_freed_memory_back_before_it_starts(
+    proxied: Any,
+    fault_proxy: Any,
+    bucket: str,
+    data: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+    trim_from: int,
+    trims_first: bool,
+) -> None:
+    gets_at_trim: list[int] = []
+    monkeypatch.setattr(reader_module, "_TRIM_BEFORE_BYTES", trim_from)
+    monkeypatch.setattr(
+        reader_module, "trim_heap", lambda: gets_at_trim.append(len(gets(fault_proxy)))
+    )
+    with S3CheckpointReader(proxied, bucket, "obj", block_size=BLOCK) as reader:
+        assert reader.read(4) == data[:4]
+        assert len(gets(fault_proxy)) >= 1
+        assert (gets_at_trim[:1] == [0]) is trims_first  # before the download's first GET
 
 
 def test_a_block_fetched_again_is_checked_against_the_validated_download(

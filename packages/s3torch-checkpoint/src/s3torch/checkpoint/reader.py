@@ -49,6 +49,8 @@ DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024
 # A block counts as read through when no more than this share of it was never
 # read: zip headers, names and alignment padding that torch skips.
 _UNREAD_SLACK = 16
+# Downloads from this size on give the heap back to the OS before they start.
+_TRIM_BEFORE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass
@@ -130,10 +132,12 @@ class S3CheckpointReader(S3Reader):
         # download path: a small object comes in one checksummed GET, a large
         # one is summed window by window against the full-object checksum.
         info = self._info or self._client.head_object(self._bucket, self._key)
-        # Memory the process freed before (an earlier checkpoint's tensors,
-        # say) goes back to the OS first, so that this download's chunks do
-        # not pile on top of it: the load peaks at one checkpoint's size.
-        trim_heap()
+        if info.size >= _TRIM_BEFORE_BYTES:
+            # Memory the process freed before (an earlier checkpoint's
+            # tensors, say) goes back to the OS first, so that this download's
+            # chunks do not pile on top of it: the load peaks at one
+            # checkpoint's size.
+            trim_heap()
         with closing(
             self._client.get_object_stream(self._bucket, self._key, object_info=info)
         ) as stream:
