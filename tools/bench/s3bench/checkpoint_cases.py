@@ -32,10 +32,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, ClassVar, cast
-from urllib.parse import urlsplit
 
 from . import MiB
 from .cases import CASES, Case, VerificationError, expect, human_size
+from .measure import server_cpu_seconds, server_process
 from .workload import Workload
 
 log = logging.getLogger(__name__)
@@ -186,28 +186,6 @@ class _Checkpointer:
         return state
 
 
-def _server_process(endpoint: str) -> Any:
-    """The local process serving ``endpoint`` (SeaweedFS is a child of the harness), or None."""
-    import psutil
-
-    port = urlsplit(endpoint).port
-    try:
-        for connection in psutil.net_connections(kind="tcp"):
-            address = connection.laddr
-            listening = connection.status == psutil.CONN_LISTEN
-            if listening and isinstance(address, tuple) and address and address[1] == port:
-                return psutil.Process(connection.pid) if connection.pid else None
-    except (psutil.Error, OSError) as error:
-        log.warning("cannot find the server process of %s: %s", endpoint, error)
-    return None
-
-
-def _cpu_seconds(process: Any) -> float:
-    """User + system CPU seconds of ``process`` and its children."""
-    times = process.cpu_times()
-    return float(times.user + times.system + times.children_user + times.children_system)
-
-
 # -------------------------------------------------------------------- cases
 class CheckpointCase(Case):
     """A ``torch.save`` or ``torch.load`` of the whole state dict."""
@@ -236,15 +214,15 @@ class CheckpointCase(Case):
         self._checkpointer = _Checkpointer(
             self.adapter.name, self.adapter.endpoint, self.adapter.region
         )
-        self._server = _server_process(self.adapter.endpoint)
+        self._server = server_process(self.adapter.endpoint)
         self._server_cpu: list[float] = []
 
     def timed_with_server(self, operation: Callable[[], object]) -> None:
         """Run ``operation``, recording the CPU seconds the server process used meanwhile."""
-        before = _cpu_seconds(self._server) if self._server is not None else 0.0
+        before = server_cpu_seconds(self._server) if self._server is not None else 0.0
         operation()
         if self._server is not None:
-            used = _cpu_seconds(self._server) - before
+            used = server_cpu_seconds(self._server) - before
             self._server_cpu.append(used)
             log.info("server CPU during the %s: %.2f s", self.verb, used)
 

@@ -34,12 +34,11 @@ from .dcp_state import (
     check_state,
     make_state,
     rank_main,
-    server_cpu_seconds,
-    server_process,
     storage_reader,
     storage_writer,
     tensor_sizes,
 )
+from .measure import server_cpu_seconds, server_process
 from .workload import Workload
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 from typing import Any
-from urllib.parse import urlsplit
 
 from . import MiB
 from .adapters import ClientAdapter
@@ -111,35 +110,6 @@ def storage_reader(adapter: ClientAdapter, uri: str) -> Any:
         )
         return reader
     raise NotImplementedError(f"{adapter.name} has no DCP storage classes")
-
-
-# ------------------------------------------------------------ server CPU
-def server_process(endpoint: str) -> Any:
-    """The process listening on the endpoint's port (None if it cannot be found)."""
-    import psutil
-
-    port = urlsplit(endpoint).port
-    try:
-        for connection in psutil.net_connections("tcp"):
-            address = connection.laddr
-            if connection.status == "LISTEN" and getattr(address, "port", None) == port:
-                return psutil.Process(connection.pid) if connection.pid else None
-    except psutil.Error as error:
-        log.warning("cannot find the server process: %s", error)
-    return None
-
-
-def server_cpu_seconds(process: Any) -> float:
-    import psutil
-
-    total = 0.0
-    try:
-        for member in [process, *process.children(recursive=True)]:
-            times = member.cpu_times()
-            total += times.user + times.system
-    except psutil.Error:
-        pass
-    return total
 
 
 def save_for_load(endpoint: str, region: str, uri: str, size: int) -> None:

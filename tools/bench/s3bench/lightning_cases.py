@@ -10,7 +10,9 @@ docs/benchmarks.md). The timed wall is the whole fit (for the asynchronous
 case that includes waiting for the last uploads at teardown), so the rate is
 checkpoint bytes per second of training. The time the loop was *blocked* by
 each checkpoint (``ModelCheckpoint``'s hook: directory checks, the save or its
-hand-off, the removal) goes into the result JSON as ``blocked_step_s``.
+hand-off, the removal) goes into the result JSON as ``blocked_step_s``, and
+the CPU seconds the server used during each timed fit as ``server_cpu_s``
+(uploads on a small machine are bound by the server's CPU).
 
 The model's weights are one frozen 512 MiB tensor (less with a smaller
 ``--size-mib``) plus a tiny trainable head, so a step costs nothing but its
@@ -28,6 +30,7 @@ from typing import Any, ClassVar
 from . import MiB
 from .adapters import ClientAdapter
 from .cases import Case, VerificationError, expect, human_size
+from .measure import server_cpu_seconds, server_process
 from .workload import Workload
 
 log = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class LightningCase(Case):
         self._plugin: Any = None
         self._runs = 0
         self._blocked: list[float] = []
+        self._server: Any = None
+        self._server_cpu: list[float] = []
         self._last_dir = ""
 
     @classmethod
@@ -104,6 +109,7 @@ class LightningCase(Case):
 
         self._model = FrozenWeightsModel(model_bytes(self.workload) // 4)
         self._plugin = make_plugin(self.adapter)
+        self._server = server_process(self.adapter.endpoint)
 
     def _fit(self) -> Any:
         from lightning.pytorch import Trainer
@@ -151,13 +157,22 @@ class LightningCase(Case):
         expect("global step in the checkpoint", loaded["global_step"], STEPS)
 
     def run(self) -> None:
+        before = server_cpu_seconds(self._server) if self._server is not None else 0.0
         self._blocked += self._fit().blocked_s
+        if self._server is not None:
+            used = server_cpu_seconds(self._server) - before
+            self._server_cpu.append(used)
+            log.info("server CPU during the fit: %.2f s", used)
 
     def teardown(self) -> dict[str, Any]:
         self._model = None
         median = statistics.median(self._blocked) if self._blocked else None
         log.info("loop blocked per checkpoint: median %s s", median)
-        return {"blocked_step_s": self._blocked, "blocked_step_median_s": median}
+        return {
+            "blocked_step_s": self._blocked,
+            "blocked_step_median_s": median,
+            "server_cpu_s": self._server_cpu,
+        }
 
 
 class LightningSync(LightningCase):

@@ -11,16 +11,20 @@ show the parent's memory instead of the worker's.
 from __future__ import annotations
 
 import gc
+import logging
 import resource
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psutil
 
 from . import KiB, MiB
+
+log = logging.getLogger(__name__)
 
 _STATUS = Path("/proc/self/status")
 
@@ -69,3 +73,31 @@ def timed(operation: Callable[[], None]) -> Repetition:
     operation()
     wall = time.perf_counter() - start
     return Repetition(wall_s=wall, cpu_s=cpu_seconds() - cpu_before)
+
+
+def server_process(endpoint: str) -> psutil.Process | None:
+    """The local process listening on the endpoint's port (None if it cannot be found).
+
+    With ``--latency-ms`` that is the harness's relay, not the server.
+    """
+    port = urlsplit(endpoint).port
+    try:
+        for connection in psutil.net_connections("tcp"):
+            address = connection.laddr
+            if connection.status == psutil.CONN_LISTEN and getattr(address, "port", None) == port:
+                return psutil.Process(connection.pid) if connection.pid else None
+    except (psutil.Error, OSError) as error:
+        log.warning("cannot find the server process of %s: %s", endpoint, error)
+    return None
+
+
+def server_cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU seconds used so far by ``process`` and its live descendants."""
+    total = 0.0
+    try:
+        for member in [process, *process.children(recursive=True)]:
+            times = member.cpu_times()
+            total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
