@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch.distributed.checkpoint.filesystem import FileSystemReader
-from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
+from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
@@ -154,6 +154,9 @@ class S3StorageReader(FileSystemReader, Closeable):
         metadata = _unpickle_metadata(data, uri)
         if hasattr(metadata, "storage_meta"):  # torch >= 2.4
             if metadata.storage_meta is None:
+                # Imported here: torch 2.3 has no StorageMeta (nor this field).
+                from torch.distributed.checkpoint.metadata import StorageMeta
+
                 metadata.storage_meta = StorageMeta()
             metadata.storage_meta.load_id = self.load_id
         return metadata

@@ -10,6 +10,7 @@ import logging
 import os
 import pickle
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -161,7 +162,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         """Start a new save, at ``checkpoint_id`` if given (checked: ``s3://`` only)."""
         if checkpoint_id:
             self.path = self.fs.init_path(checkpoint_id)
-        self.save_id = _torch_fs._generate_uuid()
+        self.save_id = str(uuid.uuid4())  # as torch >= 2.4 does (2.3 has no save_id)
 
     def set_up_storage_writer(self, is_coordinator: bool, *args: Any, **kwargs: Any) -> None:
         """Learn this rank's role (torch passes ``rank`` and ``use_collectives`` as keywords)."""
