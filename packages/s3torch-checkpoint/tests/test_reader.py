@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from s3torch.checkpoint import S3CheckpointReader, _copy
+from s3torch.checkpoint import S3CheckpointReader
 from s3torch.checkpoint import reader as reader_module
 from s3torch.client import S3Exception
 
@@ -110,17 +110,25 @@ def test_a_block_fetched_again_is_checked_against_the_validated_download(
 
 
 def test_it_pickles_as_what_reopens_it(client: Any, bucket: str, data: bytes) -> None:
-    reader = S3CheckpointReader(client, bucket, "obj", block_size=2 * BLOCK)
+    reader = S3CheckpointReader(client, bucket, "obj", block_size=2 * BLOCK, copy_threads=3)
     reader.seek(5)
     copy = pickle.loads(pickle.dumps(reader))
     assert isinstance(copy, S3CheckpointReader)
     assert (copy.tell(), copy.read(5)) == (5, data[5:10])
-    assert copy._settings() == {"block_size": 2 * BLOCK}
+    assert copy._settings() == {"block_size": 2 * BLOCK, "copy_threads": 3}
 
 
 def test_bad_block_size(client: Any, bucket: str) -> None:
     with pytest.raises(ValueError, match="block_size"):
         S3CheckpointReader(client, bucket, "obj", block_size=1000)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.0, True, "4"])
+def test_bad_copy_threads(client: Any, bucket: str, threads: Any) -> None:
+    with pytest.raises(
+        ValueError, match=f"copy_threads must be an int >= 1 or None, got {threads!r}"
+    ):
+        S3CheckpointReader(client, bucket, "obj", copy_threads=threads)
 
 
 def test_an_empty_object(client: Any, bucket: str, boto3_s3: Any) -> None:
@@ -132,17 +140,18 @@ def test_an_empty_object(client: Any, bucket: str, boto3_s3: Any) -> None:
 
 @pytest.mark.parametrize("threads", [1, 3])
 def test_blocks_made_of_several_chunks_and_chunks_straddling_blocks(
-    make_client: Any, boto3_s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch, threads: int
+    make_client: Any, boto3_s3: Any, bucket: str, threads: int
 ) -> None:
     # 5 MiB parts, 7 MiB blocks: blocks hold pieces of two or three chunks,
     # and most chunks are split between two blocks. The large reads are
     # copied by one thread, or shared among three.
-    monkeypatch.setattr(_copy, "copy_threads", lambda: threads)
     payload = os.urandom(20 * MiB + 3)
     boto3_s3.put_object(Bucket=bucket, Key="big", Body=payload)
     client = make_client(part_size=5 * MiB)
     block = 7 * MiB
-    with S3CheckpointReader(client, bucket, "big", block_size=block) as reader:
+    with S3CheckpointReader(
+        client, bucket, "big", block_size=block, copy_threads=threads
+    ) as reader:
         for start, size in [(0, 10), (5 * MiB - 2, 4), (block - 3, 6), (3 * MiB, 15 * MiB)]:
             reader.seek(start)
             assert reader.read(size) == payload[start : start + size]

@@ -39,15 +39,18 @@ def copy_threads() -> int:
     return max(1, min(cores, MAX_THREADS))
 
 
-def copy_into(target: memoryview, sources: Sequence[tuple[int, memoryview]]) -> None:
+def copy_into(
+    target: memoryview, sources: Sequence[tuple[int, memoryview]], threads: int | None = None
+) -> None:
     """Copy each ``(offset, source)`` to ``target[offset : offset + len(source)]``.
 
     The sources must lie inside ``target`` (NumPy raises otherwise). Large
-    copies are shared among :func:`copy_threads` threads; an exception in any
-    of them is raised here once all have finished.
+    copies are shared among ``threads`` threads (default :func:`copy_threads`),
+    each copying at least 4 MiB; an exception in any of them is raised here
+    once all have finished.
     """
     total = sum(len(source) for _, source in sources)
-    threads = min(copy_threads(), total // SLICE_BYTES)
+    threads = min(copy_threads() if threads is None else threads, total // SLICE_BYTES)
     destination = np.frombuffer(target, dtype=np.uint8)
     if total < PARALLEL_MIN_BYTES or threads < 2:
         _copy_slices(destination, list(sources))

@@ -87,6 +87,9 @@ class S3CheckpointReader(S3Reader):
         object_info: What a listing or HEAD said about the object (its ETag
             pins the version).
         block_size: Bytes per block of memory (at least 1 MiB).
+        copy_threads: Threads that share a large read's copy into the
+            caller's buffer (the page faults of a tensor's fresh storage);
+            default: one per core this process may use, at most 8.
 
     Raises:
         S3NotFoundError: (at the first read) no such bucket or key.
@@ -102,16 +105,22 @@ class S3CheckpointReader(S3Reader):
         object_info: ObjectInfo | None = None,
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
+        copy_threads: int | None = None,
     ) -> None:
         super().__init__(client, bucket, key, object_info)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2**20:
             raise ValueError(f"block_size must be an int >= 1 MiB (1048576), got {block_size!r}")
+        if copy_threads is not None and (
+            isinstance(copy_threads, bool) or not isinstance(copy_threads, int) or copy_threads < 1
+        ):
+            raise ValueError(f"copy_threads must be an int >= 1 or None, got {copy_threads!r}")
         self._block_size = block_size
+        self._copy_threads = copy_threads
         self._blocks: list[_Block] | None = None
         self._touched: set[int] = set()  # blocks read from and still in memory
 
-    def _settings(self) -> dict[str, int]:
-        return {"block_size": self._block_size}
+    def _settings(self) -> dict[str, int | None]:
+        return {"block_size": self._block_size, "copy_threads": self._copy_threads}
 
     # -------------------------------------------------------------- download
     def _discover_info(self) -> ObjectInfo:
@@ -212,7 +221,7 @@ class S3CheckpointReader(S3Reader):
             self._touched.add(index)
             copied += hi - lo
             index += 1
-        copy_into(view[:copied], sources)
+        copy_into(view[:copied], sources, self._copy_threads)
         self._release_behind(blocks, position + copied)
         return copied
 
