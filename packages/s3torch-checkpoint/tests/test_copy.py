@@ -81,3 +81,22 @@ def test_threads_follow_the_cores_this_process_may_use(monkeypatch: pytest.Monke
     assert copy_threads() == 3
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert copy_threads() == _copy.MAX_THREADS
+
+
+def test_an_interrupted_copy_waits_for_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    finished: list[str] = []
+    copy_slices = _copy._copy_slices
+
+    def slow_or_interrupted(destination: Any, sources: Any) -> None:
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt
+        copy_slices(destination, sources)
+        finished.append(threading.current_thread().name)
+
+    monkeypatch.setattr(_copy, "_copy_slices", slow_or_interrupted)
+    data = os.urandom(16 * MiB)
+    target = bytearray(len(data))
+    with pytest.raises(KeyboardInterrupt):
+        copy_into(memoryview(target), pieces_of(data, []), threads=4)
+    assert len(finished) == 3  # every worker was done when the interrupt got out
+    assert target[4 * MiB :] == data[4 * MiB :]

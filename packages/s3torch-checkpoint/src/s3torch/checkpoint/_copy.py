@@ -7,10 +7,11 @@ page faults that first touch it, and one thread does them one page at a time.
 NumPy releases the GIL while it copies, so the faults are taken on several
 cores at once. Small copies stay on the calling thread.
 
-Threads are started for the copy and joined before it returns (no pool outlives
-a call, so nothing is left behind by ``fork`` or at interpreter exit), and each
-slice is bounds-checked by NumPy: a wrong offset raises, it never writes out of
-bounds.
+Threads are started for the copy and joined before it returns or raises, even
+when interrupted (no pool outlives a call, so nothing is left behind by
+``fork`` or at interpreter exit, and nothing writes into the target after the
+call), and each slice is bounds-checked by NumPy: a wrong offset raises, it
+never writes out of bounds.
 """
 
 from __future__ import annotations
@@ -67,9 +68,13 @@ def copy_into(
     workers = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares[1:]]
     for worker in workers:
         worker.start()
-    work(shares[0])
-    for worker in workers:
-        worker.join()
+    try:
+        work(shares[0])
+    finally:
+        # Even when this thread is interrupted (Ctrl-C), nothing writes into
+        # the target once the call is over.
+        for worker in workers:
+            worker.join()
     if errors:
         raise errors[0]
 
