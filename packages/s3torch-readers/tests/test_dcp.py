@@ -251,5 +251,9 @@ def test_readahead_parts_bounds_the_gets_ahead_of_the_reader(
 def test_a_bad_readahead_parts_is_refused(client: S3Client, bucket: str, bad: object) -> None:
     with pytest.raises(ValueError, match="readahead_parts must be None or an int >= 1"):
         DCPOptimizedS3Reader(
-            client, bucket, "obj", item_ranges=_ranges((0, 1)), readahead_parts=bad  # type: ignore[arg-type]
+            client,
+            bucket,
+            "obj",
+            item_ranges=_ranges((0, 1)),
+            readahead_parts=bad,  # type: ignore[arg-type]
         )

@@ -170,7 +170,9 @@ class DCPOptimizedS3Reader(S3Reader):
             or not isinstance(readahead_parts, int)
             or readahead_parts < 1
         ):
-            raise ValueError(f"readahead_parts must be None or an int >= 1, got {readahead_parts!r}")
+            raise ValueError(
+                f"readahead_parts must be None or an int >= 1, got {readahead_parts!r}"
+            )
         super().__init__(client, bucket, key, object_info)
         for item in item_ranges:
             if not isinstance(item, ItemRange):
