@@ -152,9 +152,7 @@ def test_retained_pieces_share_parts_with_copies_and_are_read_in_place(
     assert _uploads(boto3_s3, bucket) == []
 
 
-def test_small_retained_pieces_are_copied(
-    client: S3Client, boto3_s3: Any, bucket: str
-) -> None:
+def test_small_retained_pieces_are_copied(client: S3Client, boto3_s3: Any, bucket: str) -> None:
     small = bytearray(b"s" * 1000)
     with client.put_object(bucket, "obj") as writer:
         writer.write_retained(small)
