@@ -76,6 +76,7 @@ def _plain_destination(target: torch.Tensor) -> bool:
         type(target) is torch.Tensor
         and target.device.type == "cpu"
         and target.layout == torch.strided
+        and not target.is_nested
         and not target.is_quantized
         and not target.is_conj()
         and not target.is_neg()
