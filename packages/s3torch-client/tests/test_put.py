@@ -127,6 +127,39 @@ def test_write_retained_mixed_with_write_stores_every_byte_in_order(
     assert _uploads(boto3_s3, bucket) == []
 
 
+def test_retained_pieces_share_parts_with_copies_and_are_read_in_place(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    # Pieces far smaller than a part, retained and copied in turn, cross part
+    # boundaries; the retained ones stay views of the caller's memory (a
+    # bytearray cannot be resized while a view of it lives) until close().
+    retained = [bytearray(os.urandom(300 * 1024 + n)) for n in range(40)]
+    copied = [os.urandom(1000 + n) for n in range(40)]
+    with small_part_client.put_object(bucket, "obj") as writer:
+        for piece, header in zip(retained, copied, strict=True):
+            writer.write(bytearray(header))
+            writer.write_retained(piece)
+        with pytest.raises(BufferError):
+            retained[-1].extend(b"x")  # the writer still reads it in place
+        expected = b"".join(bytes(h) + bytes(p) for h, p in zip(copied, retained, strict=True))
+        assert writer.tell() == len(expected)
+    stored, etag = _stored(boto3_s3, bucket, "obj")
+    assert stored == expected
+    assert etag.endswith(f'-{-(-len(expected) // PART)}"'), etag
+    gc.collect()
+    for piece in retained:
+        piece.extend(b"x")  # closed: the writer holds no view of any of them
+    assert _uploads(boto3_s3, bucket) == []
+
+
+def test_small_retained_pieces_are_copied(client: S3Client, boto3_s3: Any, bucket: str) -> None:
+    small = bytearray(b"s" * 1000)
+    with client.put_object(bucket, "obj") as writer:
+        writer.write_retained(small)
+        small.extend(b"!")  # copied, not kept: the caller's buffer is free at once
+    assert _stored(boto3_s3, bucket, "obj")[0] == b"s" * 1000
+
+
 def test_write_retained_on_a_closed_writer_raises(client: S3Client, bucket: str) -> None:
     writer = client.put_object(bucket, "obj")
     writer.close()

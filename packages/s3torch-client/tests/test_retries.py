@@ -125,3 +125,18 @@ def test_an_unreachable_endpoint_is_a_transport_error(make_client: Callable[...,
     assert caught.value.code is not None
     assert caught.value.code.startswith("AWS_IO_")
     assert "HeadObject s3://bucket/key failed" in str(caught.value)
+
+
+def test_a_part_made_of_retained_pieces_is_resent_whole_on_retry(
+    proxied: Callable[..., S3Client], fault_proxy: FaultProxy, bucket: str
+) -> None:
+    client = proxied(part_size=5 * 1024 * 1024)
+    pieces = [bytes([n]) * (700 * 1024) for n in range(10)]  # 7 MiB: two parts of pieces
+    fault_proxy.fail(503, "SlowDown", times=1, when=lambda r: "partNumber=1" in r.path)
+    with client.put_object(bucket, "pieces") as writer:
+        for piece in pieces:
+            writer.write(b"<>")
+            writer.write_retained(memoryview(piece))
+    assert sum(1 for r in fault_proxy.seen if "partNumber=1" in r.path) == 2  # failed, resent
+    expected = b"".join(b"<>" + piece for piece in pieces)
+    assert client.get_object_stream(bucket, "pieces").read() == expected

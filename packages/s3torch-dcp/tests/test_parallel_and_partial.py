@@ -159,3 +159,42 @@ def test_files_save_at_once(
     loaded = blank_of(state)
     dcp.load(loaded, storage_reader=S3StorageReader(path=checkpoint_uri, **options))
     assert all(torch.equal(loaded[key], state[key]) for key in state)
+
+
+@pytest.mark.parametrize("readahead_parts", [1, 3])
+def test_readahead_parts_bounds_the_gets_in_flight_per_reader(
+    options: dict[str, Any],
+    s3_region: str,
+    checkpoint_uri: str,
+    fault_proxy: FaultProxy,
+    same: Callable[[Any, Any], None],
+    readahead_parts: int,
+) -> None:
+    from s3torch.client import S3ClientConfig
+
+    state = state_of(6, 5 * MiB // 4)  # one file of six 5 MiB tensors: a GET each
+    dcp.save(state, storage_writer=S3StorageWriter(path=checkpoint_uri, **options))
+    reader = S3StorageReader(
+        s3_region,
+        checkpoint_uri,
+        endpoint=fault_proxy.endpoint,
+        s3client_config=S3ClientConfig(part_size=5 * MiB),
+        thread_count=1,
+        readahead_parts=readahead_parts,
+    )
+    loaded = blank_of(state)
+    plan, planner = _prepared_load(reader, loaded)
+    opened = reader._open("__0_0.distcp", plan.items)
+    assert opened.__getstate__()["settings"]["readahead_parts"] == readahead_parts
+    opened.close()
+    fault_proxy.clear()
+    reader.read_data(plan, planner).wait()
+    assert len([r for r in fault_proxy.seen if r.method == "GET"]) >= 6  # a part each, about
+    assert 1 <= fault_proxy.max_concurrent <= readahead_parts  # never more GETs at once
+    same(loaded, state)
+
+
+@pytest.mark.parametrize("readahead_parts", [0, -2, True, 2.0, None])
+def test_a_bad_readahead_parts_is_refused(readahead_parts: object) -> None:
+    with pytest.raises(ValueError, match=r"readahead_parts must be an int >= 1, got"):
+        S3StorageReader("us-east-1", "s3://my-bucket/ckpt", readahead_parts=readahead_parts)  # type: ignore[arg-type]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import pickle
 import random
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -219,3 +221,39 @@ def test_the_constructor_falls_back_to_sequential_without_ranges(
     shard = get_object(client, bucket, "shard.distcp", reader_constructor=constructor)
     assert isinstance(shard, DCPOptimizedS3Reader)
     assert shard.item_ranges == (ItemRange(0, 10),)
+
+
+@pytest.mark.parametrize("readahead_parts", [1, 2, None])
+def test_readahead_parts_bounds_the_gets_ahead_of_the_reader(
+    counting_client: Any, bucket: str, upload: Callable[..., bytes], readahead_parts: int | None
+) -> None:
+    data = upload("obj", 1000)
+    pairs = [(i * 100, i * 100 + 10) for i in range(8)]  # 8 groups: 8 GETs
+    reader = DCPOptimizedS3Reader(
+        counting_client,
+        bucket,
+        "obj",
+        item_ranges=_ranges(*pairs),
+        max_gap_size=0,
+        readahead_parts=readahead_parts,
+    )
+    reader.seek(0)
+    assert reader.read(10) == data[:10]
+    ahead = readahead_parts or counting_client.s3client_config.readahead_parts
+    # The first item's GET is done with; the read-ahead is in flight behind it.
+    assert len([c for c in counting_client.calls if c[0] == "get"]) == min(8, 1 + ahead)
+    copy = pickle.loads(pickle.dumps(reader))
+    copy.seek(700)
+    assert copy.read(10) == data[700:710]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_a_bad_readahead_parts_is_refused(client: S3Client, bucket: str, bad: object) -> None:
+    with pytest.raises(ValueError, match="readahead_parts must be None or an int >= 1"):
+        DCPOptimizedS3Reader(
+            client,
+            bucket,
+            "obj",
+            item_ranges=_ranges((0, 1)),
+            readahead_parts=bad,  # type: ignore[arg-type]
+        )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import io
 import logging
 import os
@@ -131,12 +132,35 @@ class _Collector:
         self.future.set_result(response)
 
 
-class BytesBody(io.RawIOBase):
-    """A seekable, read-only view of bytes that the CRT can send (and resend on retry)."""
+BodyPiece = bytes | bytearray | memoryview
+Body = BodyPiece | tuple[BodyPiece, ...]
+"""A request body: one bytes-like object, or a tuple of them sent one after another."""
 
-    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+
+def body_size(body: Body) -> int:
+    """The number of bytes ``body`` sends."""
+    if isinstance(body, tuple):
+        return sum(memoryview(piece).nbytes for piece in body)
+    return memoryview(body).nbytes
+
+
+class BytesBody(io.RawIOBase):
+    """A seekable, read-only view of a :data:`Body` that the CRT can send (and resend on retry).
+
+    A tuple body is read across its pieces in order, without joining them:
+    each ``readinto`` copies straight from the pieces into the CRT's buffer.
+    """
+
+    def __init__(self, data: Body) -> None:
         super().__init__()
-        self._view = memoryview(data).cast("B")
+        pieces = data if isinstance(data, tuple) else (data,)
+        self._pieces = [view for view in (memoryview(p).cast("B") for p in pieces) if len(view)]
+        self._starts: list[int] = []
+        size = 0
+        for view in self._pieces:
+            self._starts.append(size)
+            size += len(view)
+        self._size = size
         self._pos = 0
 
     def readable(self) -> bool:
@@ -147,13 +171,19 @@ class BytesBody(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
-        count = min(len(target), len(self._view) - self._pos)
-        target[:count] = self._view[self._pos : self._pos + count]
-        self._pos += count
-        return count
+        written = 0
+        while written < len(target) and self._pos < self._size:
+            index = bisect.bisect_right(self._starts, self._pos) - 1
+            piece = self._pieces[index]
+            inner = self._pos - self._starts[index]
+            count = min(len(target) - written, len(piece) - inner)
+            target[written : written + count] = piece[inner : inner + count]
+            written += count
+            self._pos += count
+        return written
 
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, base + offset)
         return self._pos
 
@@ -280,7 +310,7 @@ class CrtClient:
         *,
         query: dict[str, str] | None = None,
         headers: Sequence[tuple[str, str]] = (),
-        body: bytes | bytearray | memoryview | None = None,
+        body: Body | None = None,
         request_type: int = S3RequestType.DEFAULT,
         on_done: Callable[[Future[Response]], None] | None = None,
         on_response: Callable[[Response], None] | None = None,
@@ -289,7 +319,7 @@ class CrtClient:
         all_headers = list(headers)
         body_stream = None
         if body is not None:
-            all_headers.append(("Content-Length", str(memoryview(body).nbytes)))
+            all_headers.append(("Content-Length", str(body_size(body))))
             body_stream = BytesBody(body)
         elif method in ("PUT", "POST"):
             all_headers.append(("Content-Length", "0"))

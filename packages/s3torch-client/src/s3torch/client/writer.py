@@ -30,13 +30,17 @@ from awscrt.s3 import S3Request
 
 from . import _xml
 from ._checksums import ALGORITHMS, Crc
-from ._transport import CrtClient, Response
+from ._transport import Body, CrtClient, Response, body_size
 from .config import MAX_PART_SIZE
 
 __all__ = ["S3Writer"]
 
 log = logging.getLogger(__name__)
 
+
+# A retained write shorter than this is copied rather than kept as a piece of
+# its part: below it, the bookkeeping of one more piece costs more than a copy.
+MIN_RETAINED_PIECE = 64 * 1024
 
 # S3 allows 10,000 parts. Every 1,000 parts the part size doubles, so an upload
 # of unknown length can reach about 8 TB with 8 MiB parts (S3's limit is 5 TB).
@@ -57,6 +61,16 @@ class _Part:
     etag: str | None = None
     done: bool = False  # finished, failed, or never sent
     settled: bool = False  # its place in flight and its memory have been given back
+
+
+def _crc_of(crc: Crc, data: Body) -> int:
+    """The CRC of ``data``: of its pieces in order, when it is a tuple of them."""
+    if not isinstance(data, tuple):
+        return crc.of(data)
+    value = 0
+    for piece in data:
+        value = crc.update(piece, value)
+    return value
 
 
 class _Upload:
@@ -86,7 +100,7 @@ class _Upload:
         return part_size_for(len(self.parts) + 1, self.base_part_size)
 
     # ------------------------------------------------------------ single PUT
-    def put_whole(self, data: bytearray) -> None:
+    def put_whole(self, data: Body) -> None:
         """Upload ``data`` in one PutObject.
 
         If interrupted, the request is cancelled; S3 then holds either the old
@@ -114,10 +128,10 @@ class _Upload:
             (time.perf_counter() - self.started) * 1000,
         )
 
-    def _checksum_headers(self, data: bytes | bytearray) -> list[tuple[str, str]]:
+    def _checksum_headers(self, data: Body) -> list[tuple[str, str]]:
         if self.crc is None:
             return []
-        return [(self.crc.header, self.crc.encode(self.crc.of(data)))]
+        return [(self.crc.header, self.crc.encode(_crc_of(self.crc, data)))]
 
     # ------------------------------------------------------------- multipart
     def _create(self) -> None:
@@ -155,21 +169,22 @@ class _Upload:
             return  # it failed, so nothing was created
         self._send_abort(upload_id, wait=False)
 
-    def send_part(self, data: bytes | bytearray | memoryview) -> None:
+    def send_part(self, data: Body) -> None:
         """Start uploading ``data`` as the next part; wait while too many are in flight."""
         if self.upload_id is None:
             self._create()
         assert self.upload_id is not None
+        size = body_size(data)
         checksum = None
         if self.crc is not None:
-            value = self.crc.of(data)
+            value = _crc_of(self.crc, data)
             checksum = self.crc.encode(value)
-        part = _Part(len(self.parts) + 1, len(data), checksum)
+        part = _Part(len(self.parts) + 1, size, checksum)
         with self.cond:
             while True:
                 self._raise_if_failed()
                 if self.in_flight < self.max_in_flight and self.crt.budget.try_acquire(
-                    len(data), force=self.in_flight == 0
+                    size, force=self.in_flight == 0
                 ):
                     break
                 self.cond.wait()
@@ -195,8 +210,8 @@ class _Upload:
             if not part.done:  # else its on_done already ran: do not hold the request again
                 part.request = request
         if self.crc is not None:
-            self.object_crc = self.crc.combine(self.object_crc, value, len(data))
-        self.size += len(data)
+            self.object_crc = self.crc.combine(self.object_crc, value, size)
+        self.size += size
 
     def _settle(self, part: _Part) -> None:
         """Give back the place and memory of ``part``, once. Call with ``cond`` held."""
@@ -314,7 +329,12 @@ class S3Writer(io.BufferedIOBase):
     def __init__(self, crt: CrtClient, bucket: str, key: str) -> None:
         super().__init__()
         self._upload = _Upload(crt, bucket, key)
-        self._buffer = bytearray()
+        # The next part, as pieces sent one after another: views of memory
+        # that stays unchanged (bytes, retained writes) and copies of the
+        # rest (the last piece, while ``_copying``, grows with each copy).
+        self._pieces: list[memoryview | bytearray] = []
+        self._pending = 0  # bytes in _pieces
+        self._copying = False
         self._position = 0
         self._done = False
 
@@ -367,8 +387,9 @@ class S3Writer(io.BufferedIOBase):
         (leaving the ``with`` block does either). The caller must keep that
         memory alive and unchanged until then: a buffer it will reuse or free
         sooner must go through :meth:`write`, which copies what it keeps.
-        Bytes that do not fill a whole part are still copied into the
-        writer's own buffer.
+        A part may mix such views with bytes copied from :meth:`write`: each
+        is read in place when the part is sent. Pieces under 64 KiB are
+        copied all the same (cheaper than keeping them apart).
 
         Returns the number of bytes taken, always all of them.
 
@@ -386,9 +407,9 @@ class S3Writer(io.BufferedIOBase):
         if not view.c_contiguous:
             view = memoryview(view.tobytes())
         view = view.cast("B")
-        # Parts cut from an immutable bytes object (or memory the caller keeps
-        # for us) can be sent as views of it; anything else is copied, since
-        # the caller may reuse it.
+        # Pieces of an immutable bytes object (or of memory the caller keeps
+        # for us) are sent as views of it; anything else is copied, since the
+        # caller may reuse it.
         immutable = retained or isinstance(view.obj, bytes)
         total = len(view)
         try:
@@ -397,17 +418,21 @@ class S3Writer(io.BufferedIOBase):
             # exactly one part still goes up as a single PUT at close().
             while offset < total:
                 part_size = self._upload.part_size  # grows every 1,000 parts
-                if len(self._buffer) >= part_size:
-                    full, self._buffer = self._buffer, bytearray()
-                    self._send(full)
-                if not self._buffer and total - offset > part_size:
-                    # A whole part straight from the caller's memory: at most one copy.
-                    part = view[offset : offset + part_size]
-                    self._send(part if immutable else bytes(part))
-                    offset += part_size
-                    continue
-                take = min(part_size - len(self._buffer), total - offset)
-                self._buffer += view[offset : offset + take]
+                if self._pending >= part_size:
+                    self._send_pending()
+                take = min(part_size - self._pending, total - offset)
+                piece = view[offset : offset + take]
+                if immutable and take >= MIN_RETAINED_PIECE:
+                    self._pieces.append(piece)  # sent from the caller's memory: no copy
+                    self._copying = False
+                elif self._copying:
+                    last = self._pieces[-1]
+                    assert isinstance(last, bytearray)
+                    last += piece
+                else:
+                    self._pieces.append(bytearray(piece))
+                    self._copying = True
+                self._pending += take
                 offset += take
         except BaseException:
             self._fail()
@@ -415,7 +440,15 @@ class S3Writer(io.BufferedIOBase):
         self._position += total
         return total
 
-    def _send(self, part: bytes | bytearray | memoryview) -> None:
+    def _take_pending(self) -> tuple[memoryview | bytearray, ...]:
+        pieces = tuple(self._pieces)
+        self._pieces, self._pending, self._copying = [], 0, False
+        return pieces
+
+    def _send_pending(self) -> None:
+        self._send(self._take_pending())
+
+    def _send(self, part: Body) -> None:
         self._upload.send_part(part)
 
     # ---------------------------------------------------------------- lifetime
@@ -432,16 +465,16 @@ class S3Writer(io.BufferedIOBase):
         upload = self._upload
         try:
             if upload.upload_id is None:
-                upload.put_whole(self._buffer)
+                upload.put_whole(self._take_pending())
             else:
-                if self._buffer:
-                    self._send(self._buffer)
+                if self._pending:
+                    self._send_pending()
                 upload.complete()
         except BaseException:
             self._fail()
             raise
         finally:
-            self._buffer = bytearray()
+            self._take_pending()
             self._mark_closed()
 
     def abort(self) -> None:
@@ -452,7 +485,7 @@ class S3Writer(io.BufferedIOBase):
         if self._done:
             return
         self._require_this_process()
-        self._buffer = bytearray()
+        self._take_pending()
         try:
             self._upload.abort()
         finally:

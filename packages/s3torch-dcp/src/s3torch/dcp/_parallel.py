@@ -10,17 +10,22 @@ from typing import TypeVar
 
 from .errors import S3CheckpointError
 
-__all__ = ["Cancelled", "require_thread_count", "run_jobs"]
+__all__ = ["Cancelled", "require_count", "require_thread_count", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
+def require_count(name: str, value: object) -> None:
+    """Refuse a setting ``name`` that is not an int >= 1 (``ValueError`` naming it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+
 def require_thread_count(thread_count: object) -> None:
     """Refuse a ``thread_count`` that is not an int >= 1 (``ValueError`` naming it)."""
-    if isinstance(thread_count, bool) or not isinstance(thread_count, int) or thread_count < 1:
-        raise ValueError(f"thread_count must be an int >= 1, got {thread_count!r}")
+    require_count("thread_count", thread_count)
 
 
 class Cancelled(Exception):  # noqa: N818 - not an error: another job failed first

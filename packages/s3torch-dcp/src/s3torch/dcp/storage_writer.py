@@ -431,7 +431,7 @@ class _StorageSink:
     the pickle) is copied as usual.
     """
 
-    MIN_RETAINED = 1024 * 1024  # smaller writes are cheaper to copy than to check
+    MIN_RETAINED = 64 * 1024  # smaller writes are cheaper to copy than to check and keep
 
     def __init__(self, stream: S3Writer, tensor: torch.Tensor) -> None:
         self.stream = stream

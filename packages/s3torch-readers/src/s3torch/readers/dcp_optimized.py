@@ -132,10 +132,10 @@ class DCPOptimizedS3Reader(S3Reader):
     coalesces ranges at most ``max_gap_size`` apart into groups and fetches
     them with part-sized ranged GETs (:func:`plan_fetches`): a gap inside a
     group is downloaded only where it shares a part with item bytes, a gap
-    between groups never. The client's read-ahead of requests
-    (``S3ClientConfig.readahead_parts``) stays in flight ahead of the reader,
-    across items and groups, so one large shard loads at full speed with
-    bounded memory. An item is loaded whole into one buffer when the reader
+    between groups never. A read-ahead of ``readahead_parts`` requests
+    (default: the client's ``S3ClientConfig.readahead_parts``) stays in
+    flight ahead of the reader, across items and groups, so one large shard
+    loads at full speed with bounded memory. An item is loaded whole into one buffer when the reader
     reaches it and freed when it moves on: reading an item whole returns that
     buffer itself, without a copy. Gap bytes are skipped, never copied.
 
@@ -154,7 +154,25 @@ class DCPOptimizedS3Reader(S3Reader):
         *,
         item_ranges: Sequence[ItemRange],
         max_gap_size: float = DEFAULT_MAX_GAP_SIZE,
+        readahead_parts: int | None = None,
     ) -> None:
+        """See the class; ``readahead_parts``: ranged GETs (of at most a part each)
+        kept in flight or buffered ahead of the reader, at least 1 (``None``: the
+        client's ``s3client_config.readahead_parts``). Each holds up to
+        ``part_size`` bytes, so it bounds this reader's memory.
+
+        Raises:
+            TypeError, ValueError: a bad ``item_ranges``, ``max_gap_size`` or
+                ``readahead_parts`` (named in the message).
+        """
+        if readahead_parts is not None and (
+            isinstance(readahead_parts, bool)
+            or not isinstance(readahead_parts, int)
+            or readahead_parts < 1
+        ):
+            raise ValueError(
+                f"readahead_parts must be None or an int >= 1, got {readahead_parts!r}"
+            )
         super().__init__(client, bucket, key, object_info)
         for item in item_ranges:
             if not isinstance(item, ItemRange):
@@ -170,7 +188,10 @@ class DCPOptimizedS3Reader(S3Reader):
         self._item_starts = [item.start for item in self._items]
         self._fetches = plan_fetches(self._groups, client.s3client_config.part_size)
         self._fetch_ends = [fetch.end for fetch in self._fetches]
-        self._in_flight = client.s3client_config.readahead_parts
+        self._readahead_parts = readahead_parts
+        self._in_flight = (
+            client.s3client_config.readahead_parts if readahead_parts is None else readahead_parts
+        )
         self._open: deque[tuple[Fetch, RawGetStream]] = deque()  # started, in order
         self._next_fetch = 0  # the first fetch not started yet
         self._etag = object_info.etag if object_info is not None else None
@@ -179,7 +200,11 @@ class DCPOptimizedS3Reader(S3Reader):
         self._item_index = -1
 
     def _settings(self) -> dict[str, Any]:
-        return {"item_ranges": list(self._items), "max_gap_size": self._max_gap_size}
+        return {
+            "item_ranges": list(self._items),
+            "max_gap_size": self._max_gap_size,
+            "readahead_parts": self._readahead_parts,
+        }
 
     @property
     def item_ranges(self) -> tuple[ItemRange, ...]:
