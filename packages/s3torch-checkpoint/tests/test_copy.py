@@ -100,3 +100,30 @@ def test_an_interrupted_copy_waits_for_its_threads(monkeypatch: pytest.MonkeyPat
         copy_into(memoryview(target), pieces_of(data, []), threads=4)
     assert len(finished) == 3  # every worker was done when the interrupt got out
     assert target[4 * MiB :] == data[4 * MiB :]
+
+
+def test_a_thread_that_cannot_start_stops_the_copy_after_the_started_ones_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    finished: list[str] = []
+    copy_slices = _copy._copy_slices
+    real_start = threading.Thread.start
+    starts = 0
+
+    def recording(destination: Any, sources: Any) -> None:
+        copy_slices(destination, sources)
+        finished.append(threading.current_thread().name)
+
+    def start_twice_then_fail(thread: threading.Thread) -> None:
+        nonlocal starts
+        starts += 1
+        if starts > 2:
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(_copy, "_copy_slices", recording)
+    monkeypatch.setattr(threading.Thread, "start", start_twice_then_fail)
+    data = os.urandom(16 * MiB)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        copy_into(memoryview(bytearray(len(data))), pieces_of(data, []), threads=4)
+    assert len(finished) == 2  # both started workers were done when the error got out

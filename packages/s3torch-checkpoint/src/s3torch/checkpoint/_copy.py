@@ -65,15 +65,17 @@ def copy_into(
         except BaseException as error:  # raised on the calling thread below
             errors.append(error)
 
-    workers = [threading.Thread(target=work, args=(share,), daemon=True) for share in shares[1:]]
-    for worker in workers:
-        worker.start()
+    started: list[threading.Thread] = []
     try:
+        for share in shares[1:]:
+            worker = threading.Thread(target=work, args=(share,), daemon=True)
+            worker.start()
+            started.append(worker)
         work(shares[0])
     finally:
-        # Even when this thread is interrupted (Ctrl-C), nothing writes into
-        # the target once the call is over.
-        for worker in workers:
+        # Even when this thread is interrupted (Ctrl-C) or a thread cannot
+        # start, nothing writes into the target once the call is over.
+        for worker in started:
             worker.join()
     if errors:
         raise errors[0]
