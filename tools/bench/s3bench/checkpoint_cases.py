@@ -35,7 +35,7 @@ from typing import IO, Any, ClassVar, cast
 
 from . import MiB
 from .cases import CASES, Case, VerificationError, expect, human_size
-from .measure import server_cpu_seconds, server_process
+from .measure import ServerCpu
 from .workload import Workload
 
 log = logging.getLogger(__name__)
@@ -214,20 +214,15 @@ class CheckpointCase(Case):
         self._checkpointer = _Checkpointer(
             self.adapter.name, self.adapter.endpoint, self.adapter.region
         )
-        self._server = server_process(self.adapter.endpoint)
-        self._server_cpu: list[float] = []
+        self._server_cpu = ServerCpu(self.adapter.endpoint)
 
     def timed_with_server(self, operation: Callable[[], object]) -> None:
         """Run ``operation``, recording the CPU seconds the server process used meanwhile."""
-        before = server_cpu_seconds(self._server) if self._server is not None else 0.0
-        operation()
-        if self._server is not None:
-            used = server_cpu_seconds(self._server) - before
-            self._server_cpu.append(used)
-            log.info("server CPU during the %s: %.2f s", self.verb, used)
+        with self._server_cpu.during(self.verb):
+            operation()
 
     def teardown(self) -> dict[str, Any]:
-        return {"server_cpu_s": self._server_cpu}
+        return {"server_cpu_s": self._server_cpu.seconds}
 
 
 class CheckpointSave(CheckpointCase):

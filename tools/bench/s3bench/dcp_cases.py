@@ -38,7 +38,7 @@ from .dcp_state import (
     storage_writer,
     tensor_sizes,
 )
-from .measure import server_cpu_seconds, server_process
+from .measure import ServerCpu
 from .workload import Workload
 
 log = logging.getLogger(__name__)
@@ -71,19 +71,16 @@ class DCPSave(_DCPCase):
 
         self.state = make_state(self.workload.big_size)
         self.uri = f"s3://{self.workload.bucket}/dcp/save-{self.adapter.name}"
-        self.server = server_process(self.adapter.endpoint)
-        self.server_cpu: list[float] = []
+        self.server_cpu = ServerCpu(self.adapter.endpoint)
 
     def run(self) -> None:
         from torch.distributed.checkpoint import state_dict_saver
 
-        before = server_cpu_seconds(self.server) if self.server is not None else 0.0
-        state_dict_saver.save(self.state, storage_writer=storage_writer(self.adapter, self.uri))
-        if self.server is not None:
-            self.server_cpu.append(server_cpu_seconds(self.server) - before)
+        with self.server_cpu.during("save"):
+            state_dict_saver.save(self.state, storage_writer=storage_writer(self.adapter, self.uri))
 
     def teardown(self) -> dict[str, Any]:
-        return {"server_cpu_s": self.server_cpu[1:]}  # the warm-up's is left out
+        return {"server_cpu_s": self.server_cpu.seconds[1:]}  # the warm-up's is left out
 
 
 def _ensure_checkpoint(adapter: ClientAdapter, workload: Workload) -> str:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 from . import MiB
 from .adapters import ClientAdapter
 from .cases import Case, VerificationError, expect, human_size
-from .measure import server_cpu_seconds, server_process
+from .measure import ServerCpu
 from .workload import Workload
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,7 @@ class LightningCase(Case):
         self._plugin: Any = None
         self._runs = 0
         self._blocked: list[float] = []
-        self._server: Any = None
-        self._server_cpu: list[float] = []
+        self._server_cpu: ServerCpu | None = None
         self._last_dir = ""
 
     @classmethod
@@ -109,7 +108,7 @@ class LightningCase(Case):
 
         self._model = FrozenWeightsModel(model_bytes(self.workload) // 4)
         self._plugin = make_plugin(self.adapter)
-        self._server = server_process(self.adapter.endpoint)
+        self._server_cpu = ServerCpu(self.adapter.endpoint)
 
     def _fit(self) -> Any:
         from lightning.pytorch import Trainer
@@ -157,12 +156,9 @@ class LightningCase(Case):
         expect("global step in the checkpoint", loaded["global_step"], STEPS)
 
     def run(self) -> None:
-        before = server_cpu_seconds(self._server) if self._server is not None else 0.0
-        self._blocked += self._fit().blocked_s
-        if self._server is not None:
-            used = server_cpu_seconds(self._server) - before
-            self._server_cpu.append(used)
-            log.info("server CPU during the fit: %.2f s", used)
+        assert self._server_cpu is not None, "setup() runs first"
+        with self._server_cpu.during("fit"):
+            self._blocked += self._fit().blocked_s
 
     def teardown(self) -> dict[str, Any]:
         self._model = None
@@ -171,7 +167,7 @@ class LightningCase(Case):
         return {
             "blocked_step_s": self._blocked,
             "blocked_step_median_s": median,
-            "server_cpu_s": self._server_cpu,
+            "server_cpu_s": self._server_cpu.seconds if self._server_cpu else [],
         }
 
 

@@ -15,7 +15,8 @@ import logging
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -101,3 +102,26 @@ def server_cpu_seconds(process: psutil.Process) -> float:
     except psutil.Error:
         pass
     return total
+
+
+class ServerCpu:
+    """The CPU seconds the local server used during each measured operation.
+
+    Uploads on a small machine are bound by the server's CPU; cases record
+    this beside their own CPU time (``server_cpu_s`` in the result JSON).
+    Nothing is recorded when the server process cannot be found.
+    """
+
+    def __init__(self, endpoint: str) -> None:
+        self.process = server_process(endpoint)
+        self.seconds: list[float] = []
+
+    @contextmanager
+    def during(self, what: str) -> Iterator[None]:
+        """Record (and log) the server's CPU seconds spent while the block runs."""
+        before = server_cpu_seconds(self.process) if self.process is not None else 0.0
+        yield
+        if self.process is not None:
+            used = server_cpu_seconds(self.process) - before
+            self.seconds.append(used)
+            log.info("server CPU during the %s: %.2f s", what, used)
