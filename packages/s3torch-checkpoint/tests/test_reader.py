@@ -126,7 +126,7 @@ def test_bad_block_size(client: Any, bucket: str) -> None:
 @pytest.mark.parametrize("threads", [0, -1, 2.0, True, "4"])
 def test_bad_copy_threads(client: Any, bucket: str, threads: Any) -> None:
     with pytest.raises(
-        ValueError, match=f"copy_threads must be an int >= 1 or None, got {threads!r}"
+        ValueError, match=f"copy_threads must be None or an int >= 1, got {threads!r}"
     ):
         S3CheckpointReader(client, bucket, "obj", copy_threads=threads)
 

@@ -91,7 +91,7 @@ def test_a_limit_bounds_what_a_fill_may_write() -> None:
 
 @pytest.mark.parametrize("limit", [-1, 1.5, True])
 def test_a_bad_limit_is_refused(limit: object) -> None:
-    with pytest.raises(ValueError, match="limit must be an int >= 0"):
+    with pytest.raises(ValueError, match="limit must be None or an int >= 0"):
         FillableBytes(4).append_from(lambda view: 0, limit)  # type: ignore[arg-type]
 
 

@@ -299,9 +299,9 @@ def test_range_based_buffer_semantics(
 
 
 def test_range_based_refuses_a_bad_buffer_size(client: S3Client) -> None:
-    with pytest.raises(ValueError, match="buffer_size must be an int >= 0 or None"):
+    with pytest.raises(ValueError, match="buffer_size must be None or an int >= 0"):
         RangedS3Reader(client, "bucket", "key", buffer_size=-1)
-    with pytest.raises(ValueError, match="buffer_size must be an int >= 0 or None"):
+    with pytest.raises(ValueError, match="buffer_size must be None or an int >= 0"):
         S3ReaderConstructor.range_based(buffer_size=1.5)  # type: ignore[arg-type]
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 from awscrt import checksums
 
-from s3torch.client import ObjectInfo, S3Client, S3Exception
+from s3torch.client import ObjectInfo, S3Client, S3Exception, require_int
 from s3torch.readers import RawGetStream, S3Reader
 
 from ._copy import copy_into
@@ -110,10 +110,7 @@ class S3CheckpointReader(S3Reader):
         super().__init__(client, bucket, key, object_info)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2**20:
             raise ValueError(f"block_size must be an int >= 1 MiB (1048576), got {block_size!r}")
-        if copy_threads is not None and (
-            isinstance(copy_threads, bool) or not isinstance(copy_threads, int) or copy_threads < 1
-        ):
-            raise ValueError(f"copy_threads must be an int >= 1 or None, got {copy_threads!r}")
+        require_int("copy_threads", copy_threads, minimum=1, optional=True)
         self._block_size = block_size
         self._copy_threads = copy_threads
         self._blocks: list[_Block] | None = None

@@ -22,6 +22,7 @@ from .errors import (
     S3TransportError,
 )
 from .models import ListObjectsPage, ObjectChecksum, ObjectInfo
+from .settings import require_int
 from .sharing import check_shared_client
 from .stream import ObjectStream
 from .uri import parse_s3_uri
@@ -46,4 +47,5 @@ __all__ = [
     "__version__",
     "check_shared_client",
     "parse_s3_uri",
+    "require_int",
 ]

@@ -46,6 +46,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from .settings import require_int
+
 __all__ = ["IN_PLACE_MIN_SIZE", "FillableBytes"]
 
 _IN_PLACE = platform.python_implementation() == "CPython"
@@ -108,8 +110,7 @@ class FillableBytes:
     )
 
     def __init__(self, size: int) -> None:
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ValueError(f"FillableBytes size must be an int >= 0, got {size!r}")
+        require_int("FillableBytes size", size)
         self._lock = threading.Lock()
         self._size = size
         self._filled = 0
@@ -196,10 +197,7 @@ class FillableBytes:
                 while ``source`` ran); ``source`` returned a count out of range
                 (which spoils the buffer); a negative ``limit``.
         """
-        if limit is not None and (
-            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
-        ):
-            raise ValueError(f"limit must be an int >= 0 or None, got {limit!r}")
+        require_int("limit", limit, optional=True)
         with self._lock:
             self._refuse("fill")
             start = self._filled

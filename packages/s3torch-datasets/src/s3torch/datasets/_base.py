@@ -10,7 +10,13 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3Client, S3ClientConfig, S3Exception, check_shared_client
+from s3torch.client import (
+    S3Client,
+    S3ClientConfig,
+    S3Exception,
+    check_shared_client,
+    require_int,
+)
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
 from ._shared_listing import Keep, SharedListing, kept
@@ -79,8 +85,7 @@ class S3DatasetBase:
             raise TypeError(f"get_dataset_objects must be callable, got {get_dataset_objects!r}")
         if not callable(transform):
             raise TypeError(f"transform must be callable, got {transform!r}")
-        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
-            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        require_int("prefetch", prefetch)
         self._region = region
         self._endpoint = endpoint
         self._get_dataset_objects = get_dataset_objects

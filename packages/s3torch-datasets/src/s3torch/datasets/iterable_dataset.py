@@ -9,7 +9,7 @@ from typing import Any
 
 import torch.utils.data
 
-from s3torch.client import S3Client, S3ClientConfig
+from s3torch.client import S3Client, S3ClientConfig, require_int
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
@@ -215,8 +215,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` with the next pass (a different shuffle each epoch)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        require_int("epoch", epoch)
         self._epoch = epoch
         self._consumed = self._resume_from = 0
 

@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
+from s3torch.client import require_int
+
 from .errors import S3CheckpointError
 
 __all__ = ["Cancelled", "require_count", "require_thread_count", "run_jobs"]
@@ -19,8 +21,7 @@ T = TypeVar("T")
 
 def require_count(name: str, value: object) -> None:
     """Refuse a setting ``name`` that is not an int >= 1 (``ValueError`` naming it)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    require_int(name, value, minimum=1)
 
 
 def require_thread_count(thread_count: object) -> None:

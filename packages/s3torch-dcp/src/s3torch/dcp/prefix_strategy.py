@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import torch.distributed as dist
 
+from s3torch.client import require_int
+
 __all__ = [
     "BinaryPrefixStrategy",
     "DefaultPrefixStrategy",
@@ -36,8 +38,7 @@ class S3PrefixStrategyBase(abc.ABC):
 
     def __call__(self, rank: int) -> str:
         """The prefix of ``rank``'s files (see :meth:`generate_prefix`)."""
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 0:
-            raise ValueError(f"rank must be an int >= 0, got {rank!r}")
+        require_int("rank", rank)
         return self.generate_prefix(rank)
 
     @abc.abstractmethod
@@ -108,16 +109,8 @@ class _NumericPrefixStrategy(S3PrefixStrategyBase):
         prefix_count: int | None = None,
     ) -> None:
         _check_epoch(epoch_num)
-        if (
-            isinstance(min_prefix_length, bool)
-            or not isinstance(min_prefix_length, int)
-            or min_prefix_length < 1
-        ):
-            raise ValueError(f"min_prefix_length must be an int >= 1, got {min_prefix_length!r}")
-        if prefix_count is not None and (
-            isinstance(prefix_count, bool) or not isinstance(prefix_count, int) or prefix_count < 1
-        ):
-            raise ValueError(f"prefix_count must be None or an int >= 1, got {prefix_count!r}")
+        require_int("min_prefix_length", min_prefix_length, minimum=1)
+        require_int("prefix_count", prefix_count, minimum=1, optional=True)
         self.epoch_num = epoch_num
         self.min_prefix_length = min_prefix_length
         # None: the world size, if a process group exists now (as the reference does).

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from s3torch.client import ObjectInfo
+from s3torch.client import ObjectInfo, require_int
 
 from .base import S3Reader
 from .dcp_optimized import DEFAULT_MAX_GAP_SIZE, DCPOptimizedS3Reader, ItemRange
@@ -49,9 +49,7 @@ class RangeBasedConstructor:
     type_string = "range_based"
 
     def __post_init__(self) -> None:
-        size = self.buffer_size
-        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
-            raise ValueError(f"buffer_size must be an int >= 0 or None, got {size!r}")
+        require_int("buffer_size", self.buffer_size, optional=True)
 
     def __call__(
         self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None

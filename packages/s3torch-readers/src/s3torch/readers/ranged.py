@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from s3torch.client import ObjectInfo
+from s3torch.client import ObjectInfo, require_int
 from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
@@ -46,9 +46,8 @@ class RangedS3Reader(S3Reader):
         buffer_size: int | None = None,
     ) -> None:
         super().__init__(client, bucket, key, object_info)
+        require_int("buffer_size", buffer_size, optional=True)
         buffer_size = DEFAULT_BUFFER_SIZE if buffer_size is None else buffer_size
-        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
-            raise ValueError(f"buffer_size must be an int >= 0 or None, got {buffer_size!r}")
         self._buffer_size = buffer_size
         self._buffer = b""
         self._buffer_start = 0
