@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import itertools
+import pickle
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ from s3torch.dcp import S3StorageReader, S3StorageWriter
 from s3torch.dcp import storage_reader as storage_reader_module
 from s3torch.dcp._tensor_item import (
     ViewsFile,
+    _describe,
     _storage_record,
     _storage_record_by_zipfile,
     copy_stored_tensor,
@@ -102,6 +105,29 @@ def test_an_archive_with_a_comment_is_read_by_zipfile() -> None:
     target = torch.zeros_like(stored)
     assert copy_stored_tensor(split(commented, 40), target, *whole(stored))
     assert torch.equal(target, stored)
+
+
+CALLED: list[str] = []
+
+
+def _side_effect(what: str) -> None:
+    CALLED.append(what)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _side_effect, ("ran",)
+
+
+def test_the_restricted_unpickler_calls_nothing_a_pickle_names() -> None:
+    assert _describe(pickle.dumps(_Payload())) is None
+    assert _describe(pickle.dumps([_Payload()])) is None
+    assert CALLED == []  # refused before anything was called
+    stored = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    with zipfile.ZipFile(io.BytesIO(saved(stored))) as archive:
+        described = _describe(archive.read("archive/data.pkl"))
+    assert described is not None
+    assert (described.dtype, described.size, described.stride) == (torch.int64, (2, 3), (3, 1))
 
 
 def test_a_views_file_reads_and_seeks_across_its_views() -> None:

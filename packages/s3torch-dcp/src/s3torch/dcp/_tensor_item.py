@@ -30,6 +30,7 @@ import sys
 import zipfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO, Any, cast
 
 import numpy as np
@@ -198,42 +199,32 @@ def copy_stored_tensor(
     return True
 
 
+@dataclass(frozen=True, slots=True)
 class _Stored:
     """What a tensor item's pickle says of its tensor (no data)."""
 
-    __slots__ = ("dtype", "key", "offset", "size", "storage_numel", "stride")
-
-    def __init__(
-        self,
-        dtype: torch.dtype,
-        key: str,
-        storage_numel: int,
-        offset: int,
-        size: tuple[int, ...],
-        stride: tuple[int, ...],
-    ) -> None:
-        self.dtype = dtype
-        self.key = key
-        self.storage_numel = storage_numel
-        self.offset = offset
-        self.size = size
-        self.stride = stride
+    dtype: torch.dtype
+    key: str
+    storage_numel: int
+    offset: int
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
 class _StorageType:
-    __slots__ = ("dtype",)
+    """A storage class a pickle names, by its dtype."""
 
-    def __init__(self, dtype: torch.dtype) -> None:
-        self.dtype = dtype
+    dtype: torch.dtype
 
 
+@dataclass(frozen=True, slots=True)
 class _StorageRef:
-    __slots__ = ("dtype", "key", "numel")
+    """A storage a pickle refers to (its persistent id)."""
 
-    def __init__(self, dtype: torch.dtype, key: str, numel: int) -> None:
-        self.dtype = dtype
-        self.key = key
-        self.numel = numel
+    dtype: torch.dtype
+    key: str
+    numel: int
 
 
 def _rebuild_tensor(
@@ -322,26 +313,16 @@ def _plain_destination(target: torch.Tensor) -> bool:
     )
 
 
+@dataclass(frozen=True, slots=True)
 class _Record:
     """One record of a zip directory: what this module needs of a ``ZipInfo``."""
 
-    __slots__ = ("compress_size", "compress_type", "crc", "file_size", "filename", "header_offset")
-
-    def __init__(
-        self,
-        filename: str,
-        header_offset: int,
-        compress_type: int,
-        compress_size: int,
-        file_size: int,
-        crc: int,
-    ) -> None:
-        self.filename = filename
-        self.header_offset = header_offset
-        self.compress_type = compress_type
-        self.compress_size = compress_size
-        self.file_size = file_size
-        self.crc = crc
+    filename: str
+    header_offset: int
+    compress_type: int
+    compress_size: int
+    file_size: int
+    crc: int
 
 
 def _directory(item: ViewsFile) -> list[_Record] | None:
