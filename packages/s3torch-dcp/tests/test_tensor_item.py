@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import itertools
+import pickle
+import zipfile
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +15,13 @@ import torch.distributed.checkpoint as dcp
 
 from s3torch.dcp import S3StorageReader, S3StorageWriter
 from s3torch.dcp import storage_reader as storage_reader_module
-from s3torch.dcp._tensor_item import copy_stored_tensor
+from s3torch.dcp._tensor_item import (
+    ViewsFile,
+    _describe,
+    _storage_record,
+    _storage_record_by_zipfile,
+    copy_stored_tensor,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -21,6 +30,13 @@ def saved(value: Any) -> bytes:
     buffer = io.BytesIO()
     torch.save(value, buffer)
     return buffer.getvalue()
+
+
+def split(data: bytes, *cuts: int) -> list[memoryview]:
+    """``data`` as views cut at ``cuts``: how an item arrives across network chunks."""
+    view = memoryview(data)
+    edges = [0, *sorted(cut for cut in cuts if 0 < cut < len(data)), len(data)]
+    return [view[start:end] for start, end in itertools.pairwise(edges)]
 
 
 def whole(tensor: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -42,14 +58,95 @@ PLAIN = {
 def test_a_plain_tensor_is_copied_into_its_destination(stored: torch.Tensor) -> None:
     target = torch.zeros_like(stored)
     address = target.data_ptr()
-    assert copy_stored_tensor(saved(stored), target, *whole(stored))
+    assert copy_stored_tensor(split(saved(stored)), target, *whole(stored))
     assert torch.equal(target, stored)
     assert target.data_ptr() == address  # written in place
 
 
+@pytest.mark.parametrize("pieces", [2, 3, 17])
+def test_a_tensor_split_across_chunks_is_copied_from_each(pieces: int) -> None:
+    stored = torch.arange(5000, dtype=torch.int32)
+    data = saved(stored)
+    # Cuts at every boundary kind: inside the pickle, the directory and the data.
+    cuts = [len(data) * index // pieces + 1 for index in range(1, pieces)]
+    target = torch.zeros_like(stored)
+    assert copy_stored_tensor(split(data, *cuts), target, *whole(stored))
+    assert torch.equal(target, stored)
+
+
+def test_tensors_the_fast_unpickler_does_not_know_are_described_by_torch_load() -> None:
+    # A dtype without a legacy storage class, and a Parameter (another rebuild
+    # function): both still go straight into the destination.
+    for stored in (
+        torch.arange(16, dtype=torch.float32).to(torch.float8_e4m3fn),
+        torch.nn.Parameter(torch.arange(6.0).reshape(2, 3)),
+    ):
+        target = torch.zeros(stored.size(), dtype=stored.dtype)
+        assert copy_stored_tensor(split(saved(stored)), target, *whole(stored))
+        assert torch.equal(target.view(torch.uint8), stored.detach().view(torch.uint8))
+
+
+@pytest.mark.parametrize("stored", PLAIN.values(), ids=PLAIN.keys())
+def test_the_hand_read_directory_agrees_with_zipfile(stored: torch.Tensor) -> None:
+    data = saved(stored)
+    fast = _storage_record(ViewsFile(split(data, 7)))
+    assert fast is not None
+    assert fast == _storage_record_by_zipfile(ViewsFile([memoryview(data)]))
+    start, nbytes, key, _ = fast
+    assert data[start : start + nbytes] == stored.reshape(-1).view(torch.uint8).numpy().tobytes()
+    assert key == "0"
+
+
+def test_an_archive_with_a_comment_is_read_by_zipfile() -> None:
+    stored = torch.arange(100, dtype=torch.int16)
+    data = bytearray(saved(stored))
+    data[-2:] = (5).to_bytes(2, "little")  # the end record's comment length
+    commented = bytes(data) + b"hello"
+    target = torch.zeros_like(stored)
+    assert copy_stored_tensor(split(commented, 40), target, *whole(stored))
+    assert torch.equal(target, stored)
+
+
+CALLED: list[str] = []
+
+
+def _side_effect(what: str) -> None:
+    CALLED.append(what)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return _side_effect, ("ran",)
+
+
+def test_the_restricted_unpickler_calls_nothing_a_pickle_names() -> None:
+    assert _describe(pickle.dumps(_Payload())) is None
+    assert _describe(pickle.dumps([_Payload()])) is None
+    assert CALLED == []  # refused before anything was called
+    stored = torch.arange(6, dtype=torch.int64).reshape(2, 3)
+    with zipfile.ZipFile(io.BytesIO(saved(stored))) as archive:
+        described = _describe(archive.read("archive/data.pkl"))
+    assert described is not None
+    assert (described.dtype, described.size, described.stride) == (torch.int64, (2, 3), (3, 1))
+
+
+def test_a_views_file_reads_and_seeks_across_its_views() -> None:
+    data = bytes(range(256)) * 3
+    item = ViewsFile(split(data, 1, 2, 100, 500))
+    assert item.read(3) == data[:3]
+    assert item.seek(-10, io.SEEK_END) == len(data) - 10
+    assert item.read() == data[-10:]
+    assert item.read(5) == b""  # at the end
+    item.seek(99)
+    assert item.read(402) == data[99:501]
+    assert item.seek(5, io.SEEK_CUR) == 506
+    with pytest.raises(ValueError, match="negative seek position"):
+        item.seek(-1)
+
+
 def _refused(data: bytes, target: torch.Tensor, offsets: Any, lengths: Any) -> None:
     before = target.clone()
-    assert not copy_stored_tensor(data, target, offsets, lengths)
+    assert not copy_stored_tensor(split(data, len(data) // 3), target, offsets, lengths)
     assert torch.equal(target, before)  # nothing written
 
 

@@ -71,7 +71,7 @@ class CountingClient:
 
 
 class GatedStream:
-    """A stream of its own: delegates, but its first ``readinto`` waits for a gate.
+    """A stream of its own: delegates, but its first ``readinto`` (or chunk) waits for a gate.
 
     If its stream was closed meanwhile, it still fills the buffer it was given
     (as a careless stream of a user's might): readers must not rely on
@@ -90,6 +90,10 @@ class GatedStream:
         return self.inner.position
 
     def __next__(self) -> bytes | memoryview:
+        if not self.entered.is_set():  # the DCP reader takes chunks, not readinto
+            self.entered.set()
+            if not self.gate.wait(TIMEOUT):
+                raise TimeoutError("the test never opened the gate")
         return next(self.inner)
 
     def readinto(self, buffer: Any) -> int:
@@ -113,7 +117,7 @@ class GatedStream:
 
 
 class GatedClient(CountingClient):
-    """Its streams' first ``readinto`` signals ``entered``, then waits for ``gate``."""
+    """Its streams' first ``readinto`` or chunk signals ``entered``, then waits for ``gate``."""
 
     def __init__(self, inner: S3Client) -> None:
         super().__init__(inner)
@@ -133,5 +137,5 @@ def counting_client(small_part_client: S3Client) -> CountingClient:
 
 @pytest.fixture
 def gated_client(small_part_client: S3Client) -> GatedClient:
-    """A client of our own whose streams' first ``readinto`` waits for ``gated_client.gate``."""
+    """A client of our own whose streams' first ``readinto`` or chunk waits for its ``gate``."""
     return GatedClient(small_part_client)

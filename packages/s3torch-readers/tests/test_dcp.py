@@ -145,6 +145,57 @@ def test_whole_items_are_handed_out_without_a_copy(
     assert reader.read(500) is whole
 
 
+def test_read_views_hands_out_the_bytes_received_without_a_copy(
+    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    data = upload("obj", 12 * MiB)
+    # The second item crosses the first 5 MiB part into the second: two fetches.
+    pairs = [(100, 600), (4 * MiB, 6 * MiB), (6 * MiB + 10, 6 * MiB + 20), (11 * MiB, 12 * MiB)]
+    reader = DCPOptimizedS3Reader(
+        small_part_client, bucket, "obj", item_ranges=_ranges(*pairs), max_gap_size=0
+    )
+    for start, end in pairs:
+        reader.seek(start)
+        views = reader.read_views(end - start)
+        assert reader.tell() == end
+        assert all(view.readonly and view.format == "B" and view.ndim == 1 for view in views)
+        assert b"".join(views) == data[start:end]
+    assert len(views) >= 1
+    reader.seek(4 * MiB)  # back to a left item: refused as for read()
+    with pytest.raises(ValueError, match="goes back to item"):
+        reader.read_views(10)
+    reader.seek(11 * MiB + 5)  # inside the current item: any window, views of it
+    assert b"".join(reader.read_views(1000)) == data[11 * MiB + 5 : 11 * MiB + 1005]
+    assert reader.read_views(0) == []
+    reader.seek(12 * MiB)
+    assert reader.read_views(10) == []  # at the end of the object
+    with pytest.raises(ValueError, match=r"read_views\(\) of .* needs a size >= 0"):
+        reader.read_views(-1)
+    reader.close()
+    assert b"".join(views) == data[11 * MiB : 12 * MiB]  # still valid after close
+    with pytest.raises(ValueError, match="closed"):
+        reader.read_views(1)
+
+
+def test_an_item_spanning_two_fetches_arrives_as_views_of_both(
+    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    data = upload("obj", 10 * MiB)
+    reader = DCPOptimizedS3Reader(
+        small_part_client, bucket, "obj", item_ranges=_ranges((MiB, 9 * MiB))
+    )
+    reader.seek(MiB)
+    views = reader.read_views(8 * MiB)
+    assert len(views) >= 2  # a part ends inside the item: at least one view per fetch
+    assert b"".join(views) == data[MiB : 9 * MiB]
+    reader.seek(2 * MiB)
+    buffer = bytearray(6 * MiB)
+    assert reader.readinto(buffer) == 6 * MiB  # read() and readinto() copy across them
+    assert buffer == data[2 * MiB : 8 * MiB]
+    reader.seek(MiB)
+    assert reader.read(8 * MiB) == data[MiB : 9 * MiB]
+
+
 def test_gaps_are_fetched_only_inside_a_group(
     make_client: Callable[..., S3Client],
     fault_proxy: FaultProxy,

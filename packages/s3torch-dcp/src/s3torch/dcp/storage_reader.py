@@ -302,11 +302,12 @@ class _PieceJob:
                     raise Cancelled(reader.uri)
                 info = owner.storage_data[item.storage_index]
                 reader.seek(info.offset)
-                data = reader.read(info.length)
-                if len(data) != info.length:
+                views = _read_views(reader, info.length)
+                received = sum(view.nbytes for view in views)
+                if received != info.length:
                     raise ValueError(
                         f"item {item.storage_index.fqn} at bytes {info.offset}-"
-                        f"{info.offset + info.length} of {reader.uri} ends after {len(data)} "
+                        f"{info.offset + info.length} of {reader.uri} ends after {received} "
                         "bytes: the file is shorter than the metadata says"
                     )
                 descriptors = getattr(info, "transform_descriptors", None)
@@ -315,18 +316,18 @@ class _PieceJob:
                     with self.lock:
                         target = self.planner.resolve_tensor(item).detach()
                     if not descriptors and copy_stored_tensor(
-                        data, target, item.storage_offsets, item.lengths
+                        views, target, item.storage_offsets, item.lengths
                     ):
-                        # Straight from the downloaded item into the state dict.
-                        del data
+                        # Straight from the chunks received into the state dict.
+                        del views
                         with self.lock:
                             self.planner.commit_tensor(item, target)
                         continue
-                stream: Any = io.BytesIO(data)
+                stream: Any = io.BytesIO(b"".join(views))
                 if descriptors:
                     stream = owner.transforms.transform_load_stream(item, descriptors, stream)
                     stream = io.BytesIO(stream.read())
-                del data
+                del views
                 if target is None:
                     with self.lock:
                         self.planner.load_bytes(item, stream)
@@ -348,6 +349,13 @@ class _PieceJob:
         del tensor
         with self.lock:
             self.planner.commit_tensor(item, target)
+
+
+def _read_views(reader: S3Reader, size: int) -> list[memoryview]:
+    """The next ``size`` bytes of ``reader``: views of what it received where it can give them."""
+    if isinstance(reader, DCPOptimizedS3Reader):
+        return reader.read_views(size)
+    return [memoryview(reader.read(size))]
 
 
 def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from s3torch.client import ObjectInfo, S3Exception
-from s3torch.client.buffers import FillableBytes
 
 from .base import S3Reader
 from .protocols import RawGetClient, RawGetStream
@@ -125,6 +124,50 @@ def plan_fetches(groups: Iterable[RangeGroup], part_size: int) -> tuple[Fetch, .
     return tuple(fetches)
 
 
+class _OpenFetch:
+    """A started fetch, its stream, and what is left of the chunk last taken from it."""
+
+    __slots__ = ("fetch", "pending", "stream")
+
+    def __init__(self, fetch: Fetch, stream: RawGetStream) -> None:
+        self.fetch = fetch
+        self.stream = stream
+        self.pending: memoryview | None = None
+
+    def take(self, size: int, pieces: list[memoryview] | None) -> int:
+        """Take up to ``size`` bytes in order, filing views of them in ``pieces`` if given.
+
+        No byte is copied: a view keeps the chunk it came from alive, and a
+        chunk's rest waits in ``pending`` for the next call. Returns the bytes
+        taken (fewer only at the end of the fetch).
+        """
+        taken = 0
+        while taken < size:
+            source = self.pending
+            if source is None:
+                chunk = next(self.stream, None)
+                if chunk is None:
+                    break
+                source = memoryview(chunk).toreadonly()
+                if source.format != "B" or source.ndim != 1:
+                    source = source.cast("B")
+            count = min(len(source), size - taken)
+            if count < len(source):
+                self.pending = source[count:]
+                source = source[:count]
+            else:
+                self.pending = None
+            if pieces is not None:
+                pieces.append(source)
+            taken += count
+        return taken
+
+    @property
+    def position(self) -> int:
+        """The offset in the object of the next byte :meth:`take` returns."""
+        return self.stream.position - (0 if self.pending is None else len(self.pending))
+
+
 class DCPOptimizedS3Reader(S3Reader):
     """Reads the items of a DCP load plan, and nothing else, as fast as the network allows.
 
@@ -135,9 +178,12 @@ class DCPOptimizedS3Reader(S3Reader):
     between groups never. A read-ahead of ``readahead_parts`` requests
     (default: the client's ``S3ClientConfig.readahead_parts``) stays in
     flight ahead of the reader, across items and groups, so one large shard
-    loads at full speed with bounded memory. An item is loaded whole into one buffer when the reader
-    reaches it and freed when it moves on: reading an item whole returns that
-    buffer itself, without a copy. Gap bytes are skipped, never copied.
+    loads at full speed with bounded memory. An item is held, when the reader
+    reaches it, as views of the chunks it arrived in (no copy) and freed when
+    the reader moves on: :meth:`read_views` hands out those views, so a
+    caller can copy each byte once, straight to where it goes; :meth:`read`
+    and :meth:`readinto` copy what they return. Gap bytes are skipped, never
+    copied.
 
     Access must follow DCP's pattern: items in offset order (items may be
     skipped), with any seeks and reads inside the current item (``torch.load``
@@ -192,11 +238,12 @@ class DCPOptimizedS3Reader(S3Reader):
         self._in_flight = (
             client.s3client_config.readahead_parts if readahead_parts is None else readahead_parts
         )
-        self._open: deque[tuple[Fetch, RawGetStream]] = deque()  # started, in order
+        self._open: deque[_OpenFetch] = deque()  # started, in order
         self._next_fetch = 0  # the first fetch not started yet
         self._etag = object_info.etag if object_info is not None else None
         self._item: ItemRange | None = None  # the current item
-        self._item_data = b""
+        self._item_pieces: list[memoryview] = []  # views of the chunks the item arrived in
+        self._item_whole: bytes | None = None  # the item as one bytes, once read whole
         self._item_index = -1
 
     def _settings(self) -> dict[str, Any]:
@@ -226,18 +273,18 @@ class DCPOptimizedS3Reader(S3Reader):
         return self._fetches
 
     # ------------------------------------------------------------- fetching
-    def _stream_at(self, position: int) -> tuple[Fetch, RawGetStream]:
+    def _stream_at(self, position: int) -> _OpenFetch:
         """The open fetch holding byte ``position``."""
         self._advance(position)
-        if not self._open or not self._open[0][0].start <= position:
+        if not self._open or not self._open[0].fetch.start <= position:
             raise AssertionError(f"no fetch planned for byte {position} of {self.uri}")
         return self._open[0]
 
     def _advance(self, position: int) -> None:
         """Drop the fetches that end before ``position``; keep the read-ahead in flight."""
         self._check_open()  # close() from another thread meanwhile: start nothing more
-        while self._open and self._open[0][0].end <= position:
-            self._open.popleft()[1].close()  # skipped items: never read
+        while self._open and self._open[0].fetch.end <= position:
+            self._open.popleft().stream.close()  # skipped items: never read
         if not self._open:
             self._next_fetch = max(
                 self._next_fetch, bisect.bisect_right(self._fetch_ends, position)
@@ -249,7 +296,7 @@ class DCPOptimizedS3Reader(S3Reader):
     def _start(self, fetch: Fetch) -> None:
         if self._etag is None and self._open:
             # Pin every later request to the version the first one saw.
-            self._etag = self._open[0][1].object_info.etag
+            self._etag = self._open[0].stream.object_info.etag
         stream = self._client.get_object_stream(
             self._bucket,
             self._key,
@@ -258,19 +305,20 @@ class DCPOptimizedS3Reader(S3Reader):
             object_info=self._info,
             etag=self._etag,
         )
-        self._open.append((fetch, stream))
+        self._open.append(_OpenFetch(fetch, stream))
 
     def _load(self, item_index: int) -> None:
-        """Make ``item_index`` the current item, its bytes in one buffer."""
+        """Make ``item_index`` the current item, its bytes as views of the chunks received."""
         item = self._items[item_index]
-        buffer = FillableBytes(item.length)
+        self._item_pieces, self._item_whole = [], None  # the previous item's chunks can go
+        pieces: list[memoryview] = []
         position = item.start
         while position < item.end:  # an item larger than a part spans several fetches
-            fetch, stream = self._stream_at(position)
-            stream.skip(position - stream.position)  # a gap: never copied
-            wanted = min(item.end, fetch.end) - position
-            count = buffer.append_from(stream.readinto, wanted)
-            self._etag = self._etag or stream.object_info.etag
+            opened = self._stream_at(position)
+            opened.take(position - opened.position, None)  # a gap: never copied
+            wanted = min(item.end, opened.fetch.end) - position
+            count = opened.take(wanted, pieces)
+            self._etag = self._etag or opened.stream.object_info.etag
             if count != wanted:
                 raise S3Exception(
                     f"item {item.start}-{item.end} ended after {position + count - item.start} "
@@ -282,7 +330,7 @@ class DCPOptimizedS3Reader(S3Reader):
                 )
             position += count
         self._check_open()  # closed from another thread meanwhile: keep nothing
-        self._item, self._item_index, self._item_data = item, item_index, buffer.freeze()
+        self._item, self._item_index, self._item_pieces = item, item_index, pieces
         self._advance(position)  # free what is finished with, start the next fetches
 
     def _locate(self, start: int, end: int) -> ItemRange:
@@ -343,20 +391,80 @@ class DCPOptimizedS3Reader(S3Reader):
         """
         return position >= self._items[-1].end and position >= self.size
 
+    def read_views(self, size: int) -> list[memoryview]:
+        """Read ``size`` bytes inside the current (or a later) item as views, copying nothing.
+
+        The views are read-only, one-dimensional byte views of the chunks the
+        bytes arrived in, in order; joined, they are what ``read(size)``
+        would return (``[]`` at or past the end of the object). They stay
+        valid after the reader moves on or closes, and each keeps the chunk
+        it views in memory until it is released, so keep them only as long as
+        you need the bytes. Access follows :meth:`read`'s rules.
+
+        Raises:
+            ValueError: a negative ``size``, a closed reader, or a read outside
+                the items or back to an item the reader has left.
+        """
+        self._check_open()
+        count = self._check_size(size)
+        if count < 0:
+            raise ValueError(
+                f"read_views() of {self.uri} needs a size >= 0, got {size!r}. " + FALLBACK_GUIDANCE
+            )
+        if count == 0 or self._past_the_end(self._position):
+            return []
+        with self._closing_guard():
+            views = self._views_at(self._position, count)
+        self._position += count
+        return views
+
+    def _views_at(self, position: int, size: int) -> list[memoryview]:
+        item = self._locate(position, position + size)
+        return _slice_views(self._item_pieces, position - item.start, size)
+
     def _read_at(self, position: int, size: int) -> bytes:
         item = self._locate(position, position + size)
         offset = position - item.start
         if offset == 0 and size == item.length:
-            return self._item_data  # the whole item: the buffer itself, no copy
-        return self._item_data[offset : offset + size]
+            if self._item_whole is None:  # one copy, kept: read whole again, it is the same
+                self._item_whole = _join(self._item_pieces)
+                self._item_pieces = [memoryview(self._item_whole)]
+            return self._item_whole
+        return _join(_slice_views(self._item_pieces, offset, size))
 
     def _readinto_at(self, position: int, view: memoryview) -> int:
-        item = self._locate(position, position + len(view))
-        offset = position - item.start
-        view[:] = memoryview(self._item_data)[offset : offset + len(view)]
+        at = 0
+        for piece in self._views_at(position, len(view)):
+            view[at : at + len(piece)] = piece
+            at += len(piece)
         return len(view)
 
     def _release(self) -> None:
         while self._open:
-            self._open.popleft()[1].close()
-        self._item_data = b""
+            self._open.popleft().stream.close()
+        self._item_pieces, self._item_whole = [], None
+
+
+def _slice_views(pieces: Sequence[memoryview], offset: int, size: int) -> list[memoryview]:
+    """The bytes ``[offset, offset + size)`` of the concatenated ``pieces``, as views."""
+    views: list[memoryview] = []
+    for piece in pieces:
+        if size <= 0:
+            break
+        if offset >= len(piece):
+            offset -= len(piece)
+            continue
+        take = min(len(piece) - offset, size)
+        views.append(piece if offset == 0 and take == len(piece) else piece[offset : offset + take])
+        size -= take
+        offset = 0
+    return views
+
+
+def _join(views: Sequence[memoryview]) -> bytes:
+    """``views`` as one ``bytes``: the chunk itself when one view covers all of it."""
+    if len(views) == 1:
+        view = views[0]
+        if isinstance(view.obj, bytes) and view.nbytes == len(view.obj):
+            return view.obj
+    return b"".join(views)
