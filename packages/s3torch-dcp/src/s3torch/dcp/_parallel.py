@@ -12,21 +12,16 @@ from s3torch.client import require_int
 
 from .errors import S3CheckpointError
 
-__all__ = ["Cancelled", "require_count", "require_thread_count", "run_jobs"]
+__all__ = ["Cancelled", "require_thread_count", "run_jobs"]
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 
-def require_count(name: str, value: object) -> None:
-    """Refuse a setting ``name`` that is not an int >= 1 (``ValueError`` naming it)."""
-    require_int(name, value, minimum=1)
-
-
 def require_thread_count(thread_count: object) -> None:
     """Refuse a ``thread_count`` that is not an int >= 1 (``ValueError`` naming it)."""
-    require_count("thread_count", thread_count)
+    require_int("thread_count", thread_count, minimum=1)
 
 
 class Cancelled(Exception):  # noqa: N818 - not an error: another job failed first

@@ -17,7 +17,7 @@ from torch.distributed.checkpoint.metadata import Metadata
 from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
-from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError
+from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError, require_int
 from s3torch.readers import (
     DCPOptimizedS3Reader,
     ItemRange,
@@ -30,7 +30,7 @@ from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
 from ._lifetime import Closeable
-from ._parallel import Cancelled, require_count, require_thread_count, run_jobs
+from ._parallel import Cancelled, require_thread_count, run_jobs
 from ._tensor_item import copy_stored_tensor
 from .file_system import S3FileSystem
 
@@ -109,7 +109,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         readahead_parts: int = READAHEAD_PARTS,
     ) -> None:
         require_thread_count(thread_count)
-        require_count("readahead_parts", readahead_parts)
+        require_int("readahead_parts", readahead_parts, minimum=1)
         uri = _paths.to_uri(path)
         super().__init__(uri)
         self._reader_constructor = reader_constructor or S3ReaderConstructor.dcp_optimized()

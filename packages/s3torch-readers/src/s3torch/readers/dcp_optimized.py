@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from s3torch.client import ObjectInfo, S3Exception
+from s3torch.client import ObjectInfo, S3Exception, require_int
 
 from .base import S3Reader
 from .protocols import RawGetClient, RawGetStream
@@ -211,14 +211,7 @@ class DCPOptimizedS3Reader(S3Reader):
             TypeError, ValueError: a bad ``item_ranges``, ``max_gap_size`` or
                 ``readahead_parts`` (named in the message).
         """
-        if readahead_parts is not None and (
-            isinstance(readahead_parts, bool)
-            or not isinstance(readahead_parts, int)
-            or readahead_parts < 1
-        ):
-            raise ValueError(
-                f"readahead_parts must be None or an int >= 1, got {readahead_parts!r}"
-            )
+        require_int("readahead_parts", readahead_parts, minimum=1, optional=True)
         super().__init__(client, bucket, key, object_info)
         for item in item_ranges:
             if not isinstance(item, ItemRange):
