@@ -55,7 +55,7 @@ def one_round(
     data: bytes,
     kind: str,
     constructor: Any,
-    kept: list[tuple[Any, bytes]],
+    kept: list[tuple[str, Any, bytes]],
 ) -> str:
     reader = get_object(client, bucket, key, reader_constructor=constructor)
     progress = threading.Semaphore(0)
@@ -77,11 +77,15 @@ def one_round(
                 how = rng.random()
                 if how < 0.5:
                     chunk: Any = reader.read(length)
-                    kept.append((memoryview(chunk), data[position : position + len(chunk)]))
+                    kept.append(
+                        (f"{kind} read", memoryview(chunk), data[position : position + len(chunk)])
+                    )
                 else:
                     target = bytearray(length)
                     count = reader.readinto(target)
-                    kept.append((target[:count], data[position : position + count]))
+                    kept.append(
+                        (f"{kind} readinto", target[:count], data[position : position + count])
+                    )
                 if kind != "dcp_optimized" and rng.random() < 0.2:
                     reader.seek(rng.randrange(0, len(data)))
                 progress.release()
@@ -119,7 +123,7 @@ def main() -> int:
     sys.unraisablehook = hook
     data = pattern(int(size))
     rng = random.Random(20261201)
-    kept: list[tuple[Any, bytes]] = []
+    kept: list[tuple[str, Any, bytes]] = []
     outcomes: dict[str, int] = {}
     with S3Client(
         region, endpoint=endpoint, s3client_config=S3ClientConfig(part_size=5 * MiB)
@@ -132,9 +136,11 @@ def main() -> int:
     gc.collect()
     churn = [bytes(256 * 1024) for _ in range(64)]  # reuse whatever was freed
     del churn
-    for index, (got, expected) in enumerate(kept):
+    for index, (how, got, expected) in enumerate(kept):
         if bytes(got) != expected:
-            failures.append(f"result {index} ({len(expected)} bytes) does not hold its bytes")
+            failures.append(
+                f"result {index} ({how}, {len(expected)} bytes) does not hold its bytes"
+            )
     if failures:
         print("\n".join(failures[:20]))
         return 1

@@ -177,6 +177,39 @@ def test_read_views_hands_out_the_bytes_received_without_a_copy(
         reader.read_views(1)
 
 
+@pytest.mark.parametrize("how", ["read", "readinto", "read_views", "read whole"])
+def test_a_read_overtaken_by_close_raises_instead_of_returning_missing_bytes(
+    small_part_client: S3Client, bucket: str, upload: Callable[..., bytes], how: str
+) -> None:
+    """close() from another thread lands between finding the item and taking its bytes.
+
+    The interleaving is forced: the item lookup closes the reader right
+    after it returns, as a closer thread may at that instant.
+    """
+    upload("obj", 2 * MiB)
+    reader = DCPOptimizedS3Reader(
+        small_part_client, bucket, "obj", item_ranges=_ranges((0, MiB)), max_gap_size=0
+    )
+    assert len(reader.read(10)) == 10  # the item is in memory
+    locate = reader._locate
+
+    def locate_then_close(start: int, end: int) -> object:
+        item = locate(start, end)
+        reader.close()
+        return item
+
+    reader._locate = locate_then_close  # type: ignore[method-assign]
+    reads: dict[str, Callable[[], object]] = {
+        "read": lambda: reader.read(1000),
+        "readinto": lambda: reader.readinto(bytearray(1000)),
+        "read_views": lambda: reader.read_views(1000),
+        "read whole": lambda: reader.read(MiB),
+    }
+    reader.seek(0 if how == "read whole" else 10)
+    with pytest.raises(ValueError, match="closed"):
+        reads[how]()
+
+
 def test_an_item_spanning_two_fetches_arrives_as_views_of_both(
     small_part_client: S3Client, bucket: str, upload: Callable[..., bytes]
 ) -> None:

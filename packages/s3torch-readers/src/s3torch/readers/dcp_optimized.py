@@ -412,25 +412,37 @@ class DCPOptimizedS3Reader(S3Reader):
         return views
 
     def _views_at(self, position: int, size: int) -> list[memoryview]:
+        """Views of bytes ``[position, position + size)``, all inside one item."""
         item = self._locate(position, position + size)
-        return _slice_views(self._item_pieces, position - item.start, size)
+        views = _slice_views(self._item_pieces, position - item.start, size)
+        if sum(len(view) for view in views) != size:
+            # close() in another thread let go of the item's chunks meanwhile:
+            # never hand out fewer bytes than the item holds there.
+            self._check_open()
+            raise AssertionError(
+                f"item {item.start}-{item.end} of {self.uri} lacks bytes "
+                f"{position}-{position + size}"
+            )
+        return views
 
     def _read_at(self, position: int, size: int) -> bytes:
-        item = self._locate(position, position + size)
-        offset = position - item.start
-        if offset == 0 and size == item.length:
-            if self._item_whole is None:  # one copy, kept: read whole again, it is the same
-                self._item_whole = _join(self._item_pieces)
-                self._item_pieces = [memoryview(self._item_whole)]
-            return self._item_whole
-        return _join(_slice_views(self._item_pieces, offset, size))
+        views = self._views_at(position, size)
+        item = self._item
+        if item is not None and position == item.start and size == item.length:
+            # The whole item: one copy, kept, so reading it whole again costs nothing.
+            whole = self._item_whole
+            if whole is None:
+                whole = _join(views)
+                self._item_whole, self._item_pieces = whole, [memoryview(whole)]
+            return whole
+        return _join(views)
 
     def _readinto_at(self, position: int, view: memoryview) -> int:
         at = 0
         for piece in self._views_at(position, len(view)):
             view[at : at + len(piece)] = piece
             at += len(piece)
-        return len(view)
+        return at
 
     def _release(self) -> None:
         while self._open:
