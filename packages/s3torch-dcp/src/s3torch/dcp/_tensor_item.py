@@ -405,12 +405,40 @@ def _storage_record(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
     """The archive's one storage record in ``item``: (offset, size, key, the pickle).
 
     None if unsure: anything but one stored (uncompressed) storage record and
-    one pickle, another byte order, or a directory entry whose local header is
-    not where it says (every record's is checked, as ``torch.load`` would).
+    one stored pickle, another byte order, or a directory entry whose local
+    header is not where it says (every record's is checked, as ``torch.load``
+    would).
     """
     records = _directory(item)
     if records is None:
         return _storage_record_by_zipfile(item)
+    return _storage_record_among(item, records)
+
+
+def _storage_record_by_zipfile(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
+    """:func:`_storage_record` for any zip :mod:`zipfile` reads (zip64, comments)."""
+    try:
+        with zipfile.ZipFile(item) as archive:
+            records = [
+                _Record(
+                    info.orig_filename,
+                    info.header_offset,
+                    info.compress_type,
+                    info.compress_size,
+                    info.file_size,
+                    info.CRC,
+                )
+                for info in archive.infolist()
+            ]
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return None
+    return _storage_record_among(item, records)
+
+
+def _storage_record_among(
+    item: ViewsFile, records: list[_Record]
+) -> tuple[int, int, str, bytes] | None:
+    """:func:`_storage_record`, given the archive's directory."""
     storages = [record for record in records if _STORAGE_RECORD.fullmatch(record.filename)]
     orders = [record for record in records if _BYTEORDER_RECORD.fullmatch(record.filename)]
     pickles = [record for record in records if _PICKLE_RECORD.fullmatch(record.filename)]
@@ -437,36 +465,9 @@ def _storage_record(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
     return start, storage.file_size, storage.filename.rsplit("/", 1)[1], data_pkl
 
 
-def _storage_record_by_zipfile(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
-    """:func:`_storage_record` for any zip :mod:`zipfile` reads (zip64, comments)."""
-    try:
-        with zipfile.ZipFile(item) as archive:
-            infos = archive.infolist()
-            storages = [info for info in infos if _STORAGE_RECORD.fullmatch(info.filename)]
-            orders = [info for info in infos if _BYTEORDER_RECORD.fullmatch(info.filename)]
-            pickles = [info for info in infos if _PICKLE_RECORD.fullmatch(info.filename)]
-            if len(storages) != 1 or len(orders) > 1 or len(pickles) != 1:
-                return None
-            if orders and archive.read(orders[0]).decode("ascii", "replace") != sys.byteorder:
-                return None
-            data_pkl = archive.read(pickles[0])
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return None
-    size = item.seek(0, io.SEEK_END)
-    starts = [_data_start(item, info, size) for info in infos]
-    if None in starts:
-        return None
-    info = storages[0]
-    if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
-        return None
-    start = starts[infos.index(info)]
-    assert start is not None
-    return start, info.file_size, info.filename.rsplit("/", 1)[1], data_pkl
-
-
-def _data_start(item: ViewsFile, info: zipfile.ZipInfo | _Record, size: int) -> int | None:
+def _data_start(item: ViewsFile, info: _Record, size: int) -> int | None:
     """Where ``info``'s data begins in ``item``, by its local header; None if that is not one."""
-    name = getattr(info, "orig_filename", info.filename).encode("utf-8")
+    name = info.filename.encode("utf-8")
     item.seek(info.header_offset)
     local = item.read(_LOCAL_HEADER_SIZE + len(name))
     if len(local) != _LOCAL_HEADER_SIZE + len(name) or local[:4] != _LOCAL_HEADER:
