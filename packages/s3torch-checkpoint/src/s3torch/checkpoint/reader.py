@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from awscrt import checksums
 
 from s3torch.client import ObjectInfo, S3Client, S3Exception, require_int
-from s3torch.readers import RawGetStream, S3Reader
+from s3torch.readers import RawGetStream, S3Reader, slice_views
 
 from ._copy import copy_into
 from ._trim import trim_heap
@@ -213,7 +213,10 @@ class S3CheckpointReader(S3Reader):
             block = blocks[index]
             lo = position + copied - block.start
             hi = min(end, block.end) - block.start
-            sources.extend(_slices(self._pieces_of(block), lo, hi - lo, copied))
+            at = copied
+            for piece in slice_views(self._pieces_of(block), lo, hi - lo):
+                sources.append((at, piece))
+                at += len(piece)
             block.read += hi - lo
             self._touched.add(index)
             copied += hi - lo
@@ -274,25 +277,3 @@ class S3CheckpointReader(S3Reader):
             trim_heap()
         self._blocks = None
         self._touched.clear()
-
-
-def _slices(
-    pieces: list[memoryview], offset: int, size: int, at: int
-) -> list[tuple[int, memoryview]]:
-    """The bytes ``[offset, offset + size)`` of the concatenated ``pieces``, as views.
-
-    Each comes with where it goes: ``at`` for the first, then one after another.
-    """
-    slices: list[tuple[int, memoryview]] = []
-    for piece in pieces:
-        if offset >= len(piece):
-            offset -= len(piece)
-            continue
-        take = min(len(piece) - offset, size)
-        slices.append((at, piece[offset : offset + take]))
-        at += take
-        size -= take
-        offset = 0
-        if size == 0:
-            break
-    return slices

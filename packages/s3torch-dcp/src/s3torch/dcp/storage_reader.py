@@ -25,6 +25,7 @@ from s3torch.readers import (
     S3ReaderConstructor,
     S3ReaderConstructorProtocol,
     get_object,
+    join_views,
 )
 from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
@@ -323,7 +324,7 @@ class _PieceJob:
                         with self.lock:
                             self.planner.commit_tensor(item, target)
                         continue
-                stream: Any = io.BytesIO(b"".join(views))
+                stream: Any = io.BytesIO(join_views(views))
                 if descriptors:
                     stream = owner.transforms.transform_load_stream(item, descriptors, stream)
                     stream = io.BytesIO(stream.read())

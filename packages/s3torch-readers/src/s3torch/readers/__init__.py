@@ -16,6 +16,7 @@ from .dcp_optimized import DCPOptimizedS3Reader, ItemRange
 from .protocols import RawGetClient, RawGetStream
 from .ranged import RangedS3Reader
 from .sequential import SequentialS3Reader
+from .views import join_views, slice_views
 
 __all__ = [
     "DCPOptimizedS3Reader",
@@ -29,4 +30,6 @@ __all__ = [
     "SequentialS3Reader",
     "__version__",
     "get_object",
+    "join_views",
+    "slice_views",
 ]

@@ -14,6 +14,7 @@ from s3torch.client import ObjectInfo, S3Exception, require_int
 
 from .base import S3Reader
 from .protocols import RawGetClient, RawGetStream
+from .views import join_views, slice_views
 
 __all__ = ["DEFAULT_MAX_GAP_SIZE", "FALLBACK_GUIDANCE", "DCPOptimizedS3Reader", "ItemRange"]
 
@@ -414,7 +415,7 @@ class DCPOptimizedS3Reader(S3Reader):
     def _views_at(self, position: int, size: int) -> list[memoryview]:
         """Views of bytes ``[position, position + size)``, all inside one item."""
         item = self._locate(position, position + size)
-        views = _slice_views(self._item_pieces, position - item.start, size)
+        views = slice_views(self._item_pieces, position - item.start, size)
         if sum(len(view) for view in views) != size:
             # close() in another thread let go of the item's chunks meanwhile:
             # never hand out fewer bytes than the item holds there.
@@ -432,10 +433,10 @@ class DCPOptimizedS3Reader(S3Reader):
             # The whole item: one copy, kept, so reading it whole again costs nothing.
             whole = self._item_whole
             if whole is None:
-                whole = _join(views)
+                whole = join_views(views)
                 self._item_whole, self._item_pieces = whole, [memoryview(whole)]
             return whole
-        return _join(views)
+        return join_views(views)
 
     def _readinto_at(self, position: int, view: memoryview) -> int:
         at = 0
@@ -448,28 +449,3 @@ class DCPOptimizedS3Reader(S3Reader):
         while self._open:
             self._open.popleft().stream.close()
         self._item_pieces, self._item_whole = [], None
-
-
-def _slice_views(pieces: Sequence[memoryview], offset: int, size: int) -> list[memoryview]:
-    """The bytes ``[offset, offset + size)`` of the concatenated ``pieces``, as views."""
-    views: list[memoryview] = []
-    for piece in pieces:
-        if size <= 0:
-            break
-        if offset >= len(piece):
-            offset -= len(piece)
-            continue
-        take = min(len(piece) - offset, size)
-        views.append(piece if offset == 0 and take == len(piece) else piece[offset : offset + take])
-        size -= take
-        offset = 0
-    return views
-
-
-def _join(views: Sequence[memoryview]) -> bytes:
-    """``views`` as one ``bytes``: the chunk itself when one view covers all of it."""
-    if len(views) == 1:
-        view = views[0]
-        if isinstance(view.obj, bytes) and view.nbytes == len(view.obj):
-            return view.obj
-    return b"".join(views)
