@@ -13,7 +13,7 @@ import pytest
 from locals3 import FaultProxy
 from s3torch.client import S3Client
 from s3torch.readers import DCPOptimizedS3Reader, ItemRange, S3ReaderConstructor, get_object
-from s3torch.readers.dcp_optimized import coalesce, plan_fetches
+from s3torch.readers.dcp_optimized import GETS_PER_PART, coalesce, plan_fetches
 
 MiB = 1024 * 1024
 
@@ -308,11 +308,11 @@ def test_the_constructor_falls_back_to_sequential_without_ranges(
 
 
 @pytest.mark.parametrize("readahead_parts", [1, 2, None])
-def test_readahead_parts_bounds_the_gets_ahead_of_the_reader(
+def test_short_fetches_keep_up_to_four_gets_per_readahead_part_in_flight(
     counting_client: Any, bucket: str, upload: Callable[..., bytes], readahead_parts: int | None
 ) -> None:
-    data = upload("obj", 1000)
-    pairs = [(i * 100, i * 100 + 10) for i in range(8)]  # 8 groups: 8 GETs
+    data = upload("obj", 2000)
+    pairs = [(i * 100, i * 100 + 10) for i in range(20)]  # 20 groups: 20 GETs of 10 bytes
     reader = DCPOptimizedS3Reader(
         counting_client,
         bucket,
@@ -324,11 +324,40 @@ def test_readahead_parts_bounds_the_gets_ahead_of_the_reader(
     reader.seek(0)
     assert reader.read(10) == data[:10]
     ahead = readahead_parts or counting_client.s3client_config.readahead_parts
-    # The first item's GET is done with; the read-ahead is in flight behind it.
-    assert len([c for c in counting_client.calls if c[0] == "get"]) == min(8, 1 + ahead)
+    # The first item's GET is done with; behind it, GETS_PER_PART per part of read-ahead.
+    gets = [c for c in counting_client.calls if c[0] == "get"]
+    assert len(gets) == min(20, 1 + GETS_PER_PART * ahead)
     copy = pickle.loads(pickle.dumps(reader))
-    copy.seek(700)
-    assert copy.read(10) == data[700:710]
+    copy.seek(1700)
+    assert copy.read(10) == data[1700:1710]
+
+
+@pytest.mark.parametrize(("readahead_parts", "ahead"), [(1, 1), (2, 3), (3, 5)])
+def test_long_fetches_keep_at_most_readahead_parts_of_bytes_in_flight(
+    counting_client: Any,
+    bucket: str,
+    upload: Callable[..., bytes],
+    readahead_parts: int,
+    ahead: int,
+) -> None:
+    part = counting_client.s3client_config.part_size
+    length, stride = 3 * part // 5, 4 * part // 5  # items of 0.6 parts, 0.2 parts apart
+    data = upload("obj", 7 * stride)
+    pairs = [(i * stride, i * stride + length) for i in range(7)]
+    reader = DCPOptimizedS3Reader(
+        counting_client,
+        bucket,
+        "obj",
+        item_ranges=_ranges(*pairs),
+        max_gap_size=0,
+        readahead_parts=readahead_parts,
+    )
+    reader.seek(0)
+    assert reader.read(16) == data[:16]
+    # Behind the first item: as many 0.6-part GETs as fit in ``readahead_parts``
+    # parts (always at least one).
+    gets = [c for c in counting_client.calls if c[0] == "get"]
+    assert [(start, end) for _, _, start, end in gets] == pairs[: 1 + ahead]
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])

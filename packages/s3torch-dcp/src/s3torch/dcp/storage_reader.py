@@ -82,12 +82,13 @@ class S3StorageReader(FileSystemReader, Closeable):
             ``dcp_optimized()``; ``sequential()`` downloads whole files, and
             only one reader per file is used with it or ``range_based()``).
         thread_count: Files or file pieces loaded at once (default 4).
-        readahead_parts: Ranged GETs (of up to ``part_size`` bytes each) each
-            of those readers keeps in flight or buffered ahead of the item it
-            loads, with the DCP-optimized reader (default 2): a load holds at
-            most ``thread_count * readahead_parts * part_size`` bytes of
-            read-ahead (64 MiB with the defaults). Raise it for a distant
-            server with high latency per request.
+        readahead_parts: How many parts' worth of ranged GETs each of those
+            readers keeps in flight or buffered ahead of the item it loads,
+            with the DCP-optimized reader (default 2; GETs shorter than a
+            part, a partial load's, share it, up to four per part): a load
+            holds at most ``thread_count * readahead_parts * part_size``
+            bytes of read-ahead (64 MiB with the defaults). Raise it for a
+            distant server with high latency per request.
 
     Example::
 

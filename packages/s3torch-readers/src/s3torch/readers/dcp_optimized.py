@@ -16,9 +16,21 @@ from .base import S3Reader
 from .protocols import RawGetClient, RawGetStream
 from .views import join_views, slice_views
 
-__all__ = ["DEFAULT_MAX_GAP_SIZE", "FALLBACK_GUIDANCE", "DCPOptimizedS3Reader", "ItemRange"]
+__all__ = [
+    "DEFAULT_MAX_GAP_SIZE",
+    "FALLBACK_GUIDANCE",
+    "GETS_PER_PART",
+    "DCPOptimizedS3Reader",
+    "ItemRange",
+]
 
 DEFAULT_MAX_GAP_SIZE = 32 * 1024 * 1024
+GETS_PER_PART = 4
+"""How many GETs (each shorter than a part) may share one part of the read-ahead's bytes.
+
+It caps the requests a sparse plan keeps open: its fetches' bytes fill the
+read-ahead's budget with more, shorter GETs, up to this many per part.
+"""
 
 FALLBACK_GUIDANCE = (
     "The DCP-optimized reader only serves the byte ranges of the items in the DCP load "
@@ -176,10 +188,13 @@ class DCPOptimizedS3Reader(S3Reader):
     coalesces ranges at most ``max_gap_size`` apart into groups and fetches
     them with part-sized ranged GETs (:func:`plan_fetches`): a gap inside a
     group is downloaded only where it shares a part with item bytes, a gap
-    between groups never. A read-ahead of ``readahead_parts`` requests
-    (default: the client's ``S3ClientConfig.readahead_parts``) stays in
+    between groups never. A read-ahead of ``readahead_parts`` parts' worth of
+    bytes (default: the client's ``S3ClientConfig.readahead_parts``) stays in
     flight ahead of the reader, across items and groups, so one large shard
-    loads at full speed with bounded memory. An item is held, when the reader
+    loads at full speed with bounded memory; where the fetches are shorter
+    than a part (a partial load's scattered items), more of them share that
+    budget, up to ``GETS_PER_PART`` per part, so a sparse plan keeps as many
+    bytes in flight as a dense one. An item is held, when the reader
     reaches it, as views of the chunks it arrived in (no copy) and freed when
     the reader moves on: :meth:`read_views` hands out those views, so a
     caller can copy each byte once, straight to where it goes; :meth:`read`
@@ -203,10 +218,11 @@ class DCPOptimizedS3Reader(S3Reader):
         max_gap_size: float = DEFAULT_MAX_GAP_SIZE,
         readahead_parts: int | None = None,
     ) -> None:
-        """See the class; ``readahead_parts``: ranged GETs (of at most a part each)
-        kept in flight or buffered ahead of the reader, at least 1 (``None``: the
-        client's ``s3client_config.readahead_parts``). Each holds up to
-        ``part_size`` bytes, so it bounds this reader's memory.
+        """See the class; ``readahead_parts``: how many parts' worth of bytes the
+        ranged GETs in flight or buffered ahead of the reader may hold, at least
+        1 (``None``: the client's ``s3client_config.readahead_parts``). It bounds
+        this reader's memory: a fetch starts only if the bytes of those already
+        open and its own fit, or if none is open.
 
         Raises:
             TypeError, ValueError: a bad ``item_ranges``, ``max_gap_size`` or
@@ -232,6 +248,9 @@ class DCPOptimizedS3Reader(S3Reader):
         self._in_flight = (
             client.s3client_config.readahead_parts if readahead_parts is None else readahead_parts
         )
+        self._part_size = client.s3client_config.part_size
+        # Short fetches (a sparse plan's) may fill the budget with more GETs, up to this.
+        self._max_open = GETS_PER_PART * self._in_flight
         self._open: deque[_OpenFetch] = deque()  # started, in order
         self._next_fetch = 0  # the first fetch not started yet
         self._etag = object_info.etag if object_info is not None else None
@@ -283,8 +302,15 @@ class DCPOptimizedS3Reader(S3Reader):
             self._next_fetch = max(
                 self._next_fetch, bisect.bisect_right(self._fetch_ends, position)
             )
-        while len(self._open) < self._in_flight and self._next_fetch < len(self._fetches):
-            self._start(self._fetches[self._next_fetch])
+        fetches, budget = self._fetches, self._in_flight * self._part_size
+        in_flight = sum(opened.fetch.end - opened.fetch.start for opened in self._open)
+        while self._next_fetch < len(fetches) and len(self._open) < self._max_open:
+            fetch = fetches[self._next_fetch]
+            size = fetch.end - fetch.start
+            if self._open and in_flight + size > budget:
+                break  # the bytes ahead are bounded by the read-ahead's parts
+            self._start(fetch)
+            in_flight += size
             self._next_fetch += 1
 
     def _start(self, fetch: Fetch) -> None:
