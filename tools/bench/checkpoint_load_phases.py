@@ -46,6 +46,7 @@ from typing import IO, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from s3bench.checkpoint_cases import make_state
+from s3bench.measure import thread_cpu_seconds
 
 MiB = 1024 * 1024
 BUCKET = "load-phases"
@@ -65,26 +66,11 @@ class Sample:
     def now(cls) -> Sample:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return cls(
-            time.perf_counter(), usage.ru_utime + usage.ru_stime, usage.ru_minflt, _threads()
+            time.perf_counter(),
+            usage.ru_utime + usage.ru_stime,
+            usage.ru_minflt,
+            thread_cpu_seconds(),
         )
-
-
-def _threads() -> dict[int, tuple[str, float]]:
-    """CPU seconds of every live thread of this process, by thread id, with its name."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    threads: dict[int, tuple[str, float]] = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            with (
-                open(f"/proc/self/task/{tid}/stat") as stat,
-                open(f"/proc/self/task/{tid}/comm") as comm,
-            ):
-                fields = stat.read().rsplit(")", 1)[1].split()
-                name = comm.read().strip()
-        except OSError:  # the thread ended meanwhile
-            continue
-        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
-    return threads
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -64,6 +66,96 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return ru_maxrss_mib()
+
+
+def thread_cpu_seconds() -> dict[int, tuple[str, float]]:
+    """CPU seconds of every live thread of this process, by thread id, with its name.
+
+    From ``/proc/self/task`` (Linux only; empty elsewhere). A thread that has
+    ended is gone from it: see :class:`ThreadCpuSampler` for threads that
+    come and go during a measurement.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads: dict[int, tuple[str, float]] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return threads
+    for tid in tids:
+        try:
+            with (
+                open(f"/proc/self/task/{tid}/stat") as stat,
+                open(f"/proc/self/task/{tid}/comm") as comm,
+            ):
+                fields = stat.read().rsplit(")", 1)[1].split()
+                name = comm.read().strip()
+        except OSError:  # the thread ended meanwhile
+            continue
+        threads[int(tid)] = (name, (int(fields[11]) + int(fields[12])) / ticks)
+    return threads
+
+
+class ThreadCpuSampler:
+    """The CPU seconds each thread spent while a block ran, threads that ended included.
+
+    Polls :func:`thread_cpu_seconds` every ``interval`` seconds on a thread
+    of its own (which it leaves out), so a thread that starts and ends inside
+    the block counts up to its last poll: at most ``interval`` of its CPU is
+    missed. Use as a context manager; then :attr:`by_thread` holds
+    ``(name, seconds)`` per thread id.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.by_thread: dict[int, tuple[str, float]] = {}
+        self._before: dict[int, tuple[str, float]] = {}
+        self._latest: dict[int, tuple[str, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="cpu-sampler", daemon=True)
+
+    def _poll(self) -> None:
+        while True:
+            self._record()
+            if self._stop.wait(self.interval):
+                self._record()
+                return
+
+    def _record(self) -> None:
+        # A Python thread is known by its Python name (the OS knows them all
+        # as the process's); a native thread (the CRT's) by the OS's.
+        python_names = {
+            thread.native_id: thread.name
+            for thread in threading.enumerate()
+            if not thread.name.startswith("Dummy-")
+        }
+        for tid, (name, seconds) in thread_cpu_seconds().items():
+            self._latest[tid] = (python_names.get(tid, name), seconds)
+
+    def __enter__(self) -> ThreadCpuSampler:
+        self._before = thread_cpu_seconds()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        own = self._thread.native_id
+        self.by_thread = {
+            tid: (name, seconds - self._before.get(tid, (name, 0.0))[1])
+            for tid, (name, seconds) in self._latest.items()
+            if tid != own
+        }
+
+    def by_name(self, minimum: float = 0.0) -> dict[str, float]:
+        """CPU seconds per thread name (threads of one name added up), at least ``minimum``."""
+        totals: dict[str, float] = {}
+        for name, seconds in self.by_thread.values():
+            totals[name] = totals.get(name, 0.0) + seconds
+        return {name: value for name, value in totals.items() if value >= minimum}
+
+    def busiest(self) -> tuple[str, float]:
+        """The name and CPU seconds of the one thread that spent the most."""
+        return max(self.by_thread.values(), key=lambda entry: entry[1], default=("-", 0.0))
 
 
 def timed(operation: Callable[[], None]) -> Repetition:
