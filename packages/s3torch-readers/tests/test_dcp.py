@@ -307,20 +307,27 @@ def test_the_constructor_falls_back_to_sequential_without_ranges(
     assert shard.item_ranges == (ItemRange(0, 10),)
 
 
-@pytest.mark.parametrize("readahead_parts", [1, 2, None])
-def test_short_fetches_keep_up_to_four_gets_per_readahead_part_in_flight(
-    counting_client: Any, bucket: str, upload: Callable[..., bytes], readahead_parts: int | None
-) -> None:
-    data = upload("obj", 2000)
-    pairs = [(i * 100, i * 100 + 10) for i in range(20)]  # 20 groups: 20 GETs of 10 bytes
-    reader = DCPOptimizedS3Reader(
-        counting_client,
+def _ungrouped(
+    client: Any, bucket: str, pairs: list[tuple[int, int]], readahead_parts: int | None
+) -> DCPOptimizedS3Reader:
+    """A reader of ``obj``'s ``pairs``, each its own group (so each its own GET)."""
+    return DCPOptimizedS3Reader(
+        client,
         bucket,
         "obj",
         item_ranges=_ranges(*pairs),
         max_gap_size=0,
         readahead_parts=readahead_parts,
     )
+
+
+@pytest.mark.parametrize("readahead_parts", [1, 2, None])
+def test_short_fetches_keep_up_to_four_gets_per_readahead_part_in_flight(
+    counting_client: Any, bucket: str, upload: Callable[..., bytes], readahead_parts: int | None
+) -> None:
+    data = upload("obj", 2000)
+    pairs = [(i * 100, i * 100 + 10) for i in range(20)]  # 20 groups: 20 GETs of 10 bytes
+    reader = _ungrouped(counting_client, bucket, pairs, readahead_parts)
     reader.seek(0)
     assert reader.read(10) == data[:10]
     ahead = readahead_parts or counting_client.s3client_config.readahead_parts
@@ -344,14 +351,7 @@ def test_long_fetches_keep_at_most_readahead_parts_of_bytes_in_flight(
     length, stride = 3 * part // 5, 4 * part // 5  # items of 0.6 parts, 0.2 parts apart
     data = upload("obj", 7 * stride)
     pairs = [(i * stride, i * stride + length) for i in range(7)]
-    reader = DCPOptimizedS3Reader(
-        counting_client,
-        bucket,
-        "obj",
-        item_ranges=_ranges(*pairs),
-        max_gap_size=0,
-        readahead_parts=readahead_parts,
-    )
+    reader = _ungrouped(counting_client, bucket, pairs, readahead_parts)
     reader.seek(0)
     assert reader.read(16) == data[:16]
     # Behind the first item: as many 0.6-part GETs as fit in ``readahead_parts``
