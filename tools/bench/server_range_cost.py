@@ -97,13 +97,14 @@ def main() -> None:
                     ) as stream:
                         received += sum(len(chunk) for chunk in stream)
                 wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-                server = server_cpu_seconds(process) - before_server
+                server_cpu = server_cpu_seconds(process) - before_server
                 expected = args.parts * (end - start)
                 if received != expected:
                     raise SystemExit(f"{shape}: received {received} bytes, expected {expected}")
                 print(
                     f"| {round_number} | {shape} | {args.parts} | {received / MiB:.1f} | "
-                    f"{wall:.3f} | {cpu:.3f} | {server:.3f} | {server * 1000 / args.parts:.2f} |",
+                    f"{wall:.3f} | {cpu:.3f} | {server_cpu:.3f} | "
+                    f"{server_cpu * 1000 / args.parts:.2f} |",
                     flush=True,
                 )
 
