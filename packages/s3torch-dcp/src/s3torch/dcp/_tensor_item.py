@@ -36,6 +36,8 @@ from typing import IO, Any, cast
 import numpy as np
 import torch
 
+from s3torch.readers import join_views, slice_views
+
 __all__ = ["ViewsFile", "copy_stored_tensor"]
 
 log = logging.getLogger(__name__)
@@ -105,38 +107,31 @@ class ViewsFile(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         end = self._size if size is None or size < 0 else min(self._size, self._position + size)
-        if end <= self._position:
-            return b""
-        index = bisect.bisect_right(self._starts, self._position) - 1
-        offset = self._position - self._starts[index]
-        view = self._views[index]
-        if end - self._position <= view.nbytes - offset:  # inside one view: one slice
-            data = view[offset : offset + end - self._position].tobytes()
-            self._position = end
-            return data
-        result = bytearray(end - self._position)
-        return bytes(result[: self.readinto(result)])
+        views = self._views_from(self._position, end - self._position)
+        self._position = max(self._position, end)
+        return join_views(views)
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
         written = 0
-        index = bisect.bisect_right(self._starts, self._position) - 1
-        while written < len(target) and 0 <= index < len(self._views):
-            view = self._views[index]
-            offset = self._position - self._starts[index]
-            count = min(view.nbytes - offset, len(target) - written)
+        for view in self._views_from(self._position, len(target)):
+            count = view.nbytes
             if count >= _UNLOCKED_COPY_MIN:  # numpy copies without the GIL: the CRT goes on
                 np.copyto(
-                    np.frombuffer(target, np.uint8, count, written),
-                    np.frombuffer(view, np.uint8, count, offset),
+                    np.frombuffer(target, np.uint8, count, written), np.frombuffer(view, np.uint8)
                 )
-            elif count > 0:
-                target[written : written + count] = view[offset : offset + count]
-            if count > 0:
-                written += count
-                self._position += count
-            index += 1
+            else:
+                target[written : written + count] = view
+            written += count
+        self._position += written
         return written
+
+    def _views_from(self, position: int, size: int) -> list[memoryview]:
+        """Views of up to ``size`` bytes from ``position`` (fewer at the end, none past it)."""
+        if size <= 0 or position >= self._size:
+            return []
+        index = bisect.bisect_right(self._starts, position) - 1
+        return slice_views(self._views[index:], position - self._starts[index], size)
 
 
 def copy_stored_tensor(
@@ -194,7 +189,7 @@ def copy_stored_tensor(
     if nbytes:
         item.seek(start)
         copied = item.readinto(target.reshape(-1).view(torch.uint8).numpy())
-        if copied != nbytes:  # _storage_span checked the record lies inside the item
+        if copied != nbytes:  # _data_start checked the record lies inside the item
             raise AssertionError(f"copied {copied} of the stored tensor's {nbytes} bytes")
     return True
 
@@ -445,24 +440,25 @@ def _storage_record_among(
     if len(storages) != 1 or len(orders) > 1 or len(pickles) != 1:
         return None
     size = item.seek(0, io.SEEK_END)
-    starts = {id(record): _data_start(item, record, size) for record in records}
-    if None in starts.values():
-        return None
+    starts: dict[int, int] = {}  # by id() of the record
+    for record in records:
+        start = _data_start(item, record, size)
+        if start is None:
+            return None
+        starts[id(record)] = start
     if orders:
-        order = _read_stored(item, orders[0], starts[id(orders[0])])  # type: ignore[arg-type]
+        order = _read_stored(item, orders[0], starts[id(orders[0])])
         if order is None or order.decode("ascii", "replace") != sys.byteorder:
             return None
-    data_pkl = _read_stored(item, pickles[0], starts[id(pickles[0])])  # type: ignore[arg-type]
+    data_pkl = _read_stored(item, pickles[0], starts[id(pickles[0])])
     storage = storages[0]
-    start = starts[id(storage)]
     if (
         data_pkl is None
-        or start is None
         or storage.compress_type != zipfile.ZIP_STORED
         or storage.compress_size != storage.file_size
     ):
         return None
-    return start, storage.file_size, storage.filename.rsplit("/", 1)[1], data_pkl
+    return starts[id(storage)], storage.file_size, storage.filename.rsplit("/", 1)[1], data_pkl
 
 
 def _data_start(item: ViewsFile, info: _Record, size: int) -> int | None:
