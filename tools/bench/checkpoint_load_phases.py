@@ -46,7 +46,7 @@ from typing import IO, cast
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from s3bench.checkpoint_cases import make_state
-from s3bench.measure import thread_cpu_seconds
+from s3bench.measure import cpu_by_name, thread_cpu_seconds
 
 MiB = 1024 * 1024
 BUCKET = "load-phases"
@@ -84,15 +84,11 @@ class Phase:
 
     @classmethod
     def between(cls, before: Sample, after: Sample) -> Phase:
-        by_thread: dict[str, float] = {}
-        for tid, (name, seconds) in after.threads.items():
-            spent = seconds - before.threads.get(tid, (name, 0.0))[1]
-            by_thread[name] = by_thread.get(name, 0.0) + spent
         return cls(
             after.wall - before.wall,
             after.cpu - before.cpu,
             after.faults - before.faults,
-            {name: value for name, value in by_thread.items() if value >= 0.02},
+            cpu_by_name(before.threads, after.threads, 0.02),
         )
 
     def describe(self) -> str:

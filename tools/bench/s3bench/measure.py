@@ -95,6 +95,22 @@ def thread_cpu_seconds() -> dict[int, tuple[str, float]]:
     return threads
 
 
+def cpu_by_name(
+    before: dict[int, tuple[str, float]],
+    after: dict[int, tuple[str, float]],
+    minimum: float = 0.0,
+) -> dict[str, float]:
+    """CPU seconds spent per thread name between two readings of :func:`thread_cpu_seconds`.
+
+    Threads of one name are added up (a thread absent from ``before`` counts
+    from zero); names that spent less than ``minimum`` are left out.
+    """
+    totals: dict[str, float] = {}
+    for tid, (name, seconds) in after.items():
+        totals[name] = totals.get(name, 0.0) + seconds - before.get(tid, (name, 0.0))[1]
+    return {name: value for name, value in totals.items() if value >= minimum}
+
+
 class ThreadCpuSampler:
     """The CPU seconds each thread spent while a block ran, threads that ended included.
 
@@ -148,10 +164,7 @@ class ThreadCpuSampler:
 
     def by_name(self, minimum: float = 0.0) -> dict[str, float]:
         """CPU seconds per thread name (threads of one name added up), at least ``minimum``."""
-        totals: dict[str, float] = {}
-        for name, seconds in self.by_thread.values():
-            totals[name] = totals.get(name, 0.0) + seconds
-        return {name: value for name, value in totals.items() if value >= minimum}
+        return cpu_by_name({}, self.by_thread, minimum)
 
     def busiest(self) -> tuple[str, float]:
         """The name and CPU seconds of the one thread that spent the most."""
