@@ -9,7 +9,7 @@ import operator
 from collections.abc import Iterator
 from typing import Any
 
-from s3torch.client import ObjectInfo, S3Exception
+from s3torch.client import ObjectInfo
 
 from .protocols import RawGetClient
 
@@ -215,10 +215,15 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
 
     @contextlib.contextmanager
     def _closing_guard(self) -> Iterator[None]:
-        """Turn whatever a read raises because ``close`` ran meanwhile into the closed error."""
+        """Turn whatever a read raises because ``close`` ran meanwhile into the closed error.
+
+        Whatever it is: a reader's state torn down under a read can fail in
+        many ways (an emptied deque, a released buffer, a cancelled request),
+        and each is the same fact for the caller. The cause stays chained.
+        """
         try:
             yield
-        except (ValueError, BufferError, S3Exception) as error:
+        except Exception as error:
             if self._closing:
                 raise ValueError(
                     f"I/O operation on a closed reader ({self.uri}): closed during the read"

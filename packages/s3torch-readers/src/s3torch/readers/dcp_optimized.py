@@ -303,9 +303,7 @@ class DCPOptimizedS3Reader(S3Reader):
                 self._next_fetch, bisect.bisect_right(self._fetch_ends, position)
             )
         fetches, budget = self._fetches, self._in_flight * self._part_size
-        # Over a copy: close() on another thread may empty the deque meanwhile
-        # (list() copies it in one step, without running Python code).
-        in_flight = sum(opened.fetch.end - opened.fetch.start for opened in list(self._open))
+        in_flight = sum(opened.fetch.end - opened.fetch.start for opened in self._open)
         while self._next_fetch < len(fetches) and len(self._open) < self._max_open:
             fetch = fetches[self._next_fetch]
             size = fetch.end - fetch.start
