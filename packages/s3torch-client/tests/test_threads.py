@@ -71,10 +71,15 @@ def test_an_exception_in_the_block_stops_the_workers_before_it_propagates() -> N
             time.sleep(0.0005)
         finished_before_exit.set()
 
-    with pytest.raises(ValueError, match="caller failed"), ThreadGroup("t") as group:
-        group.start(writer)
-        time.sleep(0.02)
-        raise ValueError("caller failed")
+    def caller() -> None:
+        with group:
+            group.start(writer)
+            time.sleep(0.02)
+            raise ValueError("caller failed")
+
+    group = ThreadGroup("t")
+    with pytest.raises(ValueError, match="caller failed"):
+        caller()
     assert finished_before_exit.is_set()
     snapshot = bytes(writes)
     time.sleep(0.05)
