@@ -91,6 +91,21 @@ def test_settings_are_readable(s3_region: str, s3_endpoint: str) -> None:
     assert default.reader_constructor is None
 
 
+def test_s3torchconnector_positional_order_works(
+    s3_region: str, s3_endpoint: str, bucket: str
+) -> None:
+    """``S3Checkpoint(region, endpoint, s3client_config)``, as ported code writes it."""
+    config = S3ClientConfig(part_size=16 * 1024**2)
+    with S3Checkpoint(s3_region, s3_endpoint, config) as checkpoint:
+        assert (checkpoint.endpoint, checkpoint.s3client_config) == (s3_endpoint, config)
+        with checkpoint.writer(f"s3://{bucket}/p.pt") as writer:
+            torch.save({"w": torch.arange(4)}, writer)
+        with checkpoint.reader(f"s3://{bucket}/p.pt") as reader:
+            assert torch.equal(torch.load(reader)["w"], torch.arange(4))
+    with pytest.raises(TypeError):
+        S3Checkpoint(s3_region, s3_endpoint, config, None)  # type: ignore[misc]
+
+
 def test_a_given_client_is_used_and_left_open(
     make_client: Any, s3_region: str, bucket: str
 ) -> None:
