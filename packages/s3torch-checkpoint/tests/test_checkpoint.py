@@ -188,3 +188,55 @@ def test_a_missing_key_or_bucket_is_a_typed_not_found_error(
     ):
         torch.save({"a": 1}, writer)
     assert (caught.value.bucket, caught.value.key) == ("no-such-bucket-here", "y.pt")
+
+
+def _saved_bytes(state: Any, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", r"is not a checkpoint: the object is empty"),
+        (
+            b"hello, world: just text",
+            r"is not a checkpoint torch.load can read: it starts with b'hello",
+        ),
+        (b"\x00" * 4096, r"it starts with b'\\x00\\x00"),
+        (b"PK\x03\x04" + b"\x00" * 100, r"is a truncated zip archive"),
+    ],
+    ids=["empty", "text", "zeros", "zip-without-end"],
+)
+def test_an_object_that_is_not_a_checkpoint_is_named_before_torch_sees_it(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any, content: bytes, expected: str
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="odd.pt", Body=content)
+    with pytest.raises(ValueError, match=expected) as caught:
+        torch.load(checkpoint.reader(f"s3://{bucket}/odd.pt"))
+    assert f"s3://{bucket}/odd.pt" in str(caught.value)
+
+
+def test_a_checkpoint_cut_short_is_named_as_truncated(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any
+) -> None:
+    whole = _saved_bytes({"w": torch.arange(100_000)})
+    boto3_s3.put_object(Bucket=bucket, Key="cut.pt", Body=whole[: len(whole) * 2 // 3])
+    with pytest.raises(ValueError, match=rf"s3://{bucket}/cut.pt is a truncated zip archive"):
+        torch.load(checkpoint.reader(f"s3://{bucket}/cut.pt"))
+
+
+def test_every_format_torch_load_reads_still_loads(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any
+) -> None:
+    state = {"w": torch.arange(1000), "step": 7}
+    formats = {
+        "zip.pt": _saved_bytes(state),
+        "legacy.pt": _saved_bytes(state, _use_new_zipfile_serialization=False),
+    }
+    for key, content in formats.items():
+        boto3_s3.put_object(Bucket=bucket, Key=key, Body=content)
+        loaded = torch.load(checkpoint.reader(f"s3://{bucket}/{key}"))
+        assert torch.equal(loaded["w"], state["w"]), key
+        assert loaded["step"] == 7
