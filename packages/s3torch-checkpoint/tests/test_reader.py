@@ -139,9 +139,10 @@ def test_bad_copy_threads(client: Any, bucket: str, threads: Any) -> None:
 
 def test_an_empty_object_is_not_a_checkpoint(client: Any, bucket: str, boto3_s3: Any) -> None:
     boto3_s3.put_object(Bucket=bucket, Key="empty", Body=b"")
-    with S3CheckpointReader(client, bucket, "empty") as reader:
-        with pytest.raises(ValueError, match=f"s3://{bucket}/empty is not a checkpoint: .* empty"):
-            reader.read()
+    reader = S3CheckpointReader(client, bucket, "empty")
+    with pytest.raises(ValueError, match=f"s3://{bucket}/empty is not a checkpoint: .* empty"):
+        reader.read()
+    reader.close()
 
 
 @pytest.mark.parametrize("threads", [1, 3])
