@@ -249,6 +249,7 @@ class CrtClient:
             memory_limit=config.memory_limit,
             retry_config=_retry_config(config.max_attempts),
         )
+        _runtime.track_client(self.crt)
         _runtime.reinit_after_fork(self)
         log.debug(
             "created a CRT S3 client in process %d for %s (region %s, part size %d, "
