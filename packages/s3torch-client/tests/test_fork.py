@@ -519,3 +519,41 @@ def test_children_of_a_process_that_let_clients_go_exit_cleanly(
     """
     out = _run(tmp_path, _CHILDREN_EXIT, s3_endpoint, bucket, timeout=300)
     assert out.strip().splitlines()[-1] == "ok", out
+
+
+def test_a_teardown_that_never_ends_delays_one_fork_by_the_bound_and_no_other(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    """A fork waits for the clients let go of, within FORK_QUIESCE_SECONDS, once.
+
+    A teardown that never ends is played by a shutdown event nobody sets, for
+    a client that is gone (the wait's own logic: the CRT always sets it).
+    """
+    out = _run(
+        tmp_path,
+        """
+        import logging, threading, time, weakref
+        from s3torch.client import _runtime
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s", stream=sys.stdout)
+        fetch("obj0")                                   # this process made a client
+        class Gone: pass
+        _runtime.FORK_QUIESCE_SECONDS = 0.5
+        _runtime._clients.append((weakref.ref(Gone()), threading.Event()))
+        took = []
+        for _ in range(2):
+            started = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if fetch("obj0") == fetch("obj0", CLIENT) else 3)
+            took.append(time.monotonic() - started)
+            assert exit_code(pid) == 0
+        print("took", 0.5 <= took[0] < 5, took[1] < 0.4)
+        """,
+        s3_endpoint,
+        bucket,
+    )
+    lines = out.strip().splitlines()
+    assert lines[-1] == "took True True", out
+    warnings = [line for line in lines if "still shutting down" in line]
+    assert len(warnings) == 1, out
+    assert warnings[0].startswith("s3torch.client._runtime CRT clients were still shutting down")

@@ -76,6 +76,9 @@ _TEARDOWN_THREAD = "EvntLoopCleanup"
 _clients: list[tuple[weakref.ref[Any], threading.Event]] = []
 # How many of them were let go of so far (their teardown starts then).
 _released = 0
+# Teardown threads (by thread id) that outlasted a whole wait: later forks
+# do not wait for them again.
+_stuck_teardowns: set[str] = set()
 
 
 class ForkAware(Protocol):
@@ -193,11 +196,20 @@ def quiesce_native_threads(deadline: float) -> bool:
             settled = False
             break
     if not settled:
+        _give_up_on_what_is_left()
         log.warning(
-            "CRT clients were still shutting down %.1f s after a fork began; forking anyway",
+            "CRT clients were still shutting down %.1f s after a fork began; forking anyway "
+            "(later forks will not wait for them)",
             FORK_QUIESCE_SECONDS,
         )
     return settled
+
+
+def _give_up_on_what_is_left() -> None:
+    """Stop waiting, at later forks, for the teardowns that outlasted this one's wait."""
+    with _lock:
+        _clients[:] = [entry for entry in _clients if entry[0]() is not None]
+    _stuck_teardowns.update(_teardown_threads())
 
 
 def _wait_for_released_clients(deadline: float) -> bool:
@@ -210,26 +222,28 @@ def _wait_for_released_clients(deadline: float) -> bool:
 
 def _wait_for_teardown_threads(deadline: float) -> bool:
     """Wait until no thread of this process is ending an event loop group (Linux; else True)."""
-    while _teardown_thread_alive():
+    while _teardown_threads() - _stuck_teardowns:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.0005)
     return True
 
 
-def _teardown_thread_alive() -> bool:
+def _teardown_threads() -> set[str]:
+    """The thread ids of this process's threads that are ending an event loop group."""
     try:
         tasks = os.listdir("/proc/self/task")
     except OSError:
-        return False  # no procfs: the shutdown events are all there is to wait for
+        return set()  # no procfs: the shutdown events are all there is to wait for
+    found = set()
     for task in tasks:
         try:
             with open(f"/proc/self/task/{task}/comm") as comm:
                 if comm.read().strip() == _TEARDOWN_THREAD:
-                    return True
+                    found.add(task)
         except OSError:
             continue  # that thread ended meanwhile
-    return False
+    return found
 
 
 def _after_fork_in_child() -> None:
@@ -240,6 +254,7 @@ def _after_fork_in_child() -> None:
         park_inherited(_runtime)
         _runtime = None
     _clients.clear()  # the parent's: parked here, never shut down
+    _stuck_teardowns.clear()
     # Code outside s3torch may use awscrt's static defaults in the parent, from
     # other threads. Their threads are gone here, and destroying them could
     # wait for those threads: park them, so that awscrt builds fresh ones on
