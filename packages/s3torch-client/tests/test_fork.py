@@ -533,12 +533,12 @@ def test_a_teardown_that_never_ends_delays_one_fork_by_the_bound_and_no_other(
         tmp_path,
         """
         import logging, threading, time, weakref
-        from s3torch.client import _runtime
+        from s3torch.client import _fork_quiesce
         logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s", stream=sys.stdout)
         fetch("obj0")                                   # this process made a client
         class Gone: pass
-        _runtime.FORK_QUIESCE_SECONDS = 0.5
-        _runtime._clients.append((weakref.ref(Gone()), threading.Event()))
+        _fork_quiesce.FORK_QUIESCE_SECONDS = 0.5
+        _fork_quiesce._clients.append((weakref.ref(Gone()), threading.Event()))
         took = []
         for _ in range(2):
             started = time.monotonic()
@@ -556,4 +556,6 @@ def test_a_teardown_that_never_ends_delays_one_fork_by_the_bound_and_no_other(
     assert lines[-1] == "took True True", out
     warnings = [line for line in lines if "still shutting down" in line]
     assert len(warnings) == 1, out
-    assert warnings[0].startswith("s3torch.client._runtime CRT clients were still shutting down")
+    assert warnings[0].startswith(
+        "s3torch.client._fork_quiesce CRT clients were still shutting down"
+    )
