@@ -3,33 +3,29 @@
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import inspect
-import io
 import logging
 import os
 import pickle
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint import filesystem as _torch_fs
 from torch.distributed.checkpoint.filesystem import FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata
-from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
-from s3torch.client import S3Client, S3ClientConfig, S3Writer
+from s3torch.client import S3Client, S3ClientConfig
 
 from . import _paths
+from ._file_job import FileJob, split_items
 from ._lifetime import Closeable
-from ._parallel import Cancelled, require_thread_count, run_jobs
+from ._parallel import require_thread_count, run_jobs
 from .errors import S3CheckpointError
 from .file_system import S3FileSystem
 from .prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
@@ -48,9 +44,6 @@ A save is bound by the server's PUT rate, not by parts in flight: 256 MiB
 ``thread_count`` files, where the client's 1 GiB default let a 1 GiB save's
 peak RSS grow by over a GiB.
 """
-# torch's per-file storage record (offset and length of each item in a file):
-# the metadata must hold exactly this class so that any DCP reader can load it.
-_StorageInfo = _torch_fs._StorageInfo
 
 
 @dataclass(frozen=True)
@@ -231,7 +224,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         for number, items in enumerate(groups):
             relative = f"{prefix}{number}{SUFFIX}"
             uri = self.fs.concat_path(self.path, relative)
-            jobs.append((uri, _FileJob(self.fs, uri, relative, items, planner, written)))
+            jobs.append((uri, FileJob(self.fs, uri, relative, items, planner, written)))
         try:
             results = run_jobs(
                 jobs, threads=self.thread_count, rank=self._error_rank(), verb="write"
@@ -311,141 +304,3 @@ def _plan_rank(index: int, plan_count: int) -> int:
     if plan_count == 1 and dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return index
-
-
-def _item_bytes(item: WriteItem) -> int:
-    if item.tensor_data is None:
-        return 0
-    return int(item.tensor_data.size.numel()) * item.tensor_data.properties.dtype.itemsize
-
-
-def split_items(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
-    """``items`` in at most ``count`` non-empty files of about equal size.
-
-    Byte items are dealt in turn; tensors, largest first, each to the
-    lightest file so far. An empty file is never made.
-    """
-    if count <= 1:
-        return [list(items)] if items else []
-    files: list[list[WriteItem]] = [[] for _ in range(count)]
-    blobs = [item for item in items if item.type == WriteItemType.BYTE_IO]
-    for number, item in enumerate(blobs):
-        files[number % count].append(item)
-    heap = [(0, number) for number in range(count)]
-    tensors = sorted(
-        (item for item in items if item.type != WriteItemType.BYTE_IO),
-        key=_item_bytes,
-        reverse=True,
-    )
-    for item in tensors:
-        size, number = heapq.heappop(heap)
-        files[number].append(item)
-        heapq.heappush(heap, (size + _item_bytes(item), number))
-    return [file for file in files if file]
-
-
-class _FileJob:
-    """Writes one checkpoint file: its items, one after another, into one upload."""
-
-    def __init__(
-        self,
-        fs: S3FileSystem,
-        uri: str,
-        relative: str,
-        items: Sequence[WriteItem],
-        planner: SavePlanner,
-        written: list[str],
-    ) -> None:
-        self.fs = fs
-        self.written = written
-        self.uri = uri
-        self.relative = relative
-        self.items = items
-        self.planner = planner
-
-    def __call__(self, stop: threading.Event) -> list[WriteResult]:
-        bucket, key = _paths.split(self.uri)
-        results: list[WriteResult] = []
-        # Tensors whose storage the upload reads in place: alive until it is closed.
-        retained: list[torch.Tensor] = []
-        # The with-block aborts the upload on any exception: never half a file.
-        with self.fs.client.put_object(bucket, key) as stream:
-            for item in self.items:
-                if stop.is_set():
-                    raise Cancelled(self.uri)
-                offset = stream.tell()
-                data = self.planner.resolve_data(item)
-                if item.type == WriteItemType.BYTE_IO:
-                    if not isinstance(data, io.BytesIO):
-                        raise TypeError(
-                            f"a byte item resolved to {type(data).__name__}, not BytesIO"
-                        )
-                    stream.write(data.getbuffer())
-                else:
-                    tensor, borrowed = _plain_cpu(data)
-                    if borrowed:
-                        # The state dict's own storage: sent from in place, no copy.
-                        retained.append(tensor)
-                        torch.save(tensor, _StorageSink(stream, tensor))  # type: ignore[arg-type]
-                    else:
-                        torch.save(tensor, stream)  # type: ignore[arg-type]
-                length = stream.tell() - offset
-                results.append(
-                    WriteResult(
-                        index=item.index,
-                        size_in_bytes=length,
-                        storage_data=_StorageInfo(self.relative, offset, length),
-                    )
-                )
-            if stop.is_set():
-                raise Cancelled(self.uri)
-        del retained  # the upload is complete or aborted: nothing reads them any more
-        self.written.append(self.uri)
-        return results
-
-
-def _plain_cpu(data: Any) -> tuple[torch.Tensor, bool]:
-    """The tensor to serialize (detached, on the CPU, holding only its own elements).
-
-    And whether it shares the caller's storage (True) or is a copy made here.
-    """
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"a tensor item resolved to {type(data).__name__}, not a Tensor")
-    tensor = data.detach()
-    borrowed = True
-    if tensor.device.type != "cpu":
-        tensor, borrowed = tensor.cpu(), False
-    if tensor.untyped_storage().nbytes() != tensor.nbytes:
-        # A view: torch.save would write its whole storage.
-        tensor, borrowed = tensor.clone(), False
-    return tensor, borrowed
-
-
-class _StorageSink:
-    """What ``torch.save`` of one tensor writes to: its storage's bytes go up without a copy.
-
-    A write that lies inside the tensor's storage (torch hands its data over
-    in place) goes through :meth:`~s3torch.client.S3Writer.write_retained`,
-    so whole parts are sent from the storage itself; the caller keeps the
-    tensor alive until the upload is closed. Anything else (zip headers,
-    the pickle) is copied as usual.
-    """
-
-    MIN_RETAINED = 64 * 1024  # smaller writes are cheaper to copy than to check and keep
-
-    def __init__(self, stream: S3Writer, tensor: torch.Tensor) -> None:
-        self.stream = stream
-        storage = tensor.untyped_storage()
-        self.start = storage.data_ptr()
-        self.end = self.start + storage.nbytes()
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        if view.nbytes >= self.MIN_RETAINED and view.c_contiguous:
-            address = int(np.frombuffer(view.cast("B"), dtype=np.uint8).ctypes.data)
-            if self.start <= address and address + view.nbytes <= self.end:
-                return self.stream.write_retained(view)
-        return self.stream.write(view)
-
-    def flush(self) -> None:
-        """Nothing to do: the upload sends parts as they fill."""
