@@ -1,7 +1,8 @@
 """The upload of one checkpoint file: its items, one after another, into one streamed upload.
 
 :func:`split_items` deals a rank's items into files of about equal size;
-:class:`FileJob` writes one of them, sending CPU tensors' storage in place.
+:class:`FileJob` writes one of them through an :class:`UploadSink`, sending
+CPU tensors' storage in place; the error a save meets is raised as itself.
 """
 
 from __future__ import annotations
@@ -12,16 +13,14 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch.distributed.checkpoint import filesystem as _torch_fs
 from torch.distributed.checkpoint.planner import SavePlanner, WriteItem, WriteItemType
 from torch.distributed.checkpoint.storage import WriteResult
 
-from s3torch.client import S3Writer
-
 from . import _paths
 from ._parallel import Cancelled
+from ._upload_sink import UploadSink
 from .file_system import S3FileSystem
 
 __all__ = ["FileJob", "split_items"]
@@ -88,26 +87,27 @@ class FileJob:
         retained: list[torch.Tensor] = []
         # The with-block aborts the upload on any exception: never half a file.
         with self.fs.client.put_object(bucket, key) as stream:
+            sink = UploadSink(stream, stop, self.fs.client.s3client_config.part_size, self.uri)
             for item in self.items:
                 if stop.is_set():
                     raise Cancelled(self.uri)
-                offset = stream.tell()
+                offset = sink.tell()
                 data = self.planner.resolve_data(item)
                 if item.type == WriteItemType.BYTE_IO:
                     if not isinstance(data, io.BytesIO):
                         raise TypeError(
                             f"a byte item resolved to {type(data).__name__}, not BytesIO"
                         )
-                    stream.write(data.getbuffer())
+                    sink.write(data.getbuffer())
                 else:
                     tensor, borrowed = _plain_cpu(data)
                     if borrowed:
                         # The state dict's own storage: sent from in place, no copy.
                         retained.append(tensor)
-                        torch.save(tensor, _StorageSink(stream, tensor))  # type: ignore[arg-type]
-                    else:
-                        torch.save(tensor, stream)  # type: ignore[arg-type]
-                length = stream.tell() - offset
+                    sink.retain(tensor if borrowed else None)
+                    _save(tensor, sink)
+                sink.raise_error()
+                length = sink.tell() - offset
                 results.append(
                     WriteResult(
                         index=item.index,
@@ -120,6 +120,15 @@ class FileJob:
         del retained  # the upload is complete or aborted: nothing reads them any more
         self.written.append(self.uri)
         return results
+
+
+def _save(tensor: torch.Tensor, sink: UploadSink) -> None:
+    """``torch.save`` into ``sink``; the error the upload met, not torch's version of it."""
+    try:
+        torch.save(tensor, sink)  # type: ignore[arg-type]
+    except BaseException:
+        sink.raise_error()  # torch failed because the upload did: raise the real error
+        raise
 
 
 def _plain_cpu(data: Any) -> tuple[torch.Tensor, bool]:
@@ -137,33 +146,3 @@ def _plain_cpu(data: Any) -> tuple[torch.Tensor, bool]:
         # A view: torch.save would write its whole storage.
         tensor, borrowed = tensor.clone(), False
     return tensor, borrowed
-
-
-class _StorageSink:
-    """What ``torch.save`` of one tensor writes to: its storage's bytes go up without a copy.
-
-    A write that lies inside the tensor's storage (torch hands its data over
-    in place) goes through :meth:`~s3torch.client.S3Writer.write_retained`,
-    so whole parts are sent from the storage itself; the caller keeps the
-    tensor alive until the upload is closed. Anything else (zip headers,
-    the pickle) is copied as usual.
-    """
-
-    MIN_RETAINED = 64 * 1024  # smaller writes are cheaper to copy than to check and keep
-
-    def __init__(self, stream: S3Writer, tensor: torch.Tensor) -> None:
-        self.stream = stream
-        storage = tensor.untyped_storage()
-        self.start = storage.data_ptr()
-        self.end = self.start + storage.nbytes()
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        if view.nbytes >= self.MIN_RETAINED and view.c_contiguous:
-            address = int(np.frombuffer(view.cast("B"), dtype=np.uint8).ctypes.data)
-            if self.start <= address and address + view.nbytes <= self.end:
-                return self.stream.write_retained(view)
-        return self.stream.write(view)
-
-    def flush(self) -> None:
-        """Nothing to do: the upload sends parts as they fill."""
