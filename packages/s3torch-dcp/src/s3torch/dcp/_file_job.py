@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import heapq
 import io
-import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +18,7 @@ from torch.distributed.checkpoint.planner import SavePlanner, WriteItem, WriteIt
 from torch.distributed.checkpoint.storage import WriteResult
 
 from . import _paths
-from ._parallel import Cancelled
+from ._parallel import Cancelled, Stop
 from ._upload_sink import UploadSink
 from .file_system import S3FileSystem
 
@@ -80,7 +79,7 @@ class FileJob:
         self.items = items
         self.planner = planner
 
-    def __call__(self, stop: threading.Event) -> list[WriteResult]:
+    def __call__(self, stop: Stop) -> list[WriteResult]:
         bucket, key = _paths.split(self.uri)
         results: list[WriteResult] = []
         # Tensors whose storage the upload reads in place: alive until it is closed.

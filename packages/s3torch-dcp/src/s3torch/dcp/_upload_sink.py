@@ -19,7 +19,6 @@ is closed. Anything else (zip headers, the pickle, byte items) is copied.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ import torch
 
 from s3torch.client import S3Writer
 
-from ._parallel import Cancelled
+from ._parallel import Cancelled, Stop
 
 __all__ = ["UploadSink"]
 
@@ -47,7 +46,7 @@ class UploadSink:
         uri: The file's URI, for :class:`Cancelled`.
     """
 
-    def __init__(self, stream: S3Writer, stop: threading.Event, chunk: int, uri: str) -> None:
+    def __init__(self, stream: S3Writer, stop: Stop, chunk: int, uri: str) -> None:
         self._stream = stream
         self._stop = stop
         self._chunk = max(1, chunk)

@@ -31,7 +31,7 @@ from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
 from ._lifetime import Closeable
-from ._parallel import Cancelled, require_thread_count, run_jobs
+from ._parallel import Cancelled, Stop, require_thread_count, run_jobs
 from ._tensor_item import copy_stored_tensor
 from .file_system import S3FileSystem
 
@@ -296,45 +296,58 @@ class _PieceJob:
         self.planner = planner
         self.lock = lock
 
-    def __call__(self, stop: threading.Event) -> None:
+    def __call__(self, stop: Stop) -> None:
         owner = self.owner
-        with owner._open(self.piece.relative, self.piece.items) as reader:
-            for item in self.piece.items:
+        with (
+            owner._open(self.piece.relative, self.piece.items) as reader,
+            stop.cancelling(reader.close),  # a stop cuts short a read blocked on the network
+        ):
+            try:
+                self._load(reader, stop)
+            except Exception as error:
                 if stop.is_set():
-                    raise Cancelled(reader.uri)
-                info = owner.storage_data[item.storage_index]
-                reader.seek(info.offset)
-                views = _read_views(reader, info.length)
-                received = sum(view.nbytes for view in views)
-                if received != info.length:
-                    raise ValueError(
-                        f"item {item.storage_index.fqn} at bytes {info.offset}-"
-                        f"{info.offset + info.length} of {reader.uri} ends after {received} "
-                        "bytes: the file is shorter than the metadata says"
-                    )
-                descriptors = getattr(info, "transform_descriptors", None)
-                target = None
-                if item.type != LoadItemType.BYTE_IO:
+                    # Closed by the stop (or failing on another thread's failure).
+                    raise Cancelled(reader.uri) from error
+                raise
+
+    def _load(self, reader: S3Reader, stop: Stop) -> None:
+        owner = self.owner
+        for item in self.piece.items:
+            if stop.is_set():
+                raise Cancelled(reader.uri)
+            info = owner.storage_data[item.storage_index]
+            reader.seek(info.offset)
+            views = _read_views(reader, info.length)
+            received = sum(view.nbytes for view in views)
+            if received != info.length:
+                raise ValueError(
+                    f"item {item.storage_index.fqn} at bytes {info.offset}-"
+                    f"{info.offset + info.length} of {reader.uri} ends after {received} "
+                    "bytes: the file is shorter than the metadata says"
+                )
+            descriptors = getattr(info, "transform_descriptors", None)
+            target = None
+            if item.type != LoadItemType.BYTE_IO:
+                with self.lock:
+                    target = self.planner.resolve_tensor(item).detach()
+                if not descriptors and copy_stored_tensor(
+                    views, target, item.storage_offsets, item.lengths
+                ):
+                    # Straight from the chunks received into the state dict.
+                    del views
                     with self.lock:
-                        target = self.planner.resolve_tensor(item).detach()
-                    if not descriptors and copy_stored_tensor(
-                        views, target, item.storage_offsets, item.lengths
-                    ):
-                        # Straight from the chunks received into the state dict.
-                        del views
-                        with self.lock:
-                            self.planner.commit_tensor(item, target)
-                        continue
-                stream: Any = io.BytesIO(join_views(views))
-                if descriptors:
-                    stream = owner.transforms.transform_load_stream(item, descriptors, stream)
-                    stream = io.BytesIO(stream.read())
-                del views
-                if target is None:
-                    with self.lock:
-                        self.planner.load_bytes(item, stream)
+                        self.planner.commit_tensor(item, target)
                     continue
-                self._load_tensor(reader.uri, item, stream, target)
+            stream: Any = io.BytesIO(join_views(views))
+            if descriptors:
+                stream = owner.transforms.transform_load_stream(item, descriptors, stream)
+                stream = io.BytesIO(stream.read())
+            del views
+            if target is None:
+                with self.lock:
+                    self.planner.load_bytes(item, stream)
+                continue
+            self._load_tensor(reader.uri, item, stream, target)
 
     def _load_tensor(
         self, uri: str, item: ReadItem, stream: io.BytesIO, target: torch.Tensor

@@ -21,6 +21,7 @@ from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
 from s3torch.client import S3Client, S3ClientConfig
+from s3torch.client.threads import ThreadGroup
 
 from . import _paths
 from ._file_job import FileJob, split_items
@@ -237,6 +238,17 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         return future
 
     def _remove(self, uris: Sequence[str]) -> None:
+        """Delete the files of a failed save, to the end even through another Ctrl-C.
+
+        The deletes run on a thread of their own; an interrupt of the wait for
+        them is raised once they are done.
+        """
+        if not uris:
+            return
+        with ThreadGroup("s3torch-dcp-cleanup") as group:
+            group.start(self._remove_now, uris)
+
+    def _remove_now(self, uris: Sequence[str]) -> None:
         for uri in uris:
             try:
                 self.fs.rm_file(uri)
