@@ -73,14 +73,16 @@ class S3StorageReader(FileSystemReader, Closeable):
     Args:
         region: The bucket's region (``"us-east-1"``).
         path: The checkpoint location, ``s3://bucket/prefix``.
-        endpoint: Where to send requests (``"http://127.0.0.1:9000"``).
         s3client_config: Client settings (part size, memory budget, retries).
-        client: An existing :class:`~s3torch.client.S3Client` to share (left
-            open by :meth:`close`).
         reader_constructor: The reader kind, from
             :class:`~s3torch.readers.S3ReaderConstructor` (default:
             ``dcp_optimized()``; ``sequential()`` downloads whole files, and
             only one reader per file is used with it or ``range_based()``).
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``). It
+            and the arguments below are keyword-only; the four above may be
+            given positionally, in the seed's (s3torchconnector's) order.
+        client: An existing :class:`~s3torch.client.S3Client` to share (left
+            open by :meth:`close`).
         thread_count: Files or file pieces loaded at once (default 4).
         readahead_parts: How many parts' worth of ranged GETs each of those
             readers keeps in flight or buffered ahead of the item it loads,
@@ -102,11 +104,11 @@ class S3StorageReader(FileSystemReader, Closeable):
         self,
         region: str,
         path: str | os.PathLike[str],
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
         *,
         endpoint: str | None = None,
-        s3client_config: S3ClientConfig | None = None,
         client: S3Client | None = None,
-        reader_constructor: S3ReaderConstructorProtocol | None = None,
         thread_count: int = 4,
         readahead_parts: int = READAHEAD_PARTS,
     ) -> None:

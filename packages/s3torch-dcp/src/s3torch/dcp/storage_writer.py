@@ -68,18 +68,20 @@ class S3StorageWriter(FileSystemWriter, Closeable):
     Args:
         region: The bucket's region (``"us-east-1"``).
         path: The checkpoint location, ``s3://bucket/prefix``.
-        endpoint: Where to send requests (``"http://127.0.0.1:9000"``).
         s3client_config: Client settings (part size, memory budget, retries).
             Default: the client's defaults with ``memory_limit`` of 256 MiB
             (the least the CRT takes): a save's parts in flight, of
             all its files together, stay within it (the state dict's own
             tensors are sent in place and cost nothing more).
-        client: An existing :class:`~s3torch.client.S3Client` to share (left
-            open by :meth:`close`).
         prefix_strategy: Where each rank's files go under ``path`` (default:
             ``__<rank>_<n>.distcp`` directly under it); see the prefix strategies.
         thread_count: Files each rank uploads at once (its items are split
             into this many files of about equal size).
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``). It
+            and the arguments below are keyword-only; the five above may be
+            given positionally, in the seed's (s3torchconnector's) order.
+        client: An existing :class:`~s3torch.client.S3Client` to share (left
+            open by :meth:`close`).
         overwrite: Replace a checkpoint already at ``path``. Its ``.metadata``
             is deleted before any new file is written, so the location holds no
             checkpoint until the new one is complete. ``False`` raises
@@ -102,12 +104,12 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         self,
         region: str,
         path: str | os.PathLike[str],
-        *,
-        endpoint: str | None = None,
         s3client_config: S3ClientConfig | None = None,
-        client: S3Client | None = None,
         prefix_strategy: S3PrefixStrategyBase | None = None,
         thread_count: int = 1,
+        *,
+        endpoint: str | None = None,
+        client: S3Client | None = None,
         overwrite: bool = True,
         single_file_per_rank: bool = True,
         per_thread_copy_ahead: int = 10_000_000,
