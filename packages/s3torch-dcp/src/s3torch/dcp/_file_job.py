@@ -71,8 +71,10 @@ class FileJob:
         items: Sequence[WriteItem],
         planner: SavePlanner,
         written: list[str],
+        transforms: Any = None,
     ) -> None:
         self.fs = fs
+        self.transforms = transforms
         self.written = written
         self.uri = uri
         self.relative = relative
@@ -92,26 +94,14 @@ class FileJob:
                     raise Cancelled(self.uri)
                 offset = sink.tell()
                 data = self.planner.resolve_data(item)
-                if item.type == WriteItemType.BYTE_IO:
-                    if not isinstance(data, io.BytesIO):
-                        raise TypeError(
-                            f"a byte item resolved to {type(data).__name__}, not BytesIO"
-                        )
-                    sink.write(data.getbuffer())
-                else:
-                    tensor, borrowed = _plain_cpu(data)
-                    if borrowed:
-                        # The state dict's own storage: sent from in place, no copy.
-                        retained.append(tensor)
-                    sink.retain(tensor if borrowed else None)
-                    _save(tensor, sink)
+                descriptors = self._write_item(sink, item, data, retained)
                 sink.raise_error()
                 length = sink.tell() - offset
                 results.append(
                     WriteResult(
                         index=item.index,
                         size_in_bytes=length,
-                        storage_data=_StorageInfo(self.relative, offset, length),
+                        storage_data=_storage_info(self.relative, offset, length, descriptors),
                     )
                 )
             if stop.is_set():
@@ -120,11 +110,48 @@ class FileJob:
         self.written.append(self.uri)
         return results
 
+    def _write_item(
+        self, sink: UploadSink, item: WriteItem, data: Any, retained: list[torch.Tensor]
+    ) -> list[str]:
+        """Write one item into ``sink``, through torch's stream transforms if there are any.
 
-def _save(tensor: torch.Tensor, sink: UploadSink) -> None:
-    """``torch.save`` into ``sink``; the error the upload met, not torch's version of it."""
+        Returns the transforms' descriptors (none without transforms).
+        """
+        sink.retain(None)
+        target: Any = sink
+        descriptors: list[str] = []
+        if self.transforms is not None:
+            target, descriptors = self.transforms.transform_save_stream(item, sink)
+        if item.type == WriteItemType.BYTE_IO:
+            if not isinstance(data, io.BytesIO):
+                raise TypeError(f"a byte item resolved to {type(data).__name__}, not BytesIO")
+            target.write(data.getbuffer())
+        else:
+            tensor, borrowed = _plain_cpu(data)
+            if borrowed and target is sink:
+                # The state dict's own storage: sent from in place, no copy.
+                retained.append(tensor)
+                sink.retain(tensor)
+            _save(tensor, target, sink)
+        if target is not sink:
+            target.close()  # flushes the transforms into the sink (which stays open)
+        return descriptors
+
+
+def _storage_info(relative: str, offset: int, length: int, descriptors: list[str]) -> Any:
+    """torch's record of an item's place (and transforms: a field torch < 2.7 lacks)."""
+    if descriptors:
+        return _StorageInfo(relative, offset, length, transform_descriptors=descriptors)
+    return _StorageInfo(relative, offset, length)
+
+
+def _save(tensor: torch.Tensor, target: Any, sink: UploadSink) -> None:
+    """``torch.save`` into ``target`` (``sink``, or transforms over it).
+
+    Raises the error the upload met, not torch's version of it.
+    """
     try:
-        torch.save(tensor, sink)  # type: ignore[arg-type]
+        torch.save(tensor, target)
     except BaseException:
         sink.raise_error()  # torch failed because the upload did: raise the real error
         raise

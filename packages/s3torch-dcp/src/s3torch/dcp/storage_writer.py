@@ -8,10 +8,11 @@ import logging
 import os
 import pickle
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint import filesystem as _torch_fs
 from torch.distributed.checkpoint.filesystem import FileSystemWriter
@@ -92,6 +93,11 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             ``FileSystemWriter``.
         sync_files: Accepted for compatibility and ignored: an S3 object is
             durable once its upload completes.
+        **kwargs: Other options of the installed torch's ``FileSystemWriter``,
+            passed on to it, as the reference's ``S3StorageWriter`` does: for
+            one, ``_extensions=[ZStandard()]`` compresses every item. A name
+            it does not take is a :class:`TypeError`; ``serialization_format``
+            other than ``TORCH_SAVE`` a :class:`ValueError`.
 
     Example::
 
@@ -115,6 +121,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         per_thread_copy_ahead: int = 10_000_000,
         cache_staged_state_dict: bool = False,
         sync_files: bool = False,
+        **kwargs: Any,
     ) -> None:
         require_thread_count(thread_count)
         if prefix_strategy is not None and not isinstance(prefix_strategy, S3PrefixStrategyBase):
@@ -132,7 +139,9 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             "overwrite": overwrite,
         }
         accepted = inspect.signature(FileSystemWriter.__init__).parameters
-        super().__init__(uri, **{name: v for name, v in options.items() if name in accepted})
+        _check_torch_options(kwargs, accepted)
+        options = {name: value for name, value in options.items() if name in accepted}
+        super().__init__(uri, **options, **kwargs)
         self.fs: S3FileSystem = S3FileSystem(  # type: ignore[assignment]
             region,
             endpoint=endpoint,
@@ -227,7 +236,8 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         for number, items in enumerate(groups):
             relative = f"{prefix}{number}{SUFFIX}"
             uri = self.fs.concat_path(self.path, relative)
-            jobs.append((uri, FileJob(self.fs, uri, relative, items, planner, written)))
+            job = FileJob(self.fs, uri, relative, items, planner, written, self._transforms())
+            jobs.append((uri, job))
         try:
             results = run_jobs(
                 jobs, threads=self.thread_count, rank=self._error_rank(), verb="write"
@@ -238,6 +248,11 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         future: Future[list[WriteResult]] = Future()
         future.set_result([result for file_results in results for result in file_results])
         return future
+
+    def _transforms(self) -> Any:
+        """torch's stream transforms of the ``_extensions`` given (None: torch has none)."""
+        transforms = getattr(self, "transforms", None)
+        return transforms if getattr(transforms, "extensions", None) else None
 
     def _remove(self, uris: Sequence[str]) -> None:
         """Delete the files of a failed save, to the end even through another Ctrl-C.
@@ -300,6 +315,28 @@ class S3StorageWriter(FileSystemWriter, Closeable):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """Whether ``checkpoint_id`` is an ``s3://`` URI."""
         return S3FileSystem.validate_checkpoint_id(checkpoint_id)
+
+
+def _check_torch_options(kwargs: dict[str, Any], accepted: Mapping[str, Any]) -> None:
+    """Refuse keyword options torch's ``FileSystemWriter`` does not take, or that we cannot honour.
+
+    Raises:
+        TypeError: a name the installed torch's ``FileSystemWriter`` does not take.
+        ValueError: a ``serialization_format`` other than ``TORCH_SAVE``.
+    """
+    unknown = sorted(name for name in kwargs if name not in accepted)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise TypeError(
+            f"S3StorageWriter got unexpected keyword argument(s) {names}: neither it nor "
+            f"torch {torch.__version__}'s FileSystemWriter takes them"
+        )
+    form = kwargs.get("serialization_format")
+    if form is not None and getattr(form, "name", form) != "TORCH_SAVE":
+        raise ValueError(
+            f"S3StorageWriter writes items with torch.save only: serialization_format={form!r} "
+            "is not supported"
+        )
 
 
 def _save_config(config: S3ClientConfig | None, client: S3Client | None) -> S3ClientConfig | None:
