@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import pickle
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
 from ._lifetime import Closeable
+from ._metadata_pickle import load_metadata
 from ._parallel import Cancelled, Stop, require_thread_count, run_jobs
 from ._tensor_item import copy_stored_tensor
 from .file_system import S3FileSystem
@@ -153,7 +153,9 @@ class S3StorageReader(FileSystemReader, Closeable):
 
         Raises:
             FileNotFoundError: no checkpoint (or no bucket) at the path.
-            ValueError: the metadata file is truncated or not DCP metadata.
+            ValueError: the metadata file is truncated or not DCP metadata, or
+                refers to anything a DCP ``Metadata`` never holds (it is read
+                by an allow-list unpickler: a hostile file runs no code).
         """
         rank = kwargs.get("rank")
         name = METADATA if rank is None else f"__{rank}{METADATA}"
@@ -173,7 +175,7 @@ class S3StorageReader(FileSystemReader, Closeable):
                 f"no checkpoint at {self.path}: {uri} does not exist (a save that did not "
                 "finish publishes none)"
             ) from error
-        metadata = _unpickle_metadata(data, uri)
+        metadata = load_metadata(data, uri)
         if hasattr(metadata, "storage_meta"):  # torch >= 2.4
             if metadata.storage_meta is None:
                 # Imported here: torch 2.3 has no StorageMeta (nor this field).
@@ -381,18 +383,3 @@ def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]
         if offset != 0 or length != tensor.size(dim):
             tensor = tensor.narrow(dim, offset, length)
     return tensor
-
-
-def _unpickle_metadata(data: bytes, uri: str) -> Metadata:
-    try:
-        metadata = pickle.loads(data)
-    except Exception as error:
-        raise ValueError(
-            f"{uri} is not a readable DCP metadata file ({len(data)} bytes; truncated or "
-            f"corrupt): {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(metadata, Metadata):
-        raise ValueError(
-            f"{uri} is not DCP metadata: it holds a {type(metadata).__name__}, not a Metadata"
-        )
-    return metadata
