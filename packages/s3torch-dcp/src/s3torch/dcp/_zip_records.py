@@ -10,6 +10,7 @@ header as ``torch.load`` would; anything it is unsure of gives None.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import sys
@@ -21,6 +22,8 @@ from ._views_file import ViewsFile
 
 __all__ = ["storage_record", "storage_record_by_zipfile"]
 
+log = logging.getLogger(__name__)
+
 _LOCAL_HEADER = b"PK\x03\x04"
 _LOCAL_HEADER_SIZE = 30
 _END_RECORD = struct.Struct("<4s4H2LH")  # the end of central directory record, no comment
@@ -31,6 +34,17 @@ _ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # the zip64 end record, no extensible 
 _ZIP64_END_SIGNATURE = b"PK\x06\x06"
 _ZIP64_LOCATOR = struct.Struct("<4sLQL")
 _ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
+_MALFORMED = (
+    zipfile.BadZipFile,
+    NotImplementedError,  # zipfile: a version or compression it does not read
+    OSError,
+    ValueError,  # a negative seek, an undecodable name, struct.error's siblings
+    struct.error,
+    EOFError,
+    OverflowError,
+    IndexError,
+)
+"""What reading a damaged or hostile archive's directory raises (nothing else is caught)."""
 _STORAGE_RECORD = re.compile(r"[^/]+/data/[^/]+")
 _BYTEORDER_RECORD = re.compile(r"[^/]+/byteorder")
 _PICKLE_RECORD = re.compile(r"[^/]+/data\.pkl")
@@ -130,12 +144,17 @@ def storage_record(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
     None if unsure: anything but one stored (uncompressed) storage record and
     one stored pickle, another byte order, or a directory entry whose local
     header is not where it says (every record's is checked, as ``torch.load``
-    would).
+    would). Bytes that are not such an archive, damaged or hostile, give None
+    too: this never raises for what ``item`` holds.
     """
-    records = _directory(item)
-    if records is None:
-        return storage_record_by_zipfile(item)
-    return _storage_record_among(item, records)
+    try:
+        records = _directory(item)
+        if records is None:
+            return storage_record_by_zipfile(item)
+        return _storage_record_among(item, records)
+    except _MALFORMED as error:  # offsets or sizes that lead nowhere
+        log.debug("not a tensor item's archive: %r", error)
+        return None
 
 
 def storage_record_by_zipfile(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
@@ -153,7 +172,7 @@ def storage_record_by_zipfile(item: ViewsFile) -> tuple[int, int, str, bytes] | 
                 )
                 for info in archive.infolist()
             ]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+    except _MALFORMED:
         return None
     return _storage_record_among(item, records)
 
@@ -192,6 +211,8 @@ def _storage_record_among(
 def _data_start(item: ViewsFile, info: _Record, size: int) -> int | None:
     """Where ``info``'s data begins in ``item``, by its local header; None if that is not one."""
     name = info.filename.encode("utf-8")
+    if not 0 <= info.header_offset < size:
+        return None
     item.seek(info.header_offset)
     local = item.read(_LOCAL_HEADER_SIZE + len(name))
     if len(local) != _LOCAL_HEADER_SIZE + len(name) or local[:4] != _LOCAL_HEADER:
