@@ -14,7 +14,6 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from s3torch.dcp import S3StorageReader, S3StorageWriter
-from s3torch.dcp import storage_reader as storage_reader_module
 from s3torch.dcp._tensor_item import _describe, copy_stored_tensor
 from s3torch.dcp._views_file import ViewsFile
 from s3torch.dcp._zip_records import storage_record, storage_record_by_zipfile
@@ -196,7 +195,7 @@ def test_dcp_loads_plain_tensors_without_torch_load_and_the_rest_with_it(
         loads.append(kwargs.get("map_location"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(storage_reader_module.torch, "load", counting)
+    monkeypatch.setattr(torch, "load", counting)
     loaded: dict[str, Any] = {
         "big": torch.zeros(256, 1024),
         "half": torch.zeros(300, dtype=torch.float16),

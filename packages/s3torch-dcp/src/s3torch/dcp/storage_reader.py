@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import torch
 from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata
-from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
 from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError, require_int
@@ -24,15 +21,14 @@ from s3torch.readers import (
     S3ReaderConstructor,
     S3ReaderConstructorProtocol,
     get_object,
-    join_views,
 )
 from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
 from ._lifetime import Closeable
 from ._metadata_pickle import load_metadata
-from ._parallel import Cancelled, Stop, require_thread_count, run_jobs
-from ._tensor_item import copy_stored_tensor
+from ._parallel import require_thread_count, run_jobs
+from ._piece_job import Piece, PieceJob
 from .file_system import S3FileSystem
 
 __all__ = ["S3StorageReader"]
@@ -51,14 +47,6 @@ A load's items are read ``thread_count`` at a time, so two parts each keep
 the network busy; more only buffer bytes (the client's general default of 12
 grew a 1 GiB load's peak RSS by about 150 MiB and did not make it faster).
 """
-
-
-@dataclass(frozen=True)
-class _Piece:
-    """Consecutive items of one file, read by one reader on one thread."""
-
-    relative: str
-    items: tuple[ReadItem, ...]
 
 
 class S3StorageReader(FileSystemReader, Closeable):
@@ -214,7 +202,17 @@ class S3StorageReader(FileSystemReader, Closeable):
         pieces = self._pieces(plan.items)
         lock = threading.Lock()  # planners are not meant to be called from threads at once
         jobs = [
-            (self.fs.concat_path(self.path, piece.relative), _PieceJob(self, piece, planner, lock))
+            (
+                self.fs.concat_path(self.path, piece.relative),
+                PieceJob(
+                    piece,
+                    open_reader=self._open,
+                    storage_data=self.storage_data,
+                    transforms=self.transforms,
+                    planner=planner,
+                    lock=lock,
+                ),
+            )
             for piece in pieces
         ]
         run_jobs(jobs, threads=self.thread_count, rank=self.rank or 0, verb="read")
@@ -222,7 +220,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         future.set_result(None)
         return future
 
-    def _pieces(self, items: Sequence[ReadItem]) -> list[_Piece]:
+    def _pieces(self, items: Sequence[ReadItem]) -> list[Piece]:
         by_file: dict[str, list[ReadItem]] = {}
         for item in sorted(items, key=self._position):
             by_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(item)
@@ -231,10 +229,10 @@ class S3StorageReader(FileSystemReader, Closeable):
         )
         total = sum(self.storage_data[item.storage_index].length for item in items)
         target = max(total // self.thread_count, MIN_PIECE_BYTES)
-        pieces: list[_Piece] = []
+        pieces: list[Piece] = []
         for relative, file_items in by_file.items():
             if not splittable:
-                pieces.append(_Piece(relative, tuple(file_items)))
+                pieces.append(Piece(relative, tuple(file_items)))
                 continue
             current: list[ReadItem] = []
             size = 0
@@ -242,12 +240,12 @@ class S3StorageReader(FileSystemReader, Closeable):
                 info = self.storage_data[item.storage_index]
                 # Never split the readers of one stored item (resharded loads read it twice).
                 if size >= target and info.offset != self._position(current[-1])[1]:
-                    pieces.append(_Piece(relative, tuple(current)))
+                    pieces.append(Piece(relative, tuple(current)))
                     current, size = [], 0
                 current.append(item)
                 size += info.length
             if current:
-                pieces.append(_Piece(relative, tuple(current)))
+                pieces.append(Piece(relative, tuple(current)))
         return pieces
 
     def _open(self, relative: str, items: Sequence[ReadItem]) -> S3Reader:
@@ -283,103 +281,3 @@ class S3StorageReader(FileSystemReader, Closeable):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """Whether ``checkpoint_id`` is an ``s3://`` URI."""
         return S3FileSystem.validate_checkpoint_id(checkpoint_id)
-
-
-class _PieceJob:
-    """Loads the items of one piece of a file, in offset order, through one reader."""
-
-    def __init__(
-        self,
-        reader: S3StorageReader,
-        piece: _Piece,
-        planner: LoadPlanner,
-        lock: threading.Lock,
-    ) -> None:
-        self.owner = reader
-        self.piece = piece
-        self.planner = planner
-        self.lock = lock
-
-    def __call__(self, stop: Stop) -> None:
-        owner = self.owner
-        with (
-            owner._open(self.piece.relative, self.piece.items) as reader,
-            stop.cancelling(reader.close),  # a stop cuts short a read blocked on the network
-        ):
-            try:
-                self._load(reader, stop)
-            except Exception as error:
-                if stop.is_set():
-                    # Closed by the stop (or failing on another thread's failure).
-                    raise Cancelled(reader.uri) from error
-                raise
-
-    def _load(self, reader: S3Reader, stop: Stop) -> None:
-        owner = self.owner
-        for item in self.piece.items:
-            if stop.is_set():
-                raise Cancelled(reader.uri)
-            info = owner.storage_data[item.storage_index]
-            reader.seek(info.offset)
-            views = _read_views(reader, info.length)
-            received = sum(view.nbytes for view in views)
-            if received != info.length:
-                raise ValueError(
-                    f"item {item.storage_index.fqn} at bytes {info.offset}-"
-                    f"{info.offset + info.length} of {reader.uri} ends after {received} "
-                    "bytes: the file is shorter than the metadata says"
-                )
-            descriptors = getattr(info, "transform_descriptors", None)
-            target = None
-            if item.type != LoadItemType.BYTE_IO:
-                with self.lock:
-                    target = self.planner.resolve_tensor(item).detach()
-                if not descriptors and copy_stored_tensor(
-                    views, target, item.storage_offsets, item.lengths
-                ):
-                    # Straight from the chunks received into the state dict.
-                    del views
-                    with self.lock:
-                        self.planner.commit_tensor(item, target)
-                    continue
-            stream: Any = io.BytesIO(join_views(views))
-            if descriptors:
-                stream = owner.transforms.transform_load_stream(item, descriptors, stream)
-                stream = io.BytesIO(stream.read())
-            del views
-            if target is None:
-                with self.lock:
-                    self.planner.load_bytes(item, stream)
-                continue
-            self._load_tensor(reader.uri, item, stream, target)
-
-    def _load_tensor(
-        self, uri: str, item: ReadItem, stream: io.BytesIO, target: torch.Tensor
-    ) -> None:
-        """Load a tensor item through ``torch.load`` (any layout, transforms, resharding)."""
-        tensor = torch.load(stream, map_location="cpu", weights_only=True)
-        tensor = _narrow(tensor, item.storage_offsets, item.lengths)
-        if target.size() != tensor.size():
-            raise ValueError(
-                f"item {item.storage_index.fqn} of {uri} has shape "
-                f"{tuple(tensor.size())}, the state dict expects {tuple(target.size())}"
-            )
-        target.copy_(tensor)
-        del tensor
-        with self.lock:
-            self.planner.commit_tensor(item, target)
-
-
-def _read_views(reader: S3Reader, size: int) -> list[memoryview]:
-    """The next ``size`` bytes of ``reader``: views of what it received where it can give them."""
-    if isinstance(reader, DCPOptimizedS3Reader):
-        return reader.read_views(size)
-    return [memoryview(reader.read(size))]
-
-
-def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
-    """The part of a stored chunk that a read item asks for."""
-    for dim, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
-        if offset != 0 or length != tensor.size(dim):
-            tensor = tensor.narrow(dim, offset, length)
-    return tensor
