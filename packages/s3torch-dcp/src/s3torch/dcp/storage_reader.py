@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch.distributed.checkpoint.filesystem import FileSystemReader
-from torch.distributed.checkpoint.metadata import Metadata
+from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
@@ -25,6 +25,7 @@ from s3torch.readers import (
 from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
+from ._item_checks import chunk_sizes
 from ._lifetime import Closeable
 from ._metadata_pickle import load_metadata
 from ._parallel import require_thread_count, run_jobs
@@ -79,6 +80,16 @@ class S3StorageReader(FileSystemReader, Closeable):
             holds at most ``thread_count * readahead_parts * part_size``
             bytes of read-ahead (64 MiB with the defaults). Raise it for a
             distant server with high latency per request.
+        weights_only: Whether a state dict's non-tensor values (byte items)
+            must be readable by ``torch.load(weights_only=True)`` (default):
+            one that is not (a class of your own, anything that would run
+            code) raises a ``ValueError`` naming it, before torch's planner
+            unpickles it. ``False`` trusts the checkpoint's source: they are
+            loaded as torch's own reader loads them, with full pickle. Allow
+            classes of your own with ``torch.serialization.add_safe_globals``
+            instead where you can. Tensor items are always read by torch's
+            restricted unpickler, and ``.metadata`` by an allow-list of what
+            a DCP ``Metadata`` holds.
 
     Example::
 
@@ -99,6 +110,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         client: S3Client | None = None,
         thread_count: int = 4,
         readahead_parts: int = READAHEAD_PARTS,
+        weights_only: bool = True,
     ) -> None:
         require_thread_count(thread_count)
         require_int("readahead_parts", readahead_parts, minimum=1)
@@ -115,6 +127,8 @@ class S3StorageReader(FileSystemReader, Closeable):
         self.path: str = uri
         self.thread_count = thread_count
         self.readahead_parts = readahead_parts
+        self.weights_only = bool(weights_only)
+        self._metadata: Metadata | None = None
         self.sync_files = False
         self.rank: int | None = None  # type: ignore[assignment]
         self.use_collectives = True
@@ -180,6 +194,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         if metadata.storage_data is None:
             raise ValueError(f"the metadata of {self.path} records no storage data")
         self.storage_data = metadata.storage_data
+        self._metadata = metadata
         self.rank = kwargs.get("rank")
         self.use_collectives = kwargs.get("use_collectives", True)
 
@@ -187,6 +202,9 @@ class S3StorageReader(FileSystemReader, Closeable):
         """Order the plan's items by file and offset (the order they are read in)."""
         plan.items.sort(key=self._position)
         return plan
+
+    def _chunk_sizes(self, index: MetadataIndex) -> tuple[int, ...] | None:
+        return chunk_sizes(self._metadata, index)
 
     def _position(self, item: ReadItem) -> tuple[str, int]:
         info = self.storage_data[item.storage_index]
@@ -209,8 +227,10 @@ class S3StorageReader(FileSystemReader, Closeable):
                     open_reader=self._open,
                     storage_data=self.storage_data,
                     transforms=self.transforms,
+                    chunk_sizes=self._chunk_sizes,
                     planner=planner,
                     lock=lock,
+                    weights_only=self.weights_only,
                 ),
             )
             for piece in pieces
