@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch.distributed.checkpoint.filesystem import FileSystemReader
@@ -15,14 +15,12 @@ from torch.futures import Future
 
 from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError, require_int
 from s3torch.readers import (
-    DCPOptimizedS3Reader,
     ItemRange,
     S3Reader,
     S3ReaderConstructor,
     S3ReaderConstructorProtocol,
     get_object,
 )
-from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
 from ._item_checks import chunk_sizes
@@ -244,9 +242,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         by_file: dict[str, list[ReadItem]] = {}
         for item in sorted(items, key=self._position):
             by_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(item)
-        splittable = S3ReaderConstructor.get_reader_type_string(self._reader_constructor) == (
-            "dcp_optimized"
-        )
+        splittable = self._for_items() is not None
         total = sum(self.storage_data[item.storage_index].length for item in items)
         target = max(total // self.thread_count, MIN_PIECE_BYTES)
         pieces: list[Piece] = []
@@ -268,29 +264,32 @@ class S3StorageReader(FileSystemReader, Closeable):
                 pieces.append(Piece(relative, tuple(current)))
         return pieces
 
+    def _for_items(self) -> Callable[..., S3ReaderConstructorProtocol] | None:
+        """The constructor's ``for_items`` (a DCP-optimized kind), or None."""
+        for_items = getattr(self._reader_constructor, "for_items", None)
+        return for_items if callable(for_items) else None
+
     def _open(self, relative: str, items: Sequence[ReadItem]) -> S3Reader:
+        """A reader of file ``relative`` for ``items``, from the reader constructor.
+
+        A DCP-optimized constructor is asked for a reader of the items' byte
+        ranges (:meth:`~s3torch.readers.S3ReaderConstructor.dcp_optimized`'s
+        ``for_items``); any other opens the file as it opens any object.
+        """
         bucket, key = _paths.split(self.fs.concat_path(self.path, relative))
-        constructor = self._reader_constructor
-        if S3ReaderConstructor.get_reader_type_string(constructor) == "dcp_optimized":
-            spans = sorted(
-                {
-                    (info.offset, info.offset + info.length)
-                    for info in (self.storage_data[item.storage_index] for item in items)
-                }
-            )
-            ranges = [ItemRange(start, end) for start, end in spans]
-            gap = getattr(constructor, "max_gap_size", None)
-            if any(item.length for item in ranges):
-                return DCPOptimizedS3Reader(
-                    self.fs.client,
-                    bucket,
-                    key,
-                    item_ranges=ranges,
-                    max_gap_size=DEFAULT_MAX_GAP_SIZE if gap is None else gap,
-                    readahead_parts=self.readahead_parts,
-                )
-            constructor = S3ReaderConstructor.sequential()
-        return constructor(self.fs.client, bucket, key)
+        for_items = self._for_items()
+        if for_items is None:
+            return self._reader_constructor(self.fs.client, bucket, key)
+        spans = sorted(
+            {
+                (info.offset, info.offset + info.length)
+                for info in (self.storage_data[item.storage_index] for item in items)
+            }
+        )
+        opener: S3ReaderConstructorProtocol = for_items(
+            [ItemRange(start, end) for start, end in spans], readahead_parts=self.readahead_parts
+        )
+        return opener(self.fs.client, bucket, key)
 
     @property
     def checkpoint_id(self) -> str:
