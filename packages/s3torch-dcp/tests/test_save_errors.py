@@ -90,3 +90,37 @@ def test_a_save_whose_parts_fail_past_the_retries_raises_the_server_error(
     assert s3_errors[0].code == "InternalError"
     assert keys_under("ckpt/") == []  # no data file, no .metadata
     assert open_uploads() == []
+
+
+def test_a_failed_metadata_write_publishes_nothing_and_removes_the_files(
+    s3_region: str,
+    checkpoint_uri: str,
+    fault_proxy: FaultProxy,
+    keys_under: Callable[[str], list[str]],
+    open_uploads: Callable[[], list[str]],
+) -> None:
+    fault_proxy.fail(
+        500,
+        "InternalError",
+        times=1000,
+        when=lambda request: (
+            request.method == "PUT" and request.path.split("?")[0].endswith("/.metadata")
+        ),
+    )
+    writer = S3StorageWriter(
+        s3_region,
+        checkpoint_uri,
+        S3ClientConfig(max_attempts=1),
+        None,
+        2,
+        endpoint=fault_proxy.endpoint,
+    )
+    with pytest.raises(CheckpointException) as raised:
+        dcp.save(state_of(1, count=4), storage_writer=writer)
+    error = rank_error(raised)
+    assert isinstance(error, S3CheckpointError)
+    assert error.uri == f"{checkpoint_uri}/.metadata"
+    assert isinstance(error.__cause__, S3Exception)
+    assert error.__cause__.status == 500
+    assert keys_under("ckpt/") == []  # the data files no .metadata names are gone too
+    assert open_uploads() == []

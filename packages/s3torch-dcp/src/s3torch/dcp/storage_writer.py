@@ -282,7 +282,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
 
         Raises:
             S3CheckpointError: the metadata could not be written (no checkpoint
-                is published).
+                is published; the data files it would have named are removed).
         """
         metadata.storage_data = {
             result.index: result.storage_data for rank_results in results for result in rank_results
@@ -299,12 +299,30 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             with self.fs.client.put_object(bucket, key) as writer:
                 writer.write(data)
         except Exception as error:
+            self._remove_unpublished(uri, metadata)
             raise S3CheckpointError(
                 f"rank {self._error_rank()} failed to write {uri}: {type(error).__name__}: {error}",
                 rank=self._error_rank(),
                 uri=uri,
             ) from error
         log.debug("published %s (%d bytes)", uri, len(data))
+
+    def _remove_unpublished(self, metadata_uri: str, metadata: Metadata) -> None:
+        """Delete the data files of a save whose ``.metadata`` could not be written.
+
+        Unless a ``.metadata`` is there after all (a PUT the server took
+        though the client saw it fail): then nothing is deleted.
+        """
+        try:
+            published = self.fs.exists(metadata_uri)
+        except Exception as error:
+            log.warning("could not tell whether %s exists: %s", metadata_uri, error)
+            return
+        if published:
+            log.warning("%s exists although its upload failed: its files are kept", metadata_uri)
+            return
+        relative = sorted({info.relative_path for info in metadata.storage_data.values()})
+        self._remove([self.fs.concat_path(self.path, name) for name in relative])
 
     @property
     def checkpoint_id(self) -> str:
