@@ -11,6 +11,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -74,6 +75,22 @@ def test_a_byte_item_that_would_run_code_is_refused_by_default(
     assert not marker.exists()
 
 
+@pytest.mark.parametrize(
+    ("value", "refused"),
+    [(Progress(1, "x"), f"{__name__}.Progress"), (np.float64(0.5), "numpy")],
+    ids=["own-class", "numpy-scalar"],
+)
+def test_a_value_weights_only_loading_refuses_is_named(
+    options: dict[str, Any], checkpoint_uri: str, value: Any, refused: str
+) -> None:
+    save({"value": value}, checkpoint_uri, options)
+    with pytest.raises(CheckpointException) as raised:
+        dcp.load({"value": None}, storage_reader=S3StorageReader(path=checkpoint_uri, **options))
+    message = str(rank_error(raised).__cause__)
+    assert message.startswith("item 'value' at bytes 0-")
+    assert f"of {checkpoint_uri}/__0_0.distcp refers to {refused}" in message
+
+
 def test_a_trusted_source_loads_any_byte_item(options: dict[str, Any], checkpoint_uri: str) -> None:
     progress = Progress(epoch=4, note="warm-up done")
     save({"w": torch.ones(3), "progress": progress}, checkpoint_uri, options)
@@ -121,6 +138,7 @@ def test_the_byte_items_of_common_state_dicts_load_by_default(
         "shape": torch.Size([2, 3]),
         "blob": b"\x00\x01",
         "rng": torch.get_rng_state(),
+        "tensor_pair": (torch.arange(3), 1),  # a tuple is one byte item, tensor and all
     }
     state = {
         "optimizer": optimizer.state_dict(),
@@ -152,7 +170,7 @@ def assert_same(actual: Any, expected: Any, where: str = "") -> None:
         assert list(actual) == list(expected), where
         for key, entry in expected.items():
             assert_same(actual[key], entry, f"{where}/{key}")
-    elif isinstance(expected, list) and isinstance(actual, list):
+    elif isinstance(expected, (list, tuple)) and type(actual) is type(expected):
         assert len(actual) == len(expected), where
         for number, (got, entry) in enumerate(zip(actual, expected, strict=True)):
             assert_same(got, entry, f"{where}[{number}]")

@@ -81,6 +81,10 @@ class Run:
         raised = self.line("RAISED")
         assert raised is not None, context
         assert raised[1] in INTERRUPTED, context
+        # Uncaught, torch's CheckpointException exits with status 1; a plain
+        # KeyboardInterrupt, as Python does, by SIGINT.
+        expected = 1 if raised[1].startswith("CheckpointException") else -signal.SIGINT
+        assert self.returncode == expected, context
         assert "KeyboardInterrupt" in self.stderr, context
         latency = float(raised[0]) - self.sent_at
         assert latency < PROMPT_SECONDS, f"raised {latency:.2f} s after the SIGINT\n{context}"
