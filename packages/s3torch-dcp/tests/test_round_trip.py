@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed.checkpoint as dcp
@@ -124,11 +125,13 @@ def test_tensor_storages_go_up_in_place_and_views_and_copies_round_trip(
 ) -> None:
     from s3torch.client import S3ClientConfig, S3Writer
 
-    retained: list[int] = []
+    retained: list[tuple[int, int]] = []  # (address, size) of each retained write
     original = S3Writer.write_retained
 
     def counting(self: S3Writer, data: Any) -> int:
-        retained.append(memoryview(data).nbytes)
+        view = memoryview(data).cast("B")
+        address = int(np.frombuffer(view, dtype=np.uint8).ctypes.data)
+        retained.append((address, view.nbytes))
         return original(self, data)
 
     monkeypatch.setattr(S3Writer, "write_retained", counting)
@@ -145,7 +148,17 @@ def test_tensor_storages_go_up_in_place_and_views_and_copies_round_trip(
         s3_region, checkpoint_uri, endpoint=s3_endpoint, s3client_config=config, thread_count=2
     ) as writer:
         dcp.save(state, storage_writer=writer)
-    assert sorted(retained) == [600_000 * 4, big.nbytes]  # the storages of transposed and big
+    # The storages of transposed and big went up in place (a part at a time), and nothing else.
+    transposed = state["transposed"].untyped_storage()
+    storages = sorted([(big.data_ptr(), big.nbytes), (transposed.data_ptr(), transposed.nbytes())])
+    covered: list[tuple[int, int]] = []
+    for address, size in sorted(retained):
+        if covered and covered[-1][0] + covered[-1][1] == address:
+            covered[-1] = (covered[-1][0], covered[-1][1] + size)
+        else:
+            covered.append((address, size))
+    assert covered == storages
+    assert max(size for _, size in retained) <= config.part_size
     loaded = {key: torch.zeros_like(value) for key, value in state.items()}
     with S3StorageReader(s3_region, checkpoint_uri, endpoint=s3_endpoint) as reader:
         dcp.load(loaded, storage_reader=reader)

@@ -14,14 +14,9 @@ import torch
 import torch.distributed.checkpoint as dcp
 
 from s3torch.dcp import S3StorageReader, S3StorageWriter
-from s3torch.dcp import storage_reader as storage_reader_module
-from s3torch.dcp._tensor_item import (
-    ViewsFile,
-    _describe,
-    _storage_record,
-    _storage_record_by_zipfile,
-    copy_stored_tensor,
-)
+from s3torch.dcp._tensor_item import _describe, copy_stored_tensor
+from s3torch.dcp._views_file import ViewsFile
+from s3torch.dcp._zip_records import storage_record, storage_record_by_zipfile
 
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
@@ -89,9 +84,9 @@ def test_tensors_the_fast_unpickler_does_not_know_are_described_by_torch_load() 
 @pytest.mark.parametrize("stored", PLAIN.values(), ids=PLAIN.keys())
 def test_the_hand_read_directory_agrees_with_zipfile(stored: torch.Tensor) -> None:
     data = saved(stored)
-    fast = _storage_record(ViewsFile(split(data, 7)))
+    fast = storage_record(ViewsFile(split(data, 7)))
     assert fast is not None
-    assert fast == _storage_record_by_zipfile(ViewsFile([memoryview(data)]))
+    assert fast == storage_record_by_zipfile(ViewsFile([memoryview(data)]))
     start, nbytes, key, _ = fast
     assert data[start : start + nbytes] == stored.reshape(-1).view(torch.uint8).numpy().tobytes()
     assert key == "0"
@@ -200,7 +195,7 @@ def test_dcp_loads_plain_tensors_without_torch_load_and_the_rest_with_it(
         loads.append(kwargs.get("map_location"))
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(storage_reader_module.torch, "load", counting)
+    monkeypatch.setattr(torch, "load", counting)
     loaded: dict[str, Any] = {
         "big": torch.zeros(256, 1024),
         "half": torch.zeros(300, dtype=torch.float16),

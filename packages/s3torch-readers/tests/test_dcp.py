@@ -307,6 +307,31 @@ def test_the_constructor_falls_back_to_sequential_without_ranges(
     assert shard.item_ranges == (ItemRange(0, 10),)
 
 
+def test_the_constructor_opens_a_file_for_given_items(
+    client: S3Client, bucket: str, upload: Callable[..., bytes]
+) -> None:
+    data = upload("shard.distcp", 1000)
+    constructor = S3ReaderConstructor.dcp_optimized(max_gap_size=16)
+    opener = constructor.for_items([ItemRange(100, 200), ItemRange(500, 600)], readahead_parts=3)
+    assert S3ReaderConstructor.get_reader_type_string(opener) == "dcp_optimized"
+    assert opener == constructor.for_items(
+        [ItemRange(100, 200), ItemRange(500, 600)], readahead_parts=3
+    )
+    with opener(client, bucket, "shard.distcp") as reader:
+        assert isinstance(reader, DCPOptimizedS3Reader)
+        assert reader.item_ranges == (ItemRange(100, 200), ItemRange(500, 600))
+        assert [len(group.items) for group in reader.groups] == [1, 1]  # 300 bytes apart > 16
+        reader.seek(500)
+        assert reader.read(100) == data[500:600]
+    # The constructor's own ranges are not involved, and no bytes to read means a whole read.
+    constructor.set_item_ranges({f"s3://{bucket}/shard.distcp": [ItemRange(0, 10)]})
+    with constructor.for_items([ItemRange(5, 5)])(client, bucket, "shard.distcp") as reader:
+        assert type(reader).__name__ == "SequentialS3Reader"
+        assert reader.read() == data
+    with pytest.raises(ValueError, match="readahead_parts"):
+        constructor.for_items([ItemRange(0, 10)], readahead_parts=0)
+
+
 def _ungrouped(
     client: Any, bucket: str, pairs: list[tuple[int, int]], readahead_parts: int | None
 ) -> DCPOptimizedS3Reader:

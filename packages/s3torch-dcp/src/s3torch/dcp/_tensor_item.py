@@ -19,45 +19,23 @@ returns False and copies nothing).
 
 from __future__ import annotations
 
-import bisect
 import io
 import logging
 import math
 import pickle
-import re
-import struct
-import sys
-import zipfile
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
 
-import numpy as np
 import torch
 
-from s3torch.readers import join_views, slice_views
+from ._views_file import ViewsFile
+from ._zip_records import storage_record
 
-__all__ = ["ViewsFile", "copy_stored_tensor"]
+__all__ = ["copy_stored_tensor"]
 
 log = logging.getLogger(__name__)
 
-_UNLOCKED_COPY_MIN = 64 * 1024
-"""Copies at least this large release the GIL while they run (the network thread
-must take it to hand over each chunk received)."""
-_LOCAL_HEADER = b"PK\x03\x04"
-_LOCAL_HEADER_SIZE = 30
-_END_RECORD = struct.Struct("<4s4H2LH")  # the end of central directory record, no comment
-_END_SIGNATURE = b"PK\x05\x06"
-_DIRECTORY_ENTRY = struct.Struct("<4s4B4HL2L5H2L")  # a central directory entry's fixed part
-_DIRECTORY_SIGNATURE = b"PK\x01\x02"
-_ZIP64_END = struct.Struct("<4sQ2H2L4Q")  # the zip64 end record, no extensible data
-_ZIP64_END_SIGNATURE = b"PK\x06\x06"
-_ZIP64_LOCATOR = struct.Struct("<4sLQL")
-_ZIP64_LOCATOR_SIGNATURE = b"PK\x06\x07"
-_STORAGE_RECORD = re.compile(r"[^/]+/data/[^/]+")
-_BYTEORDER_RECORD = re.compile(r"[^/]+/byteorder")
-_PICKLE_RECORD = re.compile(r"[^/]+/data\.pkl")
 # The storage classes a plain tensor's pickle names, by dtype (torch.save's names).
 _STORAGE_DTYPES = {
     "DoubleStorage": torch.float64,
@@ -75,65 +53,6 @@ _STORAGE_DTYPES = {
 }
 
 
-class ViewsFile(io.RawIOBase):
-    """A read-only, seekable binary file over buffers read one after another (no copy made)."""
-
-    def __init__(self, views: Sequence[memoryview]) -> None:
-        super().__init__()
-        self._views = list(views)
-        self._starts: list[int] = []
-        size = 0
-        for view in self._views:
-            self._starts.append(size)
-            size += view.nbytes
-        self._size = size
-        self._position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
-        if base + offset < 0:
-            raise ValueError(f"negative seek position {base + offset}")
-        self._position = base + offset
-        return self._position
-
-    def read(self, size: int | None = -1) -> bytes:
-        end = self._size if size is None or size < 0 else min(self._size, self._position + size)
-        views = self._views_from(self._position, end - self._position)
-        self._position = max(self._position, end)
-        return join_views(views)
-
-    def readinto(self, buffer: Any) -> int:
-        target = memoryview(buffer).cast("B")
-        written = 0
-        for view in self._views_from(self._position, len(target)):
-            count = view.nbytes
-            if count >= _UNLOCKED_COPY_MIN:  # numpy copies without the GIL: the CRT goes on
-                np.copyto(
-                    np.frombuffer(target, np.uint8, count, written), np.frombuffer(view, np.uint8)
-                )
-            else:
-                target[written : written + count] = view
-            written += count
-        self._position += written
-        return written
-
-    def _views_from(self, position: int, size: int) -> list[memoryview]:
-        """Views of up to ``size`` bytes from ``position`` (fewer at the end, none past it)."""
-        if size <= 0 or position >= self._size:
-            return []
-        index = bisect.bisect_right(self._starts, position) - 1
-        return slice_views(self._views[index:], position - self._starts[index], size)
-
-
 def copy_stored_tensor(
     views: Sequence[memoryview],
     target: torch.Tensor,
@@ -147,12 +66,16 @@ def copy_stored_tensor(
     tensor is copied once, from them into ``target``. ``offsets`` and
     ``lengths`` are the read item's window into the stored tensor: only a
     whole tensor is copied here. Nothing is written to ``target`` unless the
-    whole copy applies.
+    whole copy applies, and never a byte outside it.
+
+    It never raises for what ``views`` hold: damaged, truncated or foreign
+    bytes give False, and the caller's ``torch.load`` of the item reports
+    what is wrong with them.
     """
     if not _plain_destination(target) or any(offsets):
         return False
     item = ViewsFile(views)
-    record = _storage_record(item)
+    record = storage_record(item)
     if record is None:
         return False
     start, nbytes, key, data_pkl = record
@@ -188,9 +111,9 @@ def copy_stored_tensor(
         return False
     if nbytes:
         item.seek(start)
-        copied = item.readinto(target.reshape(-1).view(torch.uint8).numpy())
-        if copied != nbytes:  # _data_start checked the record lies inside the item
-            raise AssertionError(f"copied {copied} of the stored tensor's {nbytes} bytes")
+        # _data_start checked that the record lies inside the item, and
+        # readinto writes at most the destination's bytes: all of them here.
+        item.readinto(target.reshape(-1).view(torch.uint8).numpy())
     return True
 
 
@@ -306,171 +229,3 @@ def _plain_destination(target: torch.Tensor) -> bool:
         and not target.is_neg()
         and target.is_contiguous()
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """One record of a zip directory: what this module needs of a ``ZipInfo``."""
-
-    filename: str
-    header_offset: int
-    compress_type: int
-    compress_size: int
-    file_size: int
-    crc: int
-
-
-def _directory(item: ViewsFile) -> list[_Record] | None:
-    """The zip directory of ``item``, read by hand; None unless it is a plain one.
-
-    Plain: no archive comment, one disk, records whose sizes and offsets fit
-    32 bits (what ``torch.save`` writes below 4 GiB: it adds zip64 end
-    records, which must then agree). Reading it takes a few reads, where
-    :mod:`zipfile` takes dozens: per tensor item, this is most of what the
-    direct copy costs beside the copy itself.
-    """
-    size = item.seek(0, io.SEEK_END)
-    if size < _END_RECORD.size:
-        return None
-    item.seek(size - _END_RECORD.size)
-    end = _END_RECORD.unpack(item.read(_END_RECORD.size))
-    signature, disk, directory_disk, disk_entries, entries, directory_size, directory_offset = end[
-        :7
-    ]
-    if (
-        signature != _END_SIGNATURE
-        or end[7]  # a comment
-        or disk
-        or directory_disk
-        or disk_entries != entries
-    ):
-        return None
-    directory_end = size - _END_RECORD.size
-    if directory_offset + directory_size != directory_end:
-        # Only torch's zip64 end record and locator may lie in between, and agree.
-        zip64_end = directory_end - _ZIP64_LOCATOR.size - _ZIP64_END.size
-        if directory_offset + directory_size != zip64_end:
-            return None
-        item.seek(zip64_end)
-        zip64 = _ZIP64_END.unpack(item.read(_ZIP64_END.size))
-        locator = _ZIP64_LOCATOR.unpack(item.read(_ZIP64_LOCATOR.size))
-        if (
-            zip64[0] != _ZIP64_END_SIGNATURE
-            or zip64[1] != _ZIP64_END.size - 12
-            or zip64[4:] != (0, 0, entries, entries, directory_size, directory_offset)
-            or locator != (_ZIP64_LOCATOR_SIGNATURE, 0, zip64_end, 1)
-        ):
-            return None
-    item.seek(directory_offset)
-    directory = item.read(directory_size)
-    records: list[_Record] = []
-    at = 0
-    for _ in range(entries):
-        if at + _DIRECTORY_ENTRY.size > len(directory):
-            return None
-        fields = _DIRECTORY_ENTRY.unpack_from(directory, at)
-        if fields[0] != _DIRECTORY_SIGNATURE or fields[5] & 0x1:  # encrypted
-            return None
-        name_length, extra_length, comment_length = fields[12:15]
-        name_start = at + _DIRECTORY_ENTRY.size
-        name = directory[name_start : name_start + name_length]
-        if len(name) != name_length or 0xFFFFFFFF in (fields[10], fields[11], fields[18]):
-            return None  # zip64 sizes or offset
-        try:
-            filename = name.decode("utf-8" if fields[5] & 0x800 else "cp437")
-        except UnicodeDecodeError:
-            return None
-        records.append(_Record(filename, fields[18], fields[6], fields[10], fields[11], fields[9]))
-        at = name_start + name_length + extra_length + comment_length
-    return records if at == len(directory) else None
-
-
-def _read_stored(item: ViewsFile, record: _Record, start: int) -> bytes | None:
-    """An uncompressed record's bytes, its CRC-32 checked; None if not stored or not intact."""
-    if record.compress_type != zipfile.ZIP_STORED or record.compress_size != record.file_size:
-        return None
-    item.seek(start)
-    data = item.read(record.file_size)
-    if len(data) != record.file_size or zlib.crc32(data) != record.crc:
-        return None
-    return data
-
-
-def _storage_record(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
-    """The archive's one storage record in ``item``: (offset, size, key, the pickle).
-
-    None if unsure: anything but one stored (uncompressed) storage record and
-    one stored pickle, another byte order, or a directory entry whose local
-    header is not where it says (every record's is checked, as ``torch.load``
-    would).
-    """
-    records = _directory(item)
-    if records is None:
-        return _storage_record_by_zipfile(item)
-    return _storage_record_among(item, records)
-
-
-def _storage_record_by_zipfile(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
-    """:func:`_storage_record` for any zip :mod:`zipfile` reads (zip64, comments)."""
-    try:
-        with zipfile.ZipFile(item) as archive:
-            records = [
-                _Record(
-                    info.orig_filename,
-                    info.header_offset,
-                    info.compress_type,
-                    info.compress_size,
-                    info.file_size,
-                    info.CRC,
-                )
-                for info in archive.infolist()
-            ]
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
-        return None
-    return _storage_record_among(item, records)
-
-
-def _storage_record_among(
-    item: ViewsFile, records: list[_Record]
-) -> tuple[int, int, str, bytes] | None:
-    """:func:`_storage_record`, given the archive's directory."""
-    storages = [record for record in records if _STORAGE_RECORD.fullmatch(record.filename)]
-    orders = [record for record in records if _BYTEORDER_RECORD.fullmatch(record.filename)]
-    pickles = [record for record in records if _PICKLE_RECORD.fullmatch(record.filename)]
-    if len(storages) != 1 or len(orders) > 1 or len(pickles) != 1:
-        return None
-    size = item.seek(0, io.SEEK_END)
-    starts: dict[int, int] = {}  # by id() of the record
-    for record in records:
-        start = _data_start(item, record, size)
-        if start is None:
-            return None
-        starts[id(record)] = start
-    if orders:
-        order = _read_stored(item, orders[0], starts[id(orders[0])])
-        if order is None or order.decode("ascii", "replace") != sys.byteorder:
-            return None
-    data_pkl = _read_stored(item, pickles[0], starts[id(pickles[0])])
-    storage = storages[0]
-    if (
-        data_pkl is None
-        or storage.compress_type != zipfile.ZIP_STORED
-        or storage.compress_size != storage.file_size
-    ):
-        return None
-    return starts[id(storage)], storage.file_size, storage.filename.rsplit("/", 1)[1], data_pkl
-
-
-def _data_start(item: ViewsFile, info: _Record, size: int) -> int | None:
-    """Where ``info``'s data begins in ``item``, by its local header; None if that is not one."""
-    name = info.filename.encode("utf-8")
-    item.seek(info.header_offset)
-    local = item.read(_LOCAL_HEADER_SIZE + len(name))
-    if len(local) != _LOCAL_HEADER_SIZE + len(name) or local[:4] != _LOCAL_HEADER:
-        return None
-    name_length = int.from_bytes(local[26:28], "little")
-    extra_length = int.from_bytes(local[28:30], "little")
-    if name_length != len(name) or local[_LOCAL_HEADER_SIZE:] != name:
-        return None
-    start = info.header_offset + _LOCAL_HEADER_SIZE + name_length + extra_length
-    return start if start + info.compress_size <= size else None

@@ -33,13 +33,15 @@ class S3FileSystem(FileSystemBase, Closeable):
     Args:
         region: The bucket's region (``"us-east-1"``).
         s3_client: An existing client to use (the seed's name for ``client``).
-        endpoint: Where to send requests (``"http://127.0.0.1:9000"``);
-            default: the AWS endpoint of ``region``.
         s3client_config: Client settings (part size, memory budget, retries).
-        client: An existing :class:`~s3torch.client.S3Client` to share; it is
-            left open by :meth:`close`. A client this object made is closed.
         reader_constructor: The reader kind ``create_stream(path, "rb")``
             opens (default: sequential).
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``);
+            default: the AWS endpoint of ``region``. Keyword-only, as is
+            ``client``; the four above may be given positionally, in the
+            seed's (s3torchconnector's) order.
+        client: An existing :class:`~s3torch.client.S3Client` to share; it is
+            left open by :meth:`close`. A client this object made is closed.
 
     Example::
 
@@ -52,11 +54,11 @@ class S3FileSystem(FileSystemBase, Closeable):
         self,
         region: str,
         s3_client: S3Client | None = None,
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
         *,
         endpoint: str | None = None,
-        s3client_config: S3ClientConfig | None = None,
         client: S3Client | None = None,
-        reader_constructor: S3ReaderConstructorProtocol | None = None,
     ) -> None:
         if s3_client is not None and client is not None and s3_client is not client:
             raise ValueError("pass the client once: s3_client= and client= name the same thing")

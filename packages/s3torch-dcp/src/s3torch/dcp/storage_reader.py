@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
-import pickle
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import torch
 from torch.distributed.checkpoint.filesystem import FileSystemReader
-from torch.distributed.checkpoint.metadata import Metadata
-from torch.distributed.checkpoint.planner import LoadItemType, LoadPlan, LoadPlanner, ReadItem
+from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
+from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
 from torch.futures import Future
 
 from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError, require_int
 from s3torch.readers import (
-    DCPOptimizedS3Reader,
     ItemRange,
     S3Reader,
     S3ReaderConstructor,
     S3ReaderConstructorProtocol,
     get_object,
-    join_views,
 )
-from s3torch.readers.dcp_optimized import DEFAULT_MAX_GAP_SIZE
 
 from . import _paths
+from ._item_checks import chunk_sizes
 from ._lifetime import Closeable
-from ._parallel import Cancelled, require_thread_count, run_jobs
-from ._tensor_item import copy_stored_tensor
+from ._metadata_pickle import load_metadata
+from ._parallel import require_thread_count, run_jobs
+from ._piece_job import Piece, PieceJob
 from .file_system import S3FileSystem
 
 __all__ = ["S3StorageReader"]
@@ -53,14 +48,6 @@ grew a 1 GiB load's peak RSS by about 150 MiB and did not make it faster).
 """
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """Consecutive items of one file, read by one reader on one thread."""
-
-    relative: str
-    items: tuple[ReadItem, ...]
-
-
 class S3StorageReader(FileSystemReader, Closeable):
     """Loads a Distributed Checkpoint from ``s3://bucket/prefix``.
 
@@ -73,14 +60,16 @@ class S3StorageReader(FileSystemReader, Closeable):
     Args:
         region: The bucket's region (``"us-east-1"``).
         path: The checkpoint location, ``s3://bucket/prefix``.
-        endpoint: Where to send requests (``"http://127.0.0.1:9000"``).
         s3client_config: Client settings (part size, memory budget, retries).
-        client: An existing :class:`~s3torch.client.S3Client` to share (left
-            open by :meth:`close`).
         reader_constructor: The reader kind, from
             :class:`~s3torch.readers.S3ReaderConstructor` (default:
             ``dcp_optimized()``; ``sequential()`` downloads whole files, and
             only one reader per file is used with it or ``range_based()``).
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``). It
+            and the arguments below are keyword-only; the four above may be
+            given positionally, in the seed's (s3torchconnector's) order.
+        client: An existing :class:`~s3torch.client.S3Client` to share (left
+            open by :meth:`close`).
         thread_count: Files or file pieces loaded at once (default 4).
         readahead_parts: How many parts' worth of ranged GETs each of those
             readers keeps in flight or buffered ahead of the item it loads,
@@ -89,6 +78,16 @@ class S3StorageReader(FileSystemReader, Closeable):
             holds at most ``thread_count * readahead_parts * part_size``
             bytes of read-ahead (64 MiB with the defaults). Raise it for a
             distant server with high latency per request.
+        weights_only: Whether a state dict's non-tensor values (byte items)
+            must be readable by ``torch.load(weights_only=True)`` (default):
+            one that is not (a class of your own, anything that would run
+            code) raises a ``ValueError`` naming it, before torch's planner
+            unpickles it. ``False`` trusts the checkpoint's source: they are
+            loaded as torch's own reader loads them, with full pickle. Allow
+            classes of your own with ``torch.serialization.add_safe_globals``
+            instead where you can. Tensor items are always read by torch's
+            restricted unpickler, and ``.metadata`` by an allow-list of what
+            a DCP ``Metadata`` holds.
 
     Example::
 
@@ -102,13 +101,14 @@ class S3StorageReader(FileSystemReader, Closeable):
         self,
         region: str,
         path: str | os.PathLike[str],
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
         *,
         endpoint: str | None = None,
-        s3client_config: S3ClientConfig | None = None,
         client: S3Client | None = None,
-        reader_constructor: S3ReaderConstructorProtocol | None = None,
         thread_count: int = 4,
         readahead_parts: int = READAHEAD_PARTS,
+        weights_only: bool = True,
     ) -> None:
         require_thread_count(thread_count)
         require_int("readahead_parts", readahead_parts, minimum=1)
@@ -125,6 +125,8 @@ class S3StorageReader(FileSystemReader, Closeable):
         self.path: str = uri
         self.thread_count = thread_count
         self.readahead_parts = readahead_parts
+        self.weights_only = bool(weights_only)
+        self._metadata: Metadata | None = None
         self.sync_files = False
         self.rank: int | None = None  # type: ignore[assignment]
         self.use_collectives = True
@@ -151,7 +153,9 @@ class S3StorageReader(FileSystemReader, Closeable):
 
         Raises:
             FileNotFoundError: no checkpoint (or no bucket) at the path.
-            ValueError: the metadata file is truncated or not DCP metadata.
+            ValueError: the metadata file is truncated or not DCP metadata, or
+                refers to anything a DCP ``Metadata`` never holds (it is read
+                by an allow-list unpickler: a hostile file runs no code).
         """
         rank = kwargs.get("rank")
         name = METADATA if rank is None else f"__{rank}{METADATA}"
@@ -171,7 +175,7 @@ class S3StorageReader(FileSystemReader, Closeable):
                 f"no checkpoint at {self.path}: {uri} does not exist (a save that did not "
                 "finish publishes none)"
             ) from error
-        metadata = _unpickle_metadata(data, uri)
+        metadata = load_metadata(data, uri)
         if hasattr(metadata, "storage_meta"):  # torch >= 2.4
             if metadata.storage_meta is None:
                 # Imported here: torch 2.3 has no StorageMeta (nor this field).
@@ -188,6 +192,7 @@ class S3StorageReader(FileSystemReader, Closeable):
         if metadata.storage_data is None:
             raise ValueError(f"the metadata of {self.path} records no storage data")
         self.storage_data = metadata.storage_data
+        self._metadata = metadata
         self.rank = kwargs.get("rank")
         self.use_collectives = kwargs.get("use_collectives", True)
 
@@ -195,6 +200,9 @@ class S3StorageReader(FileSystemReader, Closeable):
         """Order the plan's items by file and offset (the order they are read in)."""
         plan.items.sort(key=self._position)
         return plan
+
+    def _chunk_sizes(self, index: MetadataIndex) -> tuple[int, ...] | None:
+        return chunk_sizes(self._metadata, index)
 
     def _position(self, item: ReadItem) -> tuple[str, int]:
         info = self.storage_data[item.storage_index]
@@ -210,7 +218,19 @@ class S3StorageReader(FileSystemReader, Closeable):
         pieces = self._pieces(plan.items)
         lock = threading.Lock()  # planners are not meant to be called from threads at once
         jobs = [
-            (self.fs.concat_path(self.path, piece.relative), _PieceJob(self, piece, planner, lock))
+            (
+                self.fs.concat_path(self.path, piece.relative),
+                PieceJob(
+                    piece,
+                    open_reader=self._open,
+                    storage_data=self.storage_data,
+                    transforms=self.transforms,
+                    chunk_sizes=self._chunk_sizes,
+                    planner=planner,
+                    lock=lock,
+                    weights_only=self.weights_only,
+                ),
+            )
             for piece in pieces
         ]
         run_jobs(jobs, threads=self.thread_count, rank=self.rank or 0, verb="read")
@@ -218,19 +238,17 @@ class S3StorageReader(FileSystemReader, Closeable):
         future.set_result(None)
         return future
 
-    def _pieces(self, items: Sequence[ReadItem]) -> list[_Piece]:
+    def _pieces(self, items: Sequence[ReadItem]) -> list[Piece]:
         by_file: dict[str, list[ReadItem]] = {}
         for item in sorted(items, key=self._position):
             by_file.setdefault(self.storage_data[item.storage_index].relative_path, []).append(item)
-        splittable = S3ReaderConstructor.get_reader_type_string(self._reader_constructor) == (
-            "dcp_optimized"
-        )
+        splittable = self._for_items() is not None
         total = sum(self.storage_data[item.storage_index].length for item in items)
         target = max(total // self.thread_count, MIN_PIECE_BYTES)
-        pieces: list[_Piece] = []
+        pieces: list[Piece] = []
         for relative, file_items in by_file.items():
             if not splittable:
-                pieces.append(_Piece(relative, tuple(file_items)))
+                pieces.append(Piece(relative, tuple(file_items)))
                 continue
             current: list[ReadItem] = []
             size = 0
@@ -238,37 +256,40 @@ class S3StorageReader(FileSystemReader, Closeable):
                 info = self.storage_data[item.storage_index]
                 # Never split the readers of one stored item (resharded loads read it twice).
                 if size >= target and info.offset != self._position(current[-1])[1]:
-                    pieces.append(_Piece(relative, tuple(current)))
+                    pieces.append(Piece(relative, tuple(current)))
                     current, size = [], 0
                 current.append(item)
                 size += info.length
             if current:
-                pieces.append(_Piece(relative, tuple(current)))
+                pieces.append(Piece(relative, tuple(current)))
         return pieces
 
+    def _for_items(self) -> Callable[..., S3ReaderConstructorProtocol] | None:
+        """The constructor's ``for_items`` (a DCP-optimized kind), or None."""
+        for_items = getattr(self._reader_constructor, "for_items", None)
+        return for_items if callable(for_items) else None
+
     def _open(self, relative: str, items: Sequence[ReadItem]) -> S3Reader:
+        """A reader of file ``relative`` for ``items``, from the reader constructor.
+
+        A DCP-optimized constructor is asked for a reader of the items' byte
+        ranges (:meth:`~s3torch.readers.S3ReaderConstructor.dcp_optimized`'s
+        ``for_items``); any other opens the file as it opens any object.
+        """
         bucket, key = _paths.split(self.fs.concat_path(self.path, relative))
-        constructor = self._reader_constructor
-        if S3ReaderConstructor.get_reader_type_string(constructor) == "dcp_optimized":
-            spans = sorted(
-                {
-                    (info.offset, info.offset + info.length)
-                    for info in (self.storage_data[item.storage_index] for item in items)
-                }
-            )
-            ranges = [ItemRange(start, end) for start, end in spans]
-            gap = getattr(constructor, "max_gap_size", None)
-            if any(item.length for item in ranges):
-                return DCPOptimizedS3Reader(
-                    self.fs.client,
-                    bucket,
-                    key,
-                    item_ranges=ranges,
-                    max_gap_size=DEFAULT_MAX_GAP_SIZE if gap is None else gap,
-                    readahead_parts=self.readahead_parts,
-                )
-            constructor = S3ReaderConstructor.sequential()
-        return constructor(self.fs.client, bucket, key)
+        for_items = self._for_items()
+        if for_items is None:
+            return self._reader_constructor(self.fs.client, bucket, key)
+        spans = sorted(
+            {
+                (info.offset, info.offset + info.length)
+                for info in (self.storage_data[item.storage_index] for item in items)
+            }
+        )
+        opener: S3ReaderConstructorProtocol = for_items(
+            [ItemRange(start, end) for start, end in spans], readahead_parts=self.readahead_parts
+        )
+        return opener(self.fs.client, bucket, key)
 
     @property
     def checkpoint_id(self) -> str:
@@ -279,105 +300,3 @@ class S3StorageReader(FileSystemReader, Closeable):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """Whether ``checkpoint_id`` is an ``s3://`` URI."""
         return S3FileSystem.validate_checkpoint_id(checkpoint_id)
-
-
-class _PieceJob:
-    """Loads the items of one piece of a file, in offset order, through one reader."""
-
-    def __init__(
-        self,
-        reader: S3StorageReader,
-        piece: _Piece,
-        planner: LoadPlanner,
-        lock: threading.Lock,
-    ) -> None:
-        self.owner = reader
-        self.piece = piece
-        self.planner = planner
-        self.lock = lock
-
-    def __call__(self, stop: threading.Event) -> None:
-        owner = self.owner
-        with owner._open(self.piece.relative, self.piece.items) as reader:
-            for item in self.piece.items:
-                if stop.is_set():
-                    raise Cancelled(reader.uri)
-                info = owner.storage_data[item.storage_index]
-                reader.seek(info.offset)
-                views = _read_views(reader, info.length)
-                received = sum(view.nbytes for view in views)
-                if received != info.length:
-                    raise ValueError(
-                        f"item {item.storage_index.fqn} at bytes {info.offset}-"
-                        f"{info.offset + info.length} of {reader.uri} ends after {received} "
-                        "bytes: the file is shorter than the metadata says"
-                    )
-                descriptors = getattr(info, "transform_descriptors", None)
-                target = None
-                if item.type != LoadItemType.BYTE_IO:
-                    with self.lock:
-                        target = self.planner.resolve_tensor(item).detach()
-                    if not descriptors and copy_stored_tensor(
-                        views, target, item.storage_offsets, item.lengths
-                    ):
-                        # Straight from the chunks received into the state dict.
-                        del views
-                        with self.lock:
-                            self.planner.commit_tensor(item, target)
-                        continue
-                stream: Any = io.BytesIO(join_views(views))
-                if descriptors:
-                    stream = owner.transforms.transform_load_stream(item, descriptors, stream)
-                    stream = io.BytesIO(stream.read())
-                del views
-                if target is None:
-                    with self.lock:
-                        self.planner.load_bytes(item, stream)
-                    continue
-                self._load_tensor(reader.uri, item, stream, target)
-
-    def _load_tensor(
-        self, uri: str, item: ReadItem, stream: io.BytesIO, target: torch.Tensor
-    ) -> None:
-        """Load a tensor item through ``torch.load`` (any layout, transforms, resharding)."""
-        tensor = torch.load(stream, map_location="cpu", weights_only=True)
-        tensor = _narrow(tensor, item.storage_offsets, item.lengths)
-        if target.size() != tensor.size():
-            raise ValueError(
-                f"item {item.storage_index.fqn} of {uri} has shape "
-                f"{tuple(tensor.size())}, the state dict expects {tuple(target.size())}"
-            )
-        target.copy_(tensor)
-        del tensor
-        with self.lock:
-            self.planner.commit_tensor(item, target)
-
-
-def _read_views(reader: S3Reader, size: int) -> list[memoryview]:
-    """The next ``size`` bytes of ``reader``: views of what it received where it can give them."""
-    if isinstance(reader, DCPOptimizedS3Reader):
-        return reader.read_views(size)
-    return [memoryview(reader.read(size))]
-
-
-def _narrow(tensor: torch.Tensor, offsets: Sequence[int], lengths: Sequence[int]) -> torch.Tensor:
-    """The part of a stored chunk that a read item asks for."""
-    for dim, (offset, length) in enumerate(zip(offsets, lengths, strict=True)):
-        if offset != 0 or length != tensor.size(dim):
-            tensor = tensor.narrow(dim, offset, length)
-    return tensor
-
-
-def _unpickle_metadata(data: bytes, uri: str) -> Metadata:
-    try:
-        metadata = pickle.loads(data)
-    except Exception as error:
-        raise ValueError(
-            f"{uri} is not a readable DCP metadata file ({len(data)} bytes; truncated or "
-            f"corrupt): {type(error).__name__}: {error}"
-        ) from error
-    if not isinstance(metadata, Metadata):
-        raise ValueError(
-            f"{uri} is not DCP metadata: it holds a {type(metadata).__name__}, not a Metadata"
-        )
-    return metadata

@@ -3,33 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import inspect
-import io
 import logging
 import os
 import pickle
-import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint import filesystem as _torch_fs
 from torch.distributed.checkpoint.filesystem import FileSystemWriter
 from torch.distributed.checkpoint.metadata import Metadata
-from torch.distributed.checkpoint.planner import SavePlan, SavePlanner, WriteItem, WriteItemType
+from torch.distributed.checkpoint.planner import SavePlan, SavePlanner
 from torch.distributed.checkpoint.storage import WriteResult
 from torch.futures import Future
 
-from s3torch.client import S3Client, S3ClientConfig, S3Writer
+from s3torch.client import S3Client, S3ClientConfig
+from s3torch.client.threads import ThreadGroup
 
 from . import _paths
+from ._file_job import FileJob, split_items
 from ._lifetime import Closeable
-from ._parallel import Cancelled, require_thread_count, run_jobs
+from ._parallel import require_thread_count, run_jobs
 from .errors import S3CheckpointError
 from .file_system import S3FileSystem
 from .prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
@@ -48,9 +46,6 @@ A save is bound by the server's PUT rate, not by parts in flight: 256 MiB
 ``thread_count`` files, where the client's 1 GiB default let a 1 GiB save's
 peak RSS grow by over a GiB.
 """
-# torch's per-file storage record (offset and length of each item in a file):
-# the metadata must hold exactly this class so that any DCP reader can load it.
-_StorageInfo = _torch_fs._StorageInfo
 
 
 @dataclass(frozen=True)
@@ -74,18 +69,20 @@ class S3StorageWriter(FileSystemWriter, Closeable):
     Args:
         region: The bucket's region (``"us-east-1"``).
         path: The checkpoint location, ``s3://bucket/prefix``.
-        endpoint: Where to send requests (``"http://127.0.0.1:9000"``).
         s3client_config: Client settings (part size, memory budget, retries).
             Default: the client's defaults with ``memory_limit`` of 256 MiB
             (the least the CRT takes): a save's parts in flight, of
             all its files together, stay within it (the state dict's own
             tensors are sent in place and cost nothing more).
-        client: An existing :class:`~s3torch.client.S3Client` to share (left
-            open by :meth:`close`).
         prefix_strategy: Where each rank's files go under ``path`` (default:
             ``__<rank>_<n>.distcp`` directly under it); see the prefix strategies.
         thread_count: Files each rank uploads at once (its items are split
             into this many files of about equal size).
+        endpoint: Where to send requests (``"http://127.0.0.1:9000"``). It
+            and the arguments below are keyword-only; the five above may be
+            given positionally, in the seed's (s3torchconnector's) order.
+        client: An existing :class:`~s3torch.client.S3Client` to share (left
+            open by :meth:`close`).
         overwrite: Replace a checkpoint already at ``path``. Its ``.metadata``
             is deleted before any new file is written, so the location holds no
             checkpoint until the new one is complete. ``False`` raises
@@ -96,6 +93,11 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             ``FileSystemWriter``.
         sync_files: Accepted for compatibility and ignored: an S3 object is
             durable once its upload completes.
+        **kwargs: Other options of the installed torch's ``FileSystemWriter``,
+            passed on to it, as the reference's ``S3StorageWriter`` does: for
+            one, ``_extensions=[ZStandard()]`` compresses every item. A name
+            it does not take is a :class:`TypeError`; ``serialization_format``
+            other than ``TORCH_SAVE`` a :class:`ValueError`.
 
     Example::
 
@@ -108,17 +110,18 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         self,
         region: str,
         path: str | os.PathLike[str],
-        *,
-        endpoint: str | None = None,
         s3client_config: S3ClientConfig | None = None,
-        client: S3Client | None = None,
         prefix_strategy: S3PrefixStrategyBase | None = None,
         thread_count: int = 1,
+        *,
+        endpoint: str | None = None,
+        client: S3Client | None = None,
         overwrite: bool = True,
         single_file_per_rank: bool = True,
         per_thread_copy_ahead: int = 10_000_000,
         cache_staged_state_dict: bool = False,
         sync_files: bool = False,
+        **kwargs: Any,
     ) -> None:
         require_thread_count(thread_count)
         if prefix_strategy is not None and not isinstance(prefix_strategy, S3PrefixStrategyBase):
@@ -136,7 +139,9 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             "overwrite": overwrite,
         }
         accepted = inspect.signature(FileSystemWriter.__init__).parameters
-        super().__init__(uri, **{name: v for name, v in options.items() if name in accepted})
+        _check_torch_options(kwargs, accepted)
+        options = {name: value for name, value in options.items() if name in accepted}
+        super().__init__(uri, **options, **kwargs)
         self.fs: S3FileSystem = S3FileSystem(  # type: ignore[assignment]
             region,
             endpoint=endpoint,
@@ -231,7 +236,8 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         for number, items in enumerate(groups):
             relative = f"{prefix}{number}{SUFFIX}"
             uri = self.fs.concat_path(self.path, relative)
-            jobs.append((uri, _FileJob(self.fs, uri, relative, items, planner, written)))
+            job = FileJob(self.fs, uri, relative, items, planner, written, self._transforms())
+            jobs.append((uri, job))
         try:
             results = run_jobs(
                 jobs, threads=self.thread_count, rank=self._error_rank(), verb="write"
@@ -243,7 +249,23 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         future.set_result([result for file_results in results for result in file_results])
         return future
 
+    def _transforms(self) -> Any:
+        """torch's stream transforms of the ``_extensions`` given (None: torch has none)."""
+        transforms = getattr(self, "transforms", None)
+        return transforms if getattr(transforms, "extensions", None) else None
+
     def _remove(self, uris: Sequence[str]) -> None:
+        """Delete the files of a failed save, to the end even through another Ctrl-C.
+
+        The deletes run on a thread of their own; an interrupt of the wait for
+        them is raised once they are done.
+        """
+        if not uris:
+            return
+        with ThreadGroup("s3torch-dcp-cleanup") as group:
+            group.start(self._remove_now, uris)
+
+    def _remove_now(self, uris: Sequence[str]) -> None:
         for uri in uris:
             try:
                 self.fs.rm_file(uri)
@@ -260,7 +282,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
 
         Raises:
             S3CheckpointError: the metadata could not be written (no checkpoint
-                is published).
+                is published; the data files it would have named are removed).
         """
         metadata.storage_data = {
             result.index: result.storage_data for rank_results in results for result in rank_results
@@ -277,12 +299,30 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             with self.fs.client.put_object(bucket, key) as writer:
                 writer.write(data)
         except Exception as error:
+            self._remove_unpublished(uri, metadata)
             raise S3CheckpointError(
                 f"rank {self._error_rank()} failed to write {uri}: {type(error).__name__}: {error}",
                 rank=self._error_rank(),
                 uri=uri,
             ) from error
         log.debug("published %s (%d bytes)", uri, len(data))
+
+    def _remove_unpublished(self, metadata_uri: str, metadata: Metadata) -> None:
+        """Delete the data files of a save whose ``.metadata`` could not be written.
+
+        Unless a ``.metadata`` is there after all (a PUT the server took
+        though the client saw it fail): then nothing is deleted.
+        """
+        try:
+            published = self.fs.exists(metadata_uri)
+        except Exception as error:
+            log.warning("could not tell whether %s exists: %s", metadata_uri, error)
+            return
+        if published:
+            log.warning("%s exists although its upload failed: its files are kept", metadata_uri)
+            return
+        relative = sorted({info.relative_path for info in metadata.storage_data.values()})
+        self._remove([self.fs.concat_path(self.path, name) for name in relative])
 
     @property
     def checkpoint_id(self) -> str:
@@ -293,6 +333,28 @@ class S3StorageWriter(FileSystemWriter, Closeable):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """Whether ``checkpoint_id`` is an ``s3://`` URI."""
         return S3FileSystem.validate_checkpoint_id(checkpoint_id)
+
+
+def _check_torch_options(kwargs: dict[str, Any], accepted: Mapping[str, Any]) -> None:
+    """Refuse keyword options torch's ``FileSystemWriter`` does not take, or that we cannot honour.
+
+    Raises:
+        TypeError: a name the installed torch's ``FileSystemWriter`` does not take.
+        ValueError: a ``serialization_format`` other than ``TORCH_SAVE``.
+    """
+    unknown = sorted(name for name in kwargs if name not in accepted)
+    if unknown:
+        names = ", ".join(repr(name) for name in unknown)
+        raise TypeError(
+            f"S3StorageWriter got unexpected keyword argument(s) {names}: neither it nor "
+            f"torch {torch.__version__}'s FileSystemWriter takes them"
+        )
+    form = kwargs.get("serialization_format")
+    if form is not None and getattr(form, "name", form) != "TORCH_SAVE":
+        raise ValueError(
+            f"S3StorageWriter writes items with torch.save only: serialization_format={form!r} "
+            "is not supported"
+        )
 
 
 def _save_config(config: S3ClientConfig | None, client: S3Client | None) -> S3ClientConfig | None:
@@ -311,141 +373,3 @@ def _plan_rank(index: int, plan_count: int) -> int:
     if plan_count == 1 and dist.is_available() and dist.is_initialized():
         return dist.get_rank()
     return index
-
-
-def _item_bytes(item: WriteItem) -> int:
-    if item.tensor_data is None:
-        return 0
-    return int(item.tensor_data.size.numel()) * item.tensor_data.properties.dtype.itemsize
-
-
-def split_items(items: Sequence[WriteItem], count: int) -> list[list[WriteItem]]:
-    """``items`` in at most ``count`` non-empty files of about equal size.
-
-    Byte items are dealt in turn; tensors, largest first, each to the
-    lightest file so far. An empty file is never made.
-    """
-    if count <= 1:
-        return [list(items)] if items else []
-    files: list[list[WriteItem]] = [[] for _ in range(count)]
-    blobs = [item for item in items if item.type == WriteItemType.BYTE_IO]
-    for number, item in enumerate(blobs):
-        files[number % count].append(item)
-    heap = [(0, number) for number in range(count)]
-    tensors = sorted(
-        (item for item in items if item.type != WriteItemType.BYTE_IO),
-        key=_item_bytes,
-        reverse=True,
-    )
-    for item in tensors:
-        size, number = heapq.heappop(heap)
-        files[number].append(item)
-        heapq.heappush(heap, (size + _item_bytes(item), number))
-    return [file for file in files if file]
-
-
-class _FileJob:
-    """Writes one checkpoint file: its items, one after another, into one upload."""
-
-    def __init__(
-        self,
-        fs: S3FileSystem,
-        uri: str,
-        relative: str,
-        items: Sequence[WriteItem],
-        planner: SavePlanner,
-        written: list[str],
-    ) -> None:
-        self.fs = fs
-        self.written = written
-        self.uri = uri
-        self.relative = relative
-        self.items = items
-        self.planner = planner
-
-    def __call__(self, stop: threading.Event) -> list[WriteResult]:
-        bucket, key = _paths.split(self.uri)
-        results: list[WriteResult] = []
-        # Tensors whose storage the upload reads in place: alive until it is closed.
-        retained: list[torch.Tensor] = []
-        # The with-block aborts the upload on any exception: never half a file.
-        with self.fs.client.put_object(bucket, key) as stream:
-            for item in self.items:
-                if stop.is_set():
-                    raise Cancelled(self.uri)
-                offset = stream.tell()
-                data = self.planner.resolve_data(item)
-                if item.type == WriteItemType.BYTE_IO:
-                    if not isinstance(data, io.BytesIO):
-                        raise TypeError(
-                            f"a byte item resolved to {type(data).__name__}, not BytesIO"
-                        )
-                    stream.write(data.getbuffer())
-                else:
-                    tensor, borrowed = _plain_cpu(data)
-                    if borrowed:
-                        # The state dict's own storage: sent from in place, no copy.
-                        retained.append(tensor)
-                        torch.save(tensor, _StorageSink(stream, tensor))  # type: ignore[arg-type]
-                    else:
-                        torch.save(tensor, stream)  # type: ignore[arg-type]
-                length = stream.tell() - offset
-                results.append(
-                    WriteResult(
-                        index=item.index,
-                        size_in_bytes=length,
-                        storage_data=_StorageInfo(self.relative, offset, length),
-                    )
-                )
-            if stop.is_set():
-                raise Cancelled(self.uri)
-        del retained  # the upload is complete or aborted: nothing reads them any more
-        self.written.append(self.uri)
-        return results
-
-
-def _plain_cpu(data: Any) -> tuple[torch.Tensor, bool]:
-    """The tensor to serialize (detached, on the CPU, holding only its own elements).
-
-    And whether it shares the caller's storage (True) or is a copy made here.
-    """
-    if not isinstance(data, torch.Tensor):
-        raise TypeError(f"a tensor item resolved to {type(data).__name__}, not a Tensor")
-    tensor = data.detach()
-    borrowed = True
-    if tensor.device.type != "cpu":
-        tensor, borrowed = tensor.cpu(), False
-    if tensor.untyped_storage().nbytes() != tensor.nbytes:
-        # A view: torch.save would write its whole storage.
-        tensor, borrowed = tensor.clone(), False
-    return tensor, borrowed
-
-
-class _StorageSink:
-    """What ``torch.save`` of one tensor writes to: its storage's bytes go up without a copy.
-
-    A write that lies inside the tensor's storage (torch hands its data over
-    in place) goes through :meth:`~s3torch.client.S3Writer.write_retained`,
-    so whole parts are sent from the storage itself; the caller keeps the
-    tensor alive until the upload is closed. Anything else (zip headers,
-    the pickle) is copied as usual.
-    """
-
-    MIN_RETAINED = 64 * 1024  # smaller writes are cheaper to copy than to check and keep
-
-    def __init__(self, stream: S3Writer, tensor: torch.Tensor) -> None:
-        self.stream = stream
-        storage = tensor.untyped_storage()
-        self.start = storage.data_ptr()
-        self.end = self.start + storage.nbytes()
-
-    def write(self, data: Any) -> int:
-        view = memoryview(data)
-        if view.nbytes >= self.MIN_RETAINED and view.c_contiguous:
-            address = int(np.frombuffer(view.cast("B"), dtype=np.uint8).ctypes.data)
-            if self.start <= address and address + view.nbytes <= self.end:
-                return self.stream.write_retained(view)
-        return self.stream.write(view)
-
-    def flush(self) -> None:
-        """Nothing to do: the upload sends parts as they fill."""

@@ -57,14 +57,54 @@ class RangeBasedConstructor:
         return RangedS3Reader(client, bucket, key, object_info, buffer_size=self.buffer_size)
 
 
+@dataclass(frozen=True)
+class DCPItemsConstructor:
+    """Opens the DCP-optimized reader of one file for the given item ranges.
+
+    Made by :meth:`DCPOptimizedConstructor.for_items`; without ranges that
+    hold a byte, it opens a :class:`SequentialS3Reader` instead.
+    """
+
+    item_ranges: tuple[ItemRange, ...]
+    max_gap_size: float = DEFAULT_MAX_GAP_SIZE
+    readahead_parts: int | None = None
+    type_string = "dcp_optimized"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "item_ranges", tuple(self.item_ranges))
+        if not all(isinstance(item, ItemRange) for item in self.item_ranges):
+            raise TypeError(f"item_ranges must be ItemRange values, got {self.item_ranges!r}")
+        require_int("readahead_parts", self.readahead_parts, minimum=1, optional=True)
+
+    def __call__(
+        self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None
+    ) -> S3Reader:
+        if not any(item.length for item in self.item_ranges):
+            log.debug("no DCP item ranges for s3://%s/%s: sequential reader", bucket, key)
+            return SequentialS3Reader(client, bucket, key, object_info)
+        return DCPOptimizedS3Reader(
+            client,
+            bucket,
+            key,
+            object_info,
+            item_ranges=self.item_ranges,
+            max_gap_size=self.max_gap_size,
+            readahead_parts=self.readahead_parts,
+        )
+
+
 @dataclass
 class DCPOptimizedConstructor:
     """Opens :class:`DCPOptimizedS3Reader` instances for the files of a DCP load plan.
 
-    The DCP storage reader gives it the item ranges of each file
-    (:meth:`set_item_ranges`); a file it has no ranges for (the ``.metadata``
-    file, for one) gets a :class:`SequentialS3Reader`. Constructors compare by
-    ``max_gap_size``: the ranges are the state of one load, not a setting.
+    A DCP storage reader either asks it for a constructor of one file's
+    readers, given that file's item ranges (:meth:`for_items`: what
+    ``S3StorageReader`` does, for each file or piece of one it loads), or
+    gives it the item ranges of every file at once (:meth:`set_item_ranges`)
+    and calls it as any constructor. A file it has no ranges for (the
+    ``.metadata`` file, for one) gets a :class:`SequentialS3Reader`.
+    Constructors compare by ``max_gap_size``: the ranges are the state of
+    one load, not a setting.
     """
 
     max_gap_size: float = DEFAULT_MAX_GAP_SIZE
@@ -78,6 +118,28 @@ class DCPOptimizedConstructor:
         if isinstance(gap, bool) or not isinstance(gap, (int, float)) or not gap >= 0:
             raise ValueError(f"max_gap_size must be a number >= 0 (or inf), got {gap!r}")
 
+    def for_items(
+        self, item_ranges: Sequence[ItemRange], *, readahead_parts: int | None = None
+    ) -> S3ReaderConstructorProtocol:
+        """A constructor of readers of one file that fetch ``item_ranges`` (this one's gap).
+
+        Args:
+            item_ranges: The byte ranges of the file's items that the load
+                reads, sorted and not overlapping.
+            readahead_parts: Parts' worth of bytes each reader keeps in flight
+                or buffered ahead (``None``: the client's
+                ``S3ClientConfig.readahead_parts``).
+
+        Example::
+
+            opener = constructor.for_items([ItemRange(0, 4096)], readahead_parts=2)
+            with opener(client, "bucket", "ckpt/__0_0.distcp") as reader:
+                header = reader.read(64)
+        """
+        return DCPItemsConstructor(
+            tuple(item_ranges), max_gap_size=self.max_gap_size, readahead_parts=readahead_parts
+        )
+
     def set_item_ranges(self, ranges_by_uri: Mapping[str, Sequence[ItemRange]]) -> None:
         """Replace the item ranges, ``{"s3://bucket/key": [ItemRange, ...]}``."""
         self.item_ranges_by_uri = {uri: tuple(ranges) for uri, ranges in ranges_by_uri.items()}
@@ -85,13 +147,8 @@ class DCPOptimizedConstructor:
     def __call__(
         self, client: RawGetClient, bucket: str, key: str, object_info: ObjectInfo | None = None
     ) -> S3Reader:
-        ranges = self.item_ranges_by_uri.get(f"s3://{bucket}/{key}")
-        if not ranges or not any(item.length for item in ranges):
-            log.debug("no DCP item ranges for s3://%s/%s: sequential reader", bucket, key)
-            return SequentialS3Reader(client, bucket, key, object_info)
-        return DCPOptimizedS3Reader(
-            client, bucket, key, object_info, item_ranges=ranges, max_gap_size=self.max_gap_size
-        )
+        ranges = self.item_ranges_by_uri.get(f"s3://{bucket}/{key}", ())
+        return self.for_items(ranges)(client, bucket, key, object_info)
 
 
 class S3ReaderConstructor:
