@@ -17,7 +17,8 @@ from s3torch.checkpoint import S3Checkpoint
 from s3torch.client import S3Client, S3ClientConfig, parse_s3_uri
 from s3torch.readers import S3ReaderConstructorProtocol
 
-from .filesystem import register_s3_filesystem, use_client
+from .client_binding import use_client
+from .registration import register_s3_filesystem
 
 __all__ = ["S3LightningCheckpoint"]
 
