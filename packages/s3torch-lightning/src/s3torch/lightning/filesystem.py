@@ -72,8 +72,9 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
 
     Writing (``open(path, "wb")``, ``"w"``, ``"ab"``, ``pipe``) uploads on
     ``close()``; leaving the ``with`` block with an exception aborts the upload,
-    so no object (and no half-written one) appears. Appending rewrites the
-    object (S3 cannot append): fine for logs, not for large files.
+    so no object (and no half-written one) appears, and so does a file that is
+    garbage-collected unclosed. Appending rewrites the object (S3 cannot
+    append): fine for logs, not for large files.
     """
 
     protocol = PROTOCOLS
@@ -335,7 +336,7 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
         if mode == "wb":
             return AbortingWriter(self.client.put_object(bucket, key))
         if mode == "ab":
-            existing = self.cat_file(path) if self.isfile(path) else b""
+            existing = self.cat_file(path) if self._listed(bucket, key) else b""
             writer = AbortingWriter(self.client.put_object(bucket, key))
             writer.write(existing)
             return writer
@@ -351,6 +352,18 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
         text_options = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
         raw = super().open(path, mode.replace("t", "") + "b", **kwargs)
         return AbortingText(raw, **text_options)
+
+    def _listed(self, bucket: str, key: str) -> bool:
+        """Whether the object exists, asked without an error for "no" (unlike HEAD).
+
+        A caught S3 error keeps its callers' frames alive for as long as the
+        request that failed (s3torch.client), and with them the writer that
+        ``open(path, "ab")`` makes next: that writer could then never be
+        collected, so never aborted. An exact key lists first under its own name.
+        """
+        for page in self.client.list_objects(bucket, prefix=key, max_keys=1):
+            return bool(page.objects) and page.objects[0].key == key
+        return False
 
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
