@@ -91,6 +91,21 @@ def test_settings_are_readable(s3_region: str, s3_endpoint: str) -> None:
     assert default.reader_constructor is None
 
 
+def test_s3torchconnector_positional_order_works(
+    s3_region: str, s3_endpoint: str, bucket: str
+) -> None:
+    """``S3Checkpoint(region, endpoint, s3client_config)``, as ported code writes it."""
+    config = S3ClientConfig(part_size=16 * 1024**2)
+    with S3Checkpoint(s3_region, s3_endpoint, config) as checkpoint:
+        assert (checkpoint.endpoint, checkpoint.s3client_config) == (s3_endpoint, config)
+        with checkpoint.writer(f"s3://{bucket}/p.pt") as writer:
+            torch.save({"w": torch.arange(4)}, writer)
+        with checkpoint.reader(f"s3://{bucket}/p.pt") as reader:
+            assert torch.equal(torch.load(reader)["w"], torch.arange(4))
+    with pytest.raises(TypeError):
+        S3Checkpoint(s3_region, s3_endpoint, config, None)  # type: ignore[misc]
+
+
 def test_a_given_client_is_used_and_left_open(
     make_client: Any, s3_region: str, bucket: str
 ) -> None:
@@ -173,3 +188,55 @@ def test_a_missing_key_or_bucket_is_a_typed_not_found_error(
     ):
         torch.save({"a": 1}, writer)
     assert (caught.value.bucket, caught.value.key) == ("no-such-bucket-here", "y.pt")
+
+
+def _saved_bytes(state: Any, **options: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer, **options)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b"", r"is not a checkpoint: the object is empty"),
+        (
+            b"hello, world: just text",
+            r"is not a checkpoint torch.load can read: it starts with b'hello",
+        ),
+        (b"\x00" * 4096, r"it starts with b'\\x00\\x00"),
+        (b"PK\x03\x04" + b"\x00" * 100, r"is a truncated zip archive"),
+    ],
+    ids=["empty", "text", "zeros", "zip-without-end"],
+)
+def test_an_object_that_is_not_a_checkpoint_is_named_before_torch_sees_it(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any, content: bytes, expected: str
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="odd.pt", Body=content)
+    with pytest.raises(ValueError, match=expected) as caught:
+        torch.load(checkpoint.reader(f"s3://{bucket}/odd.pt"))
+    assert f"s3://{bucket}/odd.pt" in str(caught.value)
+
+
+def test_a_checkpoint_cut_short_is_named_as_truncated(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any
+) -> None:
+    whole = _saved_bytes({"w": torch.arange(100_000)})
+    boto3_s3.put_object(Bucket=bucket, Key="cut.pt", Body=whole[: len(whole) * 2 // 3])
+    with pytest.raises(ValueError, match=rf"s3://{bucket}/cut.pt is a truncated zip archive"):
+        torch.load(checkpoint.reader(f"s3://{bucket}/cut.pt"))
+
+
+def test_every_format_torch_load_reads_still_loads(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any
+) -> None:
+    state = {"w": torch.arange(1000), "step": 7}
+    formats = {
+        "zip.pt": _saved_bytes(state),
+        "legacy.pt": _saved_bytes(state, _use_new_zipfile_serialization=False),
+    }
+    for key, content in formats.items():
+        boto3_s3.put_object(Bucket=bucket, Key=key, Body=content)
+        loaded = torch.load(checkpoint.reader(f"s3://{bucket}/{key}"))
+        assert torch.equal(loaded["w"], state["w"]), key
+        assert loaded["step"] == 7

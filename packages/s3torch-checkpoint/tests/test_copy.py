@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -37,13 +39,13 @@ def test_every_byte_lands_in_place(size: int) -> None:
 def test_a_large_copy_is_shared_among_threads(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_copy, "copy_threads", lambda: 4)
     seen: set[str] = set()
-    copy_slices = _copy._copy_slices
+    copy_share = _copy._copy_share
 
-    def recording(destination: Any, sources: Any) -> None:
+    def recording(destination: Any, share: Any, group: Any) -> None:
         seen.add(threading.current_thread().name)  # names are never reused
-        copy_slices(destination, sources)
+        copy_share(destination, share, group)
 
-    monkeypatch.setattr(_copy, "_copy_slices", recording)
+    monkeypatch.setattr(_copy, "_copy_share", recording)
     data = os.urandom(32 * MiB + 11)
     target = bytearray(len(data))
     copy_into(memoryview(target), pieces_of(data, [8 * MiB + 1, 20 * MiB]))
@@ -83,36 +85,80 @@ def test_threads_follow_the_cores_this_process_may_use(monkeypatch: pytest.Monke
     assert copy_threads() == _copy.MAX_THREADS
 
 
-def test_an_interrupted_copy_waits_for_its_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    finished: list[str] = []
-    copy_slices = _copy._copy_slices
+def _copy_threads_alive(grace: float = 0.0) -> list[str]:
+    """Copy threads still alive after ``grace`` seconds.
 
-    def slow_or_interrupted(destination: Any, sources: Any) -> None:
+    A thread whose start() was interrupted may begin after the copy returned:
+    it sees the stop and ends without copying anything, in microseconds.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        alive = [t.name for t in threading.enumerate() if t.name.startswith("s3torch-copy")]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(0.001)
+
+
+def test_an_interrupted_copy_stops_its_threads_before_the_interrupt_gets_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ended: list[str] = []
+    copy_share = _copy._copy_share
+
+    def interrupted_here(destination: Any, share: Any, group: Any) -> None:
         if threading.current_thread() is threading.main_thread():
             raise KeyboardInterrupt
-        copy_slices(destination, sources)
-        finished.append(threading.current_thread().name)
+        try:
+            copy_share(destination, share, group)
+        finally:
+            ended.append(threading.current_thread().name)
 
-    monkeypatch.setattr(_copy, "_copy_slices", slow_or_interrupted)
-    data = os.urandom(16 * MiB)
+    monkeypatch.setattr(_copy, "_copy_share", interrupted_here)
+    data = os.urandom(64 * MiB)
     target = bytearray(len(data))
     with pytest.raises(KeyboardInterrupt):
         copy_into(memoryview(target), pieces_of(data, []), threads=4)
-    assert len(finished) == 3  # every worker was done when the interrupt got out
-    assert target[4 * MiB :] == data[4 * MiB :]
+    assert len(ended) == 3  # every worker had ended when the interrupt got out
+    assert _copy_threads_alive() == []
 
 
-def test_a_thread_that_cannot_start_stops_the_copy_after_the_started_ones_finish(
+def test_ctrl_c_at_any_moment_of_a_copy_leaves_no_thread_writing() -> None:
+    """Real SIGINTs at spread-out moments: KeyboardInterrupt, then the target never changes."""
+    data = os.urandom(256 * MiB)
+    sources = pieces_of(data, [8 * MiB] * 31)
+    interrupted = 0
+    for delay in (0.0, 0.002, 0.005, 0.01, 0.02, 0.04):
+        target = bytearray(len(data))
+        timer = threading.Timer(delay, os.kill, (os.getpid(), signal.SIGINT))
+        try:
+            timer.start()
+            copy_into(memoryview(target), sources, threads=8)
+            timer.join()  # the copy won: the interrupt may still come; take it here
+            time.sleep(0.2)
+        except KeyboardInterrupt:
+            interrupted += 1
+            snapshot = bytes(target)
+            time.sleep(0.05)
+            assert bytes(target) == snapshot  # nothing writes into it any more
+            assert _copy_threads_alive(grace=1.0) == []
+        finally:
+            timer.join()
+    assert interrupted >= 3
+
+
+def test_a_thread_that_cannot_start_stops_the_copy_after_the_started_ones_end(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    finished: list[str] = []
-    copy_slices = _copy._copy_slices
+    ended: list[str] = []
+    copy_share = _copy._copy_share
     real_start = threading.Thread.start
     starts = 0
 
-    def recording(destination: Any, sources: Any) -> None:
-        copy_slices(destination, sources)
-        finished.append(threading.current_thread().name)
+    def recording(destination: Any, share: Any, group: Any) -> None:
+        try:
+            copy_share(destination, share, group)
+        finally:
+            ended.append(threading.current_thread().name)
 
     def start_twice_then_fail(thread: threading.Thread) -> None:
         nonlocal starts
@@ -121,9 +167,10 @@ def test_a_thread_that_cannot_start_stops_the_copy_after_the_started_ones_finish
             raise RuntimeError("can't start new thread")
         real_start(thread)
 
-    monkeypatch.setattr(_copy, "_copy_slices", recording)
+    monkeypatch.setattr(_copy, "_copy_share", recording)
     monkeypatch.setattr(threading.Thread, "start", start_twice_then_fail)
     data = os.urandom(16 * MiB)
     with pytest.raises(RuntimeError, match="can't start new thread"):
         copy_into(memoryview(bytearray(len(data))), pieces_of(data, []), threads=4)
-    assert len(finished) == 2  # both started workers were done when the error got out
+    assert len(ended) == 2  # both started workers had ended when the error got out
+    assert _copy_threads_alive() == []

@@ -18,9 +18,15 @@ MiB = 1024 * 1024
 BLOCK = MiB
 
 
+def zip_framed(size: int) -> bytes:
+    """Random bytes framed as a zip archive is (the reader refuses other objects)."""
+    start, end = b"PK\x03\x04", b"PK\x05\x06" + bytes(18)
+    return start + os.urandom(size - len(start) - len(end)) + end
+
+
 @pytest.fixture
 def data(boto3_s3: Any, bucket: str) -> bytes:
-    payload = os.urandom(4 * BLOCK + 1000)
+    payload = zip_framed(4 * BLOCK + 1000)
     boto3_s3.put_object(Bucket=bucket, Key="obj", Body=payload)
     return payload
 
@@ -131,11 +137,12 @@ def test_bad_copy_threads(client: Any, bucket: str, threads: Any) -> None:
         S3CheckpointReader(client, bucket, "obj", copy_threads=threads)
 
 
-def test_an_empty_object(client: Any, bucket: str, boto3_s3: Any) -> None:
+def test_an_empty_object_is_not_a_checkpoint(client: Any, bucket: str, boto3_s3: Any) -> None:
     boto3_s3.put_object(Bucket=bucket, Key="empty", Body=b"")
-    with S3CheckpointReader(client, bucket, "empty") as reader:
-        assert reader.read() == b""
-        assert reader.seek(0, io.SEEK_END) == 0
+    reader = S3CheckpointReader(client, bucket, "empty")
+    with pytest.raises(ValueError, match=f"s3://{bucket}/empty is not a checkpoint: .* empty"):
+        reader.read()
+    reader.close()
 
 
 @pytest.mark.parametrize("threads", [1, 3])
@@ -145,7 +152,7 @@ def test_blocks_made_of_several_chunks_and_chunks_straddling_blocks(
     # 5 MiB parts, 7 MiB blocks: blocks hold pieces of two or three chunks,
     # and most chunks are split between two blocks. The large reads are
     # copied by one thread, or shared among three.
-    payload = os.urandom(20 * MiB + 3)
+    payload = zip_framed(20 * MiB + 3)
     boto3_s3.put_object(Bucket=bucket, Key="big", Body=payload)
     client = make_client(part_size=5 * MiB)
     block = 7 * MiB

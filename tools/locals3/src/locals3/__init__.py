@@ -1,5 +1,6 @@
 """Local S3 servers and test proxies for s3torch development (not published)."""
 
+from .faults import Fault, FaultKind, RequestKind
 from .latency import LatencyProxy
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from .proxy import FaultProxy, SeenRequest
@@ -9,9 +10,12 @@ __all__ = [
     "ACCESS_KEY",
     "REGION",
     "SECRET_KEY",
+    "Fault",
+    "FaultKind",
     "FaultProxy",
     "LatencyProxy",
     "MotoServer",
+    "RequestKind",
     "SeaweedFSServer",
     "SeenRequest",
 ]

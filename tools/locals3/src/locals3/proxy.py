@@ -1,25 +1,31 @@
 """A loopback HTTP proxy in front of a local S3 server, for tests that need faults.
 
 It forwards every request unchanged (the Host header included, so SigV4
-signatures still verify upstream) and can, on the requests you choose:
-answer with an S3 error, drop the connection, flip a byte of the request or
-response body, or hold requests until several are in flight at once. It records
-what it saw, headers included, so tests can check what the client sent.
+signatures still verify upstream) and plays faults (:class:`~locals3.faults.Fault`)
+on the requests you choose, by kind (:class:`~locals3.faults.RequestKind`) or
+any matcher, for a count or at a seeded rate: S3 errors, resets before or in
+the middle of a body, lost responses, truncated bodies, flipped bytes, slow
+first bytes, stalls, trickles, a dropped ``If-Match``. It can also hold
+requests until several are in flight at once. It records what it saw,
+headers included, so tests can check what the client sent.
 """
 
 from __future__ import annotations
 
 import http.client
 import http.server
+import random
 import socket
 import struct
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from ._service import Service
+from .faults import Fault, FaultKind, Injection, RequestKind, kind_of
 
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length"}
 
@@ -32,19 +38,10 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     body_size: int
+    kind: RequestKind = RequestKind.OTHER
 
 
 Match = Callable[[SeenRequest], bool]
-
-
-@dataclass
-class _Rule:
-    action: str
-    times: int
-    when: Match
-    status: int = 0
-    code: str = ""
-    hits: list[SeenRequest] = field(default_factory=list)
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -64,12 +61,13 @@ class FaultProxy(Service):
         self.seen: list[SeenRequest] = []
         self.max_concurrent = 0
         self._concurrent = 0
-        self._rules: list[_Rule] = []
+        self._injections: list[tuple[Injection, Match]] = []
         self._lock = threading.Condition()
         self._hold_for = 0
         self._held = 0
         self._hold_timeout = 0.0
         self.hold_reached = False
+        self._stopping = threading.Event()
         self._server: _Server | None = None
 
     @property
@@ -82,21 +80,56 @@ class FaultProxy(Service):
         return f"http://127.0.0.1:{self.port}"
 
     # ------------------------------------------------------------------ faults
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        kinds: Iterable[RequestKind] | RequestKind | None = None,
+        when: Match | None = None,
+        times: int | None = 1,
+        rate: float = 1.0,
+        seed: int = 0,
+    ) -> Injection:
+        """Play ``fault`` on matching requests; returns the injection (its ``hits`` count).
+
+        Args:
+            fault: What to do.
+            kinds: Only requests of these kinds (default: any).
+            when: Only requests this matcher accepts (default: any).
+            times: At most this many requests get it (None: no limit).
+            rate: Each matching request gets it with this probability, drawn
+                from a generator seeded with ``seed`` (1.0: every one).
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be within [0, 1], got {rate}")
+        if isinstance(kinds, RequestKind):
+            kinds = (kinds,)
+        wanted = None if kinds is None else frozenset(kinds)
+        match = when or _any
+
+        def matches(request: SeenRequest) -> bool:
+            return (wanted is None or request.kind in wanted) and match(request)
+
+        injection = Injection(fault, times, rate, random.Random(seed))
+        with self._lock:
+            self._injections.append((injection, matches))
+        return injection
+
     def fail(self, status: int, code: str, *, times: int = 1, when: Match | None = None) -> None:
         """Answer the next ``times`` matching requests with an S3 error document."""
-        self._add(_Rule("fail", times, when or _any, status, code))
+        self.inject(Fault.error(status, code), times=times, when=when)
 
     def reset(self, *, times: int = 1, when: Match | None = None) -> None:
         """Drop the connection (TCP reset) on the next ``times`` matching requests."""
-        self._add(_Rule("reset", times, when or _any))
+        self.inject(Fault.reset_before(), times=times, when=when)
 
     def corrupt_request(self, *, times: int = 1, when: Match | None = None) -> None:
         """Flip one byte of the body of the next ``times`` matching requests."""
-        self._add(_Rule("corrupt_request", times, when or _any))
+        self.inject(Fault.flip_request(), times=times, when=when)
 
     def corrupt_response(self, *, times: int = 1, when: Match | None = None) -> None:
         """Flip one byte of the response body of the next ``times`` matching requests."""
-        self._add(_Rule("corrupt_response", times, when or _any))
+        self.inject(Fault.flip_response(), times=times, when=when)
 
     def hold_until_concurrent(self, count: int, timeout: float) -> None:
         """Hold requests until ``count`` are waiting at once (or ``timeout`` passes).
@@ -111,22 +144,17 @@ class FaultProxy(Service):
 
     def clear(self) -> None:
         with self._lock:
-            self._rules.clear()
+            self._injections.clear()
             self.seen.clear()
             self.max_concurrent = 0
             self._hold_for = 0
 
-    def _add(self, rule: _Rule) -> None:
+    def _take(self, request: SeenRequest) -> Fault | None:
         with self._lock:
-            self._rules.append(rule)
-
-    def _take(self, request: SeenRequest) -> _Rule | None:
-        with self._lock:
-            for rule in self._rules:
-                if rule.times > 0 and rule.when(request):
-                    rule.times -= 1
-                    rule.hits.append(request)
-                    return rule
+            injections = list(self._injections)
+        for injection, matches in injections:
+            if matches(request) and injection.take():
+                return injection.fault
         return None
 
     def _hold(self) -> None:
@@ -153,11 +181,13 @@ class FaultProxy(Service):
             def handle_one(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
+                headers = {name.lower(): value for name, value in self.headers.items()}
                 seen = SeenRequest(
                     self.command,
                     self.path,
-                    {name.lower(): value for name, value in self.headers.items()},
+                    headers,
                     len(body),
+                    kind_of(self.command, self.path, headers),
                 )
                 with proxy._lock:
                     proxy.seen.append(seen)
@@ -165,20 +195,37 @@ class FaultProxy(Service):
                     proxy.max_concurrent = max(proxy.max_concurrent, proxy._concurrent)
                 try:
                     proxy._hold()
-                    rule = proxy._take(seen)
-                    action = rule.action if rule else "forward"
-                    if action == "fail":
-                        assert rule is not None
-                        self._send_error(rule.status, rule.code)
-                    elif action == "reset":
-                        self._reset()
-                    else:
-                        if action == "corrupt_request" and body:
-                            body = _flip(body)
-                        self._forward(body, corrupt=action == "corrupt_response")
+                    self._play(proxy._take(seen), body)
                 finally:
                     with proxy._lock:
                         proxy._concurrent -= 1
+
+            def _play(self, fault: Fault | None, body: bytes) -> None:
+                kind = fault.kind if fault is not None else None
+                if fault is not None and kind == FaultKind.ERROR:
+                    self._send_error(fault.status, fault.code)
+                    return
+                if kind == FaultKind.RESET_BEFORE:
+                    self._reset()
+                    return
+                if kind == FaultKind.STALL:
+                    assert fault is not None
+                    proxy._stopping.wait(fault.seconds)  # the client gives up first
+                    self._reset()
+                    return
+                drop = ("if-match",) if kind == FaultKind.DROP_IF_MATCH else ()
+                if kind == FaultKind.FLIP_REQUEST and body:
+                    body = _flip(body)
+                status, response_headers, data = self._forward(body, drop)
+                if kind == FaultKind.LOST_RESPONSE:
+                    self._reset()
+                    return
+                if kind == FaultKind.FLIP_RESPONSE and data:
+                    data = _flip(data)
+                if kind == FaultKind.FIRST_BYTE_DELAY:
+                    assert fault is not None
+                    proxy._stopping.wait(fault.seconds)
+                self._respond(status, response_headers, data, fault)
 
             def _send_error(self, status: int, code: str) -> None:
                 document = (
@@ -201,37 +248,78 @@ class FaultProxy(Service):
                 self.close_connection = True
                 self.connection.close()
 
-            def _forward(self, body: bytes, corrupt: bool) -> None:
+            def _forward(
+                self, body: bytes, drop: tuple[str, ...]
+            ) -> tuple[int, list[tuple[str, str]], bytes]:
                 upstream = http.client.HTTPConnection("127.0.0.1", proxy.upstream_port, timeout=120)
                 try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                    skip = {"connection", *drop}
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
                     upstream.request(self.command, self.path, body or None, headers)
                     response = upstream.getresponse()
                     data = response.read()
+                    return response.status, response.getheaders(), data
                 finally:
                     upstream.close()
-                if corrupt and data:
-                    data = _flip(data)
-                self.send_response(response.status)
-                for name, value in response.getheaders():
+
+            def _respond(
+                self,
+                status: int,
+                headers: list[tuple[str, str]],
+                data: bytes,
+                fault: Fault | None,
+            ) -> None:
+                self.send_response(status)
+                length = {k.lower(): v for k, v in headers}.get("content-length", "0")
+                for name, value in headers:
                     if name.lower() not in _HOP_BY_HOP:
                         self.send_header(name, value)
                 if self.command == "HEAD":
-                    self.send_header("Content-Length", response.getheader("Content-Length", "0"))
-                else:
-                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Content-Length", length)
+                    self.end_headers()
+                    return
+                self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                kind = fault.kind if fault is not None else None
+                if kind in (FaultKind.RESET_MID_BODY, FaultKind.TRUNCATED_BODY) and data:
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    if kind == FaultKind.RESET_MID_BODY:
+                        self._reset()
+                    else:
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_WR)
+                    return
+                if kind == FaultKind.TRICKLE and data:
+                    assert fault is not None
+                    self._trickle(data, fault.bytes_per_second)
+                    return
+                self.wfile.write(data)
+
+            def _trickle(self, data: bytes, rate: int) -> None:
+                step = max(1, rate // 20)  # twenty writes a second
+                for start in range(0, len(data), step):
+                    if proxy._stopping.is_set():
+                        self._reset()
+                        return
+                    try:
+                        self.wfile.write(data[start : start + step])
+                        self.wfile.flush()
+                    except OSError:  # the client gave up
+                        self.close_connection = True
+                        return
+                    time.sleep(step / rate)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_one  # noqa: N815
 
+        self._stopping.clear()
         self._server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
+            self._stopping.set()  # stalls and trickles end
             with self._lock:
                 self.hold_reached = True  # release anything still held
                 self._lock.notify_all()

@@ -7,27 +7,32 @@ page faults that first touch it, and one thread does them one page at a time.
 NumPy releases the GIL while it copies, so the faults are taken on several
 cores at once. Small copies stay on the calling thread.
 
-Threads are started for the copy and joined before it returns or raises, even
-when interrupted (no pool outlives a call, so nothing is left behind by
-``fork`` or at interpreter exit, and nothing writes into the target after the
-call), and each slice is bounds-checked by NumPy: a wrong offset raises, it
-never writes out of bounds.
+Threads are started for the copy and have all stopped before it returns or
+raises, even when Ctrl-C interrupts it at any moment: they run in a
+:class:`~s3torch.client.threads.ThreadGroup`, whose barrier holds through
+``KeyboardInterrupt``, and they look for a stop request between slices of at
+most :data:`SLICE_BYTES`, so an interrupted copy ends within a few
+milliseconds. So nothing writes into the target after the call (torch may
+free it as soon as the error reaches it), no pool outlives a call (nothing is
+left behind by ``fork`` or at interpreter exit), and each slice is
+bounds-checked by NumPy: a wrong offset raises, it never writes out of bounds.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 
 import numpy as np
+
+from s3torch.client.threads import ThreadGroup
 
 __all__ = ["copy_into", "copy_threads"]
 
 PARALLEL_MIN_BYTES = 8 * 1024 * 1024
 """Copies smaller than this stay on the calling thread."""
 SLICE_BYTES = 4 * 1024 * 1024
-"""Each worker copies at least this many bytes."""
+"""Each worker copies at least this many bytes, and at most this many between stop checks."""
 MAX_THREADS = 8
 
 
@@ -57,34 +62,31 @@ def copy_into(
         _copy_slices(destination, list(sources))
         return
     shares = _split(sources, threads)
-    errors: list[BaseException] = []
-
-    def work(share: list[tuple[int, memoryview]]) -> None:
-        try:
-            _copy_slices(destination, share)
-        except BaseException as error:  # raised on the calling thread below
-            errors.append(error)
-
-    started: list[threading.Thread] = []
-    try:
+    with ThreadGroup("s3torch-copy") as group:
         for share in shares[1:]:
-            worker = threading.Thread(target=work, args=(share,), daemon=True)
-            worker.start()
-            started.append(worker)
-        work(shares[0])
-    finally:
-        # Even when this thread is interrupted (Ctrl-C) or a thread cannot
-        # start, nothing writes into the target once the call is over.
-        for worker in started:
-            worker.join()
-    if errors:
-        raise errors[0]
+            group.start(_copy_share, destination, share, group)
+        _copy_share(destination, shares[0], group)
+    if group.error is not None:
+        raise group.error
 
 
 def _copy_slices(destination: np.ndarray, sources: list[tuple[int, memoryview]]) -> None:
     for offset, source in sources:
         data = np.frombuffer(source, dtype=np.uint8)
         np.copyto(destination[offset : offset + len(data)], data)
+
+
+def _copy_share(
+    destination: np.ndarray, share: list[tuple[int, memoryview]], group: ThreadGroup
+) -> None:
+    """Copy one thread's share, :data:`SLICE_BYTES` at a time, until done or stopped."""
+    for offset, source in share:
+        for start in range(0, len(source), SLICE_BYTES):
+            if group.stopping:
+                return
+            piece = source[start : start + SLICE_BYTES]
+            at = offset + start
+            np.copyto(destination[at : at + len(piece)], np.frombuffer(piece, dtype=np.uint8))
 
 
 def _split(

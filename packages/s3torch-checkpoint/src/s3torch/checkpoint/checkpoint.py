@@ -27,6 +27,9 @@ class S3Checkpoint:
         with checkpoint.reader("s3://my-bucket/ckpt/epoch-3.pt") as reader:
             model.load_state_dict(torch.load(reader))
 
+    ``region``, ``endpoint`` and ``s3client_config`` may be given by position,
+    in s3torchconnector's order; the rest by keyword.
+
     Args:
         region: The bucket's AWS region (``"us-east-1"``).
         endpoint: Where to send requests (``"http://127.0.0.1:9000"``); default
@@ -52,9 +55,9 @@ class S3Checkpoint:
     def __init__(
         self,
         region: str,
-        *,
         endpoint: str | None = None,
         s3client_config: S3ClientConfig | None = None,
+        *,
         reader_constructor: S3ReaderConstructorProtocol | None = None,
         client: S3Client | None = None,
     ) -> None:

@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from awscrt import checksums
 
 from s3torch.client import ObjectInfo, S3Client, S3Exception, require_int
-from s3torch.readers import RawGetStream, S3Reader, slice_views
+from s3torch.readers import RawGetStream, S3Reader, join_views, slice_views
 
 from ._copy import copy_into
+from ._format import HEAD_BYTES, TAIL_BYTES, check_checkpoint_format
 from ._trim import trim_heap
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "S3CheckpointReader"]
@@ -95,6 +96,10 @@ class S3CheckpointReader(S3Reader):
         S3NotFoundError: (at the first read) no such bucket or key.
         S3ChecksumMismatchError: (at the first read) the bytes downloaded do
             not match the object's full-object checksum.
+        ValueError: (at the first read) the object is not something
+            ``torch.load`` reads (a zip archive, a pickle, a tar archive),
+            or is a zip archive cut short; the message names it and shows
+            how it starts or ends.
     """
 
     def __init__(
@@ -148,6 +153,12 @@ class S3CheckpointReader(S3Reader):
             self._client.get_object_stream(self._bucket, self._key, object_info=info)
         ) as stream:
             blocks = self._file_chunks(stream, info.size)
+        check_checkpoint_format(
+            self.uri,
+            info.size,
+            _bytes_of(blocks, 0, HEAD_BYTES),
+            _bytes_of(blocks, max(0, info.size - TAIL_BYTES), TAIL_BYTES),
+        )
         log.debug(
             "downloaded s3://%s/%s: %d bytes in %d blocks", *self._where(), info.size, len(blocks)
         )
@@ -277,3 +288,18 @@ class S3CheckpointReader(S3Reader):
             trim_heap()
         self._blocks = None
         self._touched.clear()
+
+
+def _bytes_of(blocks: list[_Block], start: int, size: int) -> bytes:
+    """Bytes ``[start, start + size)`` of the downloaded object (fewer at its end)."""
+    views: list[memoryview] = []
+    for block in blocks:
+        if block.end <= start or size <= 0:
+            continue
+        assert block.pieces is not None  # just downloaded: nothing given back yet
+        taken = slice_views(block.pieces, start - block.start, size)
+        views.extend(taken)
+        count = sum(len(view) for view in taken)
+        start += count
+        size -= count
+    return join_views(views)

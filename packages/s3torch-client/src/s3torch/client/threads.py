@@ -115,7 +115,11 @@ class ThreadGroup:
             marks[index] = _DONE
 
     def join(self) -> None:
-        """Wait until no thread of the group runs its target.
+        """Wait until no thread of the group runs its target, and every started thread has ended.
+
+        (A thread whose ``start()`` an interrupt cut short may begin only
+        after this returns: it then sees the stop and ends at once, without
+        running its target.)
 
         Interrupts (``KeyboardInterrupt`` or any exception a signal handler
         raises) do not cut the wait short: the first one requests a stop,
@@ -143,8 +147,11 @@ class ThreadGroup:
     def _wait_until_idle(self) -> None:
         # Polls rather than joins: a thread whose start() was interrupted may
         # not be joinable yet, and a mark is the one thing every worker sets.
+        # Then the threads themselves: none is left behind, past its target.
         marks = self._marks
-        while any(mark == _RUNNING for mark in marks[1:]):
+        while any(mark == _RUNNING for mark in marks[1:]) or any(
+            thread.is_alive() for thread in self._threads
+        ):
             time.sleep(_POLL_SECONDS)
 
     def __enter__(self) -> ThreadGroup:

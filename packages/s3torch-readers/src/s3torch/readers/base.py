@@ -6,6 +6,7 @@ import abc
 import contextlib
 import io
 import operator
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -67,6 +68,9 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         self._info = object_info
         self._position = 0
         self._closing = False  # set before close() frees anything, for reads racing it
+        # An error a read raised into torch's C++ file adapter, which would
+        # mangle it: kept for the call that torch makes next (see readinto).
+        self._deferred_error: BaseException | None = None
 
     # ----------------------------------------------------------------- what
     @property
@@ -186,7 +190,30 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         return self.read(size)
 
     def readinto(self, buffer: Any) -> int:
-        """Copy the next bytes into ``buffer`` until it is full or the object ends."""
+        """Copy the next bytes into ``buffer`` until it is full or the object ends.
+
+        Errors are raised as themselves, including under ``torch.load``.
+        torch's C++ file adapter calls ``readinto`` and, when it raises, looks
+        up ``read`` with the error still pending, which turns any error
+        (``KeyboardInterrupt`` included) into an ``AttributeError`` or a
+        ``SystemError``. So when that adapter is the caller, recognised by the
+        buffer it passes (a ``memoryview`` over raw memory, owned by no
+        Python object) and by the Python code it was called from (a ``torch``
+        module), the error is kept and ``readinto`` returns 0; the adapter
+        then calls ``read``, which raises the kept error (it propagates from
+        there unchanged). The reader fails closed: whatever the caller does
+        next on it raises that error first.
+        """
+        try:
+            return self._readinto(buffer)
+        except BaseException as error:
+            if _from_torch_file_adapter(buffer, sys._getframe(1).f_globals.get("__name__")):
+                self._deferred_error = error
+                return 0
+            raise
+
+    def _readinto(self, buffer: Any) -> int:
+        """:meth:`readinto` itself (subclasses with their own rules override this)."""
         self._check_open()
         view = memoryview(buffer).cast("B")
         count = min(len(view), max(0, self.size - self._position))
@@ -210,6 +237,11 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
                 super().close()
 
     def _check_open(self) -> None:
+        """Raise an error kept for the caller (see :meth:`readinto`), or the closed error."""
+        error = self._deferred_error
+        if error is not None:
+            self._deferred_error = None
+            raise error
         if self.closed or self._closing:
             raise ValueError(f"I/O operation on a closed reader ({self.uri})")
 
@@ -280,3 +312,22 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
 
 def _rebuild(cls: type[S3Reader]) -> S3Reader:
     return cls.__new__(cls)
+
+
+def _from_torch_file_adapter(buffer: object, caller_module: object) -> bool:
+    """Whether a ``readinto`` call comes from torch's C++ file adapter (``torch.load``).
+
+    The adapter passes a ``memoryview`` it made over raw memory (no Python
+    object owns it: ``obj`` is None), and is called from torch's own Python
+    code: no call from Python (a ``bytearray``, a NumPy array, a tensor's
+    buffer: all have an owner) or from another C caller (``pickle``,
+    ``io.BufferedReader``, called from code outside torch) matches both.
+    """
+    if not isinstance(buffer, memoryview):
+        return False
+    owner: object = buffer.obj  # None for a view over raw memory (typeshed says never None)
+    return (
+        owner is None
+        and isinstance(caller_module, str)
+        and (caller_module == "torch" or caller_module.startswith("torch."))
+    )

@@ -392,7 +392,7 @@ class DCPOptimizedS3Reader(S3Reader):
         self._position += len(data)
         return data
 
-    def readinto(self, buffer: Any) -> int:
+    def _readinto(self, buffer: Any) -> int:
         """Fill ``buffer`` from inside the current (or a later) item."""
         self._check_open()
         view = memoryview(buffer).cast("B")
