@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ from s3torch.client import (
     S3ClientConfig,
     S3Exception,
     S3NotFoundError,
+    S3ThrottlingError,
+    S3TransportError,
 )
 from s3torch.lightning import S3AsyncCheckpointIO, S3LightningCheckpoint, use_client
 from s3torch.readers import S3ReaderConstructor
@@ -152,5 +155,43 @@ def test_fit_from_a_corrupted_checkpoint_raises_a_checksum_error(
         with pytest.raises(S3ChecksumMismatchError, match=r"step=2\.ckpt") as caught:
             _trainer(plugin, max_steps=3).fit(TinyModel(extra_mib=24), ckpt_path=saved)
         assert (caught.value.bucket, caught.value.key) == (seaweedfs_bucket, "ckpts/step=2.ckpt")
+    finally:
+        use_client(None)
+
+
+def test_fit_from_an_object_that_is_no_checkpoint_raises_a_value_error_naming_it(
+    plugin: S3LightningCheckpoint, bucket: str, boto3_s3: Any
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="run/notes.ckpt", Body=b"epoch 3 was fine\n")
+    with pytest.raises(ValueError, match=r"notes\.ckpt"):
+        _trainer(plugin).fit(TinyModel(), ckpt_path=f"s3://{bucket}/run/notes.ckpt")
+
+
+def test_throttling_after_every_retry_under_fit_raises_a_throttling_error(
+    fault_proxy: FaultProxy, s3_region: str, bucket: str, list_keys: Any
+) -> None:
+    plugin = S3LightningCheckpoint(
+        s3_region, S3ClientConfig(max_attempts=2), endpoint=fault_proxy.endpoint
+    )
+    try:
+        fault_proxy.fail(503, "SlowDown", times=2, when=lambda r: r.method == "PUT")
+        with pytest.raises(S3ThrottlingError, match="SlowDown"):
+            _trainer(plugin, f"s3://{bucket}/ckpts").fit(TinyModel())
+        assert list_keys() == []
+    finally:
+        use_client(None)
+
+
+def test_an_unreachable_endpoint_raises_a_transport_error(s3_region: str) -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    plugin = S3LightningCheckpoint(
+        s3_region, S3ClientConfig(max_attempts=1), endpoint=f"http://127.0.0.1:{port}"
+    )
+    try:
+        with pytest.raises(S3TransportError) as caught:
+            _trainer(plugin).fit(TinyModel(), ckpt_path="s3://some-bucket/run/last.ckpt")
+        assert isinstance(caught.value, ConnectionError)
     finally:
         use_client(None)

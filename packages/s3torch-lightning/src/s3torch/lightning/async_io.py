@@ -135,15 +135,19 @@ class S3AsyncCheckpointIO(AsyncCheckpointIO):
     def teardown(self) -> None:
         """Wait for the queued saves, close the plugin's own client, raise the first failure.
 
+        Lightning calls it at the end of ``fit`` (``test``, ...), and again
+        while it shuts down after Ctrl-C: an interrupted wait is taken up by
+        the next call, and the client is closed only once no save is left.
         The failure is raised once: the next ``fit`` (or ``test``) starts clean.
         """
         with self._lock:
-            saver, self._saver = self._saver, None
-        try:
-            if saver is not None:
-                saver.shutdown(wait=True)
-        finally:
-            self._plugin.teardown()
+            saver = self._saver
+        if saver is not None:
+            saver.shutdown(wait=True)
+            with self._lock:
+                if self._saver is saver:
+                    self._saver = None
+        self._plugin.teardown()
         with self._lock:
             failure, self._failure = self._failure, None
         if failure is not None:
