@@ -239,6 +239,10 @@ def test_a_plugin_with_a_given_client_pickles_to_one_that_owns_a_like_client(
         assert own.closed  # the copy's own client
         assert not given.closed
         assert plugin.load_checkpoint(f"s3://{bucket}/a.ckpt")["epoch"] == 3
+        again = copy.client  # made anew after teardown, with the same settings
+        assert again is not own
+        assert (again.endpoint, again.s3client_config) == (s3_endpoint, given.s3client_config)
+        assert copy.load_checkpoint(f"s3://{bucket}/a.ckpt")["epoch"] == 3
     finally:
         use_client(None)
 

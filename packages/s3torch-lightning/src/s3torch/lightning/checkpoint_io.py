@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import threading
@@ -91,6 +92,7 @@ class S3LightningCheckpoint(CheckpointIO):
         self._reader_constructor = reader_constructor
         self._override_s3fs = override_s3fs
         self._given_client = client
+        self._client_template: S3Client | None = None  # in a copy of a plugin given a client
         self._own_client: S3Client | None = None
         if client is None:  # a malformed region or endpoint fails here, not at first use
             self._own_client = self._make_client()
@@ -105,6 +107,8 @@ class S3LightningCheckpoint(CheckpointIO):
         register_s3_filesystem(override=self._override_s3fs)
 
     def _make_client(self) -> S3Client:
+        if self._client_template is not None:
+            return copy.copy(self._client_template)  # a new client with its settings
         return S3Client(
             self._region, endpoint=self._endpoint, s3client_config=self._s3client_config
         )
@@ -159,7 +163,8 @@ class S3LightningCheckpoint(CheckpointIO):
         self._reader_constructor = state["reader_constructor"]
         self._override_s3fs = state["override_s3fs"]
         self._given_client = None
-        self._own_client = state["client"]  # None: made on first use
+        self._client_template = state["client"]  # the settings of a client given, or None
+        self._own_client = None  # made on first use
         self._start()
 
     # ------------------------------------------------------------ CheckpointIO
