@@ -19,6 +19,7 @@ from s3torch.client import S3Client, S3ClientConfig, check_shared_client, parse_
 from s3torch.readers import S3ReaderConstructorProtocol
 
 from .client_binding import bind_client_source
+from .interrupts import reported_interrupt
 from .paths import checkpoint_uri, prefix_uri
 from .pending import PendingSaves
 from .registration import register_s3_filesystem
@@ -214,11 +215,15 @@ class S3LightningCheckpoint(CheckpointIO):
         if uri is None or ticket is None:
             self.save_checkpoint(checkpoint, path)
             return
-        remove = False
         try:
             with self._checkpoint().writer(uri) as writer:
                 torch.save(checkpoint, cast("IO[bytes]", writer))
             log.debug("saved checkpoint %s", uri)
+        except Exception as error:
+            interrupt = reported_interrupt(error)
+            if interrupt is None:
+                raise
+            raise interrupt from error  # a Ctrl-C torch reported as its own error
         finally:
             remove = self._pending.end(uri, ticket)
             if remove:
@@ -249,10 +254,16 @@ class S3LightningCheckpoint(CheckpointIO):
             options = {} if weights_only is None else {"weights_only": weights_only}
             return self._local_io().load_checkpoint(path, map_location, **options)
         self._pending.wait_for(uri)
-        with self._checkpoint().reader(uri) as reader:
-            loaded: dict[str, Any] = torch.load(
-                cast("IO[bytes]", reader), map_location=map_location, weights_only=weights_only
-            )
+        try:
+            with self._checkpoint().reader(uri) as reader:
+                loaded: dict[str, Any] = torch.load(
+                    cast("IO[bytes]", reader), map_location=map_location, weights_only=weights_only
+                )
+        except Exception as error:
+            interrupt = reported_interrupt(error)
+            if interrupt is None:
+                raise
+            raise interrupt from error  # a Ctrl-C torch reported as its own error
         return loaded
 
     def remove_checkpoint(self, path: Any) -> None:
