@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader, S3CheckpointWriter
-from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError
+from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError, S3Writer
 from s3torch.readers import RangedS3Reader, S3ReaderConstructor, SequentialS3Reader
 
 
@@ -27,6 +27,47 @@ def test_round_trip_of_a_state_dict(checkpoint: S3Checkpoint, bucket: str, boto3
     assert loaded.keys() == state.keys()
     assert torch.equal(loaded["weight"], state["weight"])
     assert (loaded["step"], loaded["name"]) == (7, "run-1")
+
+
+def test_the_checkpoint_writer_is_an_s3writer_as_the_seed_says(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any
+) -> None:
+    writer = checkpoint.writer(f"s3://{bucket}/contract.pt")
+    assert isinstance(writer, S3Writer)
+    assert issubclass(S3CheckpointWriter, S3Writer)
+    assert (writer.bucket, writer.key, writer.uri) == (
+        bucket,
+        "contract.pt",
+        f"s3://{bucket}/contract.pt",
+    )
+    assert (writer.readable(), writer.seekable(), writer.writable()) == (False, False, True)
+    retained = bytes(range(256)) * 1024
+    with writer:
+        assert writer.write(b"head") == 4
+        assert writer.write_retained(retained) == len(retained)  # the contract's retained write
+        assert writer.tell() == 4 + len(retained)
+    assert writer.closed
+    assert not writer.writable()
+    stored = boto3_s3.get_object(Bucket=bucket, Key="contract.pt")["Body"].read()
+    assert stored == b"head" + retained
+    with pytest.raises(ValueError, match="closed S3Writer"):
+        writer.write_retained(b"more")
+
+
+def test_a_checkpoint_writer_left_by_an_exception_writes_nothing(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any, s3_state: Any
+) -> None:
+    writer = checkpoint.writer(f"s3://{bucket}/k.pt")
+
+    def write_then_fail() -> None:
+        with writer:
+            writer.write_retained(b"x" * (6 * 1024 * 1024))  # more than a part: multipart
+            raise KeyError("stop")
+
+    with pytest.raises(KeyError, match="stop"):
+        write_then_fail()
+    assert writer.closed
+    assert s3_state(boto3_s3, bucket) == ([], [])
 
 
 def test_torch_save_into_a_writer_without_a_with_block_publishes_the_object(

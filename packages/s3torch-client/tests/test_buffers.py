@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def test_appended_in_place_then_frozen_into_bytes(size: int) -> None:
     half = size // 2
     buffer.append(payload[:half])
     assert buffer.filled == half
-    assert bytes(buffer.written()) == payload[:half]
+    assert buffer.read_at(0, size) == payload[:half]
     _, source = _writer(payload[half:])
     assert buffer.append_from(source) == size - half  # type: ignore[arg-type]
     assert buffer.remaining == 0
@@ -50,11 +51,83 @@ def test_appended_in_place_then_frozen_into_bytes(size: int) -> None:
 
 
 def test_a_big_buffer_filled_to_its_size_is_handed_out_without_a_copy() -> None:
+    buffer = FillableBytes(BIG * 8)
+    buffer.append(b"x" * (BIG * 8))
+    tracemalloc.start()
+    try:
+        frozen = buffer.freeze()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert frozen == b"x" * (BIG * 8)
+    assert peak < BIG  # a copy would have allocated the whole size again
+
+
+@pytest.mark.parametrize("size", [10, BIG])
+def test_reading_copies_out_only_the_bytes_written(size: int) -> None:
+    buffer = FillableBytes(size)
+    buffer.append(b"0123456789"[: min(size, 10) - 3])
+    filled = buffer.filled
+    assert buffer.read_at(0, size) == b"0123456789"[:filled]
+    assert buffer.read_at(2, 3) == b"234"
+    assert buffer.read_at(filled - 1, 100) == b"0123456789"[filled - 1 : filled]
+    assert buffer.read_at(filled, 5) == b""  # unwritten memory is never read
+    assert buffer.read_at(size + 5, 5) == b""
+    target = bytearray(b"?" * (size + 4))
+    assert buffer.readinto_at(1, target) == filled - 1
+    assert bytes(target[: filled - 1]) == b"0123456789"[1:filled]
+    assert bytes(target[filled - 1 :]) == b"?" * (size + 5 - filled)  # the rest untouched
+    assert buffer.readinto_at(filled, target) == 0
+    with pytest.raises(ValueError, match="position must be an int >= 0, got -1"):
+        buffer.read_at(-1, 2)
+    with pytest.raises(ValueError, match="size must be an int >= 0, got -2"):
+        buffer.read_at(0, -2)
+    with pytest.raises(ValueError, match="position must be an int >= 0"):
+        buffer.readinto_at(-1, target)
+
+
+def _reachable(roots: list[object], depth: int = 4) -> list[object]:
+    """Every object reachable from ``roots`` in at most ``depth`` steps."""
+    seen: dict[int, object] = {}
+    layer = list(roots)
+    for _ in range(depth):
+        following: list[object] = []
+        for obj in layer:
+            if id(obj) not in seen:
+                seen[id(obj)] = obj
+                following.extend(gc.get_referents(obj))
+        layer = following
+    return list(seen.values())
+
+
+def test_nothing_handed_out_leads_to_the_unfinished_bytes() -> None:
+    """Neither a fill's view nor what reads return reaches the bytes being built.
+
+    A reference to that object would let code see it change after it was
+    handed out, or hash it early (``bytes`` caches its hash) and keep a wrong
+    hash after it is frozen and handed out as final.
+    """
     buffer = FillableBytes(BIG)
-    buffer.append(b"x" * BIG)
-    view = buffer.written()
+    unfinished: list[bytes] = []
+
+    def big_bytes(roots: list[object]) -> list[bytes]:
+        return [obj for obj in _reachable(roots) if isinstance(obj, bytes) and len(obj) == BIG]
+
+    def source(view: memoryview) -> int:
+        unfinished.extend(big_bytes([view, view.obj]))  # the view, its exporter and beyond
+        view[:] = b"a" * len(view)
+        return len(view)
+
+    buffer.append_from(source, BIG // 2)
+    unfinished.extend(big_bytes([buffer.read_at(0, BIG)]))
+    target = bytearray(BIG)
+    buffer.readinto_at(0, target)
+    assert unfinished == []
+    assert bytes(target[: BIG // 2]) == b"a" * (BIG // 2)
+    buffer.append(b"b" * (BIG - BIG // 2))
     frozen = buffer.freeze()
-    assert view.obj is frozen  # the view read the very object that was handed out
+    assert len(frozen) == BIG
+    assert hash(frozen) == hash(b"a" * (BIG // 2) + b"b" * (BIG - BIG // 2))
 
 
 def test_tiny_sizes_never_write_into_shared_objects() -> None:
@@ -133,7 +206,9 @@ def test_a_source_that_raises_spoils_the_buffer_and_its_error_propagates(size: i
     with pytest.raises(BufferError, match="spoiled"):
         buffer.freeze()
     with pytest.raises(BufferError, match="spoiled"):
-        buffer.written()
+        buffer.read_at(0, 2)
+    with pytest.raises(BufferError, match="spoiled"):
+        buffer.readinto_at(0, bytearray(2))
 
 
 @pytest.mark.parametrize("keep", ["slice", "view", "exporter", "export"])
@@ -201,7 +276,12 @@ def test_writes_after_freeze_or_close_are_refused() -> None:
     closed.close()
     closed.close()
     assert closed.closed
-    for action in (lambda: closed.append(b"d"), closed.freeze, closed.written):
+    for action in (
+        lambda: closed.append(b"d"),
+        closed.freeze,
+        lambda: closed.read_at(0, 1),
+        lambda: closed.readinto_at(0, bytearray(1)),
+    ):
         with pytest.raises(ValueError, match="closed"):
             action()
 
@@ -234,15 +314,6 @@ def test_close_from_another_thread_during_a_fill_raises_in_the_filler(size: int)
     assert len(outcome) == 1
     assert isinstance(outcome[0], ValueError)
     assert "closed while being filled" in str(outcome[0])
-
-
-def test_the_written_view_is_read_only() -> None:
-    buffer = FillableBytes(BIG)
-    buffer.append(b"abc")
-    view = buffer.written()
-    assert view.readonly
-    with pytest.raises(TypeError):
-        view[0] = 0x7A
 
 
 def test_threaded_stress_runs_clean_under_dev_mode_and_the_debug_allocator() -> None:

@@ -364,3 +364,198 @@ def test_a_child_closes_an_inherited_small_stream_whose_lock_was_held_at_fork(
         bucket,
     )
     assert out.strip() == "ok"
+
+
+_TESTS = str(Path(__file__).resolve().parent)
+
+_CHURN_STORM = f"""
+import gc, threading, warnings
+warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads, on purpose
+sys.path.insert(0, {_TESTS!r})
+from native_threads import managed_threads
+expected = fetch("obj0")
+stop = threading.Event()
+dropped = [0]
+
+def churn():
+    # Build a client, use it and let it go, again and again: each one let go
+    # ends its CRT threads on CRT threads, whenever the fork below happens.
+    while not stop.is_set():
+        client = S3Client("us-east-1", endpoint=ENDPOINT,
+                          s3client_config=S3ClientConfig(max_attempts=2))
+        client.head_object(BUCKET, "obj1")
+        del client
+        gc.collect()
+        dropped[0] += 1
+
+workers = [threading.Thread(target=churn, daemon=True) for _ in range(2)]
+for worker in workers:
+    worker.start()
+while dropped[0] < 2:
+    time.sleep(0.01)
+pids = []
+for _ in range(30):
+    pid = os.fork()
+    if pid == 0:
+        state = managed_threads()  # what the fork left, before this child makes a thread
+        if state.awaiting_join or state.lock_word:
+            print("child inherited", state, flush=True)
+            os._exit(11)
+        try:
+            ok = fetch("obj0", S3Client("us-east-1", endpoint=ENDPOINT)) == expected
+        except BaseException as error:
+            print("child failed:", repr(error), flush=True)
+            ok = False
+        os._exit(0 if ok else 7)
+    pids.append(pid)
+    time.sleep(0.02)
+stop.set()
+for worker in workers:
+    worker.join(60)
+codes, hung = exit_codes(pids, 60)
+inherited = sum(1 for code in codes.values() if code == 11)
+failed = sum(1 for code in codes.values() if code not in (0, 11))
+print("hung", len(hung), "inherited", inherited, "failed", failed, "dropped", dropped[0])
+assert fetch("obj0") == expected                   # the parent still works
+"""
+
+
+def test_children_forked_while_other_threads_let_clients_go_inherit_quiet_crt_threads(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    """Fork window A: a fork during a client's teardown on CRT threads.
+
+    aws-c-common guards its managed-thread bookkeeping with one native mutex,
+    and keeps finished threads in a list until the next one to finish joins
+    them. A child forked while a CRT thread held that mutex hangs at its first
+    thread launch (seen once in 30 forks on a loaded machine); a child that
+    inherits a finished thread of the parent in the list joins it later (see
+    the next test). A fork therefore first waits for teardowns to end and
+    joins what finished: every child starts with an empty list and a free mutex.
+    """
+    out = _run(tmp_path, "import time\n" + _CHURN_STORM, s3_endpoint, bucket, timeout=240)
+    assert out.splitlines()[-1].startswith("hung 0 inherited 0 failed 0 "), out
+
+
+_CHILDREN_EXIT = f"""
+import gc, threading, time
+sys.path.insert(0, {_TESTS!r})
+from native_threads import managed_threads
+
+def busy(index):
+    client = S3Client("us-east-1", endpoint=ENDPOINT)
+    for round in range(3):
+        client.head_object(BUCKET, "obj1")
+        assert client.get_object_stream(BUCKET, f"obj{{index}}").read() == fetch(f"obj{{index}}")
+        with client.put_object(BUCKET, f"written-{{index}}-{{round}}") as writer:
+            writer.write(b"x" * 1000)
+        list(client.list_objects(BUCKET))
+
+def use_a_client_and_let_it_go(key):
+    client = S3Client("us-east-1", endpoint=ENDPOINT)
+    body = client.get_object_stream(BUCKET, key).read()
+    del client
+    gc.collect()  # its CRT threads end here, in this process
+    return body
+
+def grandchild(queue):
+    queue.put((managed_threads(), len(use_a_client_and_let_it_go("obj2"))))
+
+def rank(queue):
+    inherited = managed_threads()  # before this process makes any thread
+    body = use_a_client_and_let_it_go("obj1")
+    # A DataLoader worker of this rank: a fork of a fork.
+    context = multiprocessing.get_context("fork")
+    inner = context.Queue()
+    worker = context.Process(target=grandchild, args=(inner,))
+    worker.start()
+    nested = inner.get(timeout=60)
+    worker.join(60)
+    queue.put((inherited, len(body), nested, worker.exitcode))
+
+if __name__ == "__main__":
+    # Earlier work of the parent: clients in several threads, all let go.
+    threads = [threading.Thread(target=busy, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    gc.collect()
+    time.sleep(0.2)  # their teardown is over: finished threads await their join
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    ranks = [context.Process(target=rank, args=(queue,)) for _ in range(3)]
+    for process in ranks:
+        process.start()
+    results = [queue.get(timeout=120) for _ in ranks]
+    for process in ranks:
+        process.join(60)
+    codes = [process.exitcode for process in ranks]
+    print("codes", codes)
+    for inherited, size, (nested, nested_size), worker_code in results:
+        print("inherited", inherited.awaiting_join, inherited.lock_word,
+              "nested", nested.awaiting_join, nested.lock_word, worker_code, size, nested_size)
+        assert (inherited.awaiting_join, inherited.lock_word) == (0, 0), inherited
+        assert (nested.awaiting_join, nested.lock_word) == (0, 0), nested
+        assert (worker_code, size, nested_size) == (0, len(fetch("obj1")), len(fetch("obj2")))
+    assert codes == [0, 0, 0], codes             # none died of a signal at exit
+    print("ok")
+"""
+
+
+def test_children_of_a_process_that_let_clients_go_exit_cleanly(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    """Fork window B: ranks forked after the parent's clients were torn down died of SIGSEGV.
+
+    The reference's e2e suite, run whole, lost fork cases of
+    test_distributed_training that way: the parent (pytest) had torn down
+    clients in earlier tests, so a finished CRT thread of the parent awaited
+    its join in aws-c-common's list. Each forked rank inherited that entry, and
+    the first thread of the rank to finish (a client of the rank torn down, at
+    the latest in multiprocessing's finalizers at exit) joined it: a thread
+    that does not exist in the child, whose stack glibc had already handed to
+    the child's own threads as free memory. The fork now joins it first.
+    """
+    out = _run(tmp_path, _CHILDREN_EXIT, s3_endpoint, bucket, timeout=300)
+    assert out.strip().splitlines()[-1] == "ok", out
+
+
+def test_a_teardown_that_never_ends_delays_one_fork_by_the_bound_and_no_other(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    """A fork waits for the clients let go of, within FORK_QUIESCE_SECONDS, once.
+
+    A teardown that never ends is played by a shutdown event nobody sets, for
+    a client that is gone (the wait's own logic: the CRT always sets it).
+    """
+    out = _run(
+        tmp_path,
+        """
+        import logging, threading, time, weakref
+        from s3torch.client import _fork_quiesce
+        logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s", stream=sys.stdout)
+        fetch("obj0")                                   # this process made a client
+        class Gone: pass
+        _fork_quiesce.FORK_QUIESCE_SECONDS = 0.5
+        _fork_quiesce._clients.append((weakref.ref(Gone()), threading.Event()))
+        took = []
+        for _ in range(2):
+            started = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if fetch("obj0") == fetch("obj0", CLIENT) else 3)
+            took.append(time.monotonic() - started)
+            assert exit_code(pid) == 0
+        print("took", 0.5 <= took[0] < 5, took[1] < 0.4)
+        """,
+        s3_endpoint,
+        bucket,
+    )
+    lines = out.strip().splitlines()
+    assert lines[-1] == "took True True", out
+    warnings = [line for line in lines if "still shutting down" in line]
+    assert len(warnings) == 1, out
+    assert warnings[0].startswith(
+        "s3torch.client._fork_quiesce CRT clients were still shutting down"
+    )

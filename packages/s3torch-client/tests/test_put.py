@@ -249,7 +249,7 @@ def test_a_writer_dropped_without_close_aborts(
     assert writer is not None
     writer.write(os.urandom(2 * PART + 1))
     assert _uploads(boto3_s3, bucket) == ["obj"]
-    with caplog.at_level(logging.WARNING, logger="s3torch.client.writer"):
+    with caplog.at_level(logging.WARNING, logger="s3torch.client._streaming_writer"):
         writer = None
         gc.collect()
     assert "garbage-collected without close()" in caplog.text
@@ -356,7 +356,7 @@ def test_writers_do_not_pickle(client: S3Client, bucket: str) -> None:
 
 
 def test_part_sizes_double_every_thousand_parts_up_to_5_gib() -> None:
-    from s3torch.client.writer import part_size_for
+    from s3torch.client._upload import part_size_for
 
     base = 8 * MiB
     assert [part_size_for(n, base) for n in (1, 1000)] == [base, base]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, ClassVar, cast
 
 from . import MiB
-from .cases import CASES, Case, VerificationError, expect, human_size
+from .case import Case, VerificationError, expect, human_size
 from .measure import ServerCpu
 from .workload import Workload
 
@@ -322,4 +322,7 @@ def ensure_checkpoint(endpoint: str, region: str, workload: Workload) -> None:
     log.info("uploaded the checkpoint s3://%s/%s", workload.bucket, key)
 
 
-CASES.update((case.name, case) for case in (CheckpointSave, CheckpointLoad))
+CHECKPOINT_CASES: dict[str, type[Case]] = {
+    case.name: case for case in (CheckpointSave, CheckpointLoad)
+}
+"""The checkpoint cases, by name."""

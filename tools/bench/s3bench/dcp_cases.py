@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from . import MiB
 from .adapters import ClientAdapter
-from .cases import Case, human_size
+from .case import Case, human_size
 from .dcp_state import (
     LOAD_PREFIX,
     THREADS,

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import MiB
 from .adapters import ClientAdapter
+from .case import expect
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +51,13 @@ def make_state(total: int, *, zeros: bool = False, every: int = 1) -> dict[str, 
     }
 
 
-def _expect(what: str, actual: object, expected: object) -> None:
-    from .cases import expect  # imported late: cases imports this module's users
-
-    expect(what, actual, expected)
-
-
 def check_state(state: dict[str, Any], keys: list[str] | None = None) -> None:
     """Raise unless every tensor (of ``keys``) holds its index, checked at both ends and summed."""
     for key in keys if keys is not None else list(state):
         tensor = state[key]
         value = float(key[1:])
-        _expect(f"{key} ends", (float(tensor[0]), float(tensor[-1])), (value, value))
-        _expect(
+        expect(f"{key} ends", (float(tensor[0]), float(tensor[-1])), (value, value))
+        expect(
             f"{key} sum", float(tensor.sum(dtype=tensor.dtype.to_real())), value * tensor.numel()
         )
 

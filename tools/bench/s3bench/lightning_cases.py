@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 
 from . import MiB
 from .adapters import ClientAdapter
-from .cases import Case, VerificationError, expect, human_size
+from .case import Case, VerificationError, expect, human_size
 from .measure import ServerCpu
 from .workload import Workload
 
@@ -184,6 +184,6 @@ class LightningAsync(LightningCase):
 LIGHTNING_CASES: dict[str, type[Case]] = {
     case.name: case for case in (LightningSync, LightningAsync)
 }
-"""The Lightning cases, by name (added to ``cases.CASES``)."""
+"""The Lightning cases, by name (gathered in ``cases.CASES``)."""
 
 __all__ = ["LIGHTNING_CASES", "STEPS", "LightningCase", "make_plugin", "model_bytes"]

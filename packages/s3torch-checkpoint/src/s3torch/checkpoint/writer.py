@@ -1,9 +1,11 @@
 """S3CheckpointWriter: the file ``torch.save`` writes a checkpoint into.
 
-It streams into an :class:`~s3torch.client.S3Writer` (parts are uploaded while
-``torch.save`` serialises, within the client's memory budget, each with its
-checksum, and the object with a full-object checksum) and adds what a
-checkpoint needs on top:
+It is an :class:`~s3torch.client.S3Writer` (the writer contract: ``bucket``,
+``key``, ``write``, ``write_retained``, ``tell``, ``close``, ``abort``,
+``closed``, and a ``with`` block that an exception aborts). It streams into the
+client's own writer (parts are uploaded while ``torch.save`` serialises, within
+the client's memory budget, each with its checksum, and the object with a
+full-object checksum) and adds what a checkpoint needs on top:
 
 * **Complete when torch.save is.** ``torch.save`` ends a zip archive with its
   end-of-central-directory record and then calls ``flush()``. If the archive
@@ -25,7 +27,6 @@ checkpoint needs on top:
 
 from __future__ import annotations
 
-import io
 import logging
 import sys
 from types import TracebackType
@@ -44,7 +45,7 @@ _END_OF_CENTRAL_DIRECTORY = b"PK\x05\x06"
 _END_RECORD_SIZE = 22
 
 
-class S3CheckpointWriter(io.BufferedIOBase):
+class S3CheckpointWriter(S3Writer):
     """A write-only file object for one checkpoint, made by :meth:`S3Checkpoint.writer`.
 
     Use it with ``torch.save``, preferably in a ``with`` block::
@@ -78,20 +79,7 @@ class S3CheckpointWriter(io.BufferedIOBase):
     def key(self) -> str:
         return self._writer.key
 
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
     # ------------------------------------------------------------- io protocol
-    def readable(self) -> bool:
-        return False
-
-    def seekable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return not self.closed
-
     @property
     def closed(self) -> bool:
         return self._writer.closed
@@ -114,6 +102,9 @@ class S3CheckpointWriter(io.BufferedIOBase):
             ValueError: the writer is closed.
             S3Exception: the upload failed; it has been aborted.
         """
+        return self._write(data, retained=False)
+
+    def _write(self, data: Any, *, retained: bool) -> int:
         if self._handled_at_open is not None and sys.exc_info()[1] is not self._handled_at_open:
             # That handler is over: let go of its exception (and of the frames it holds).
             self._handled_at_open = None
@@ -121,7 +112,10 @@ class S3CheckpointWriter(io.BufferedIOBase):
             # The upload failed: take the rest of the archive into nothing; flush() raises.
             return self._remember_ends(data)
         try:
-            self._writer.write(data)
+            if retained:
+                self._writer.write_retained(data)
+            else:
+                self._writer.write(data)
         except BaseException as error:
             if isinstance(error, Exception) and not isinstance(error, S3Exception):
                 raise  # bad input or a closed writer: nothing to do with the upload
@@ -207,9 +201,6 @@ class S3CheckpointWriter(io.BufferedIOBase):
         """Give up: cancel parts in flight and abort the upload. Nothing is written. Idempotent."""
         self._writer.abort()
 
-    def __enter__(self) -> S3CheckpointWriter:
-        return self
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -224,8 +215,8 @@ class S3CheckpointWriter(io.BufferedIOBase):
             self._raise_write_error()
 
     def __del__(self) -> None:
-        # io.IOBase would close() (complete!) a forgotten writer. Do nothing:
-        # the S3Writer inside aborts an unfinished upload when it is collected.
+        # Never complete a forgotten writer (io.IOBase would): the client's
+        # writer inside aborts an unfinished upload when it is collected.
         pass
 
     def __reduce__(self) -> Any:

@@ -13,6 +13,10 @@ that a child may take is therefore re-created in the child, before any of its
 code runs: this module's, those of the objects registered with
 :func:`reinit_after_fork` (every :class:`~s3torch.client.S3Client`), and the
 ones awscrt guards its static defaults with.
+
+The CRT's native threads have fork traps of their own, in aws-c-common's
+process-wide bookkeeping of them: :mod:`._fork_quiesce` clears them before
+each fork of a process that made a client.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from awscrt.io import ClientBootstrap, DefaultHostResolver, EventLoopGroup
+
+from . import _fork_quiesce
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +113,17 @@ def reinit_after_fork(obj: ForkAware) -> None:
     _fork_aware.add(obj)
 
 
+def _before_fork() -> None:
+    """Let no CRT thread be launching, ending or awaiting its join when the process forks."""
+    runtime = _runtime
+    if runtime is None or runtime.pid != os.getpid():
+        return  # no CRT client was made here: nothing of ours has threads
+    try:
+        _fork_quiesce.quiesce_native_threads()
+    except Exception:  # pragma: no cover - never let this break a fork
+        log.exception("could not quiesce the CRT's threads before fork")
+
+
 def _after_fork_in_child() -> None:
     global _lock, _runtime
     # The lock may have been held by another thread of the parent at fork time.
@@ -114,6 +131,7 @@ def _after_fork_in_child() -> None:
     if _runtime is not None:
         park_inherited(_runtime)
         _runtime = None
+    _fork_quiesce.after_fork_in_child()
     # Code outside s3torch may use awscrt's static defaults in the parent, from
     # other threads. Their threads are gone here, and destroying them could
     # wait for those threads: park them, so that awscrt builds fresh ones on
@@ -134,4 +152,4 @@ def _after_fork_in_child() -> None:
             log.exception("could not renew %r after fork", obj)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)

@@ -28,7 +28,7 @@ from awscrt.s3 import (
     create_default_s3_signing_config,
 )
 
-from . import _runtime
+from . import _fork_quiesce, _runtime
 from ._budget import MemoryBudget
 from ._crt_errors import translate
 from ._endpoint import Endpoint
@@ -249,6 +249,7 @@ class CrtClient:
             memory_limit=config.memory_limit,
             retry_config=_retry_config(config.max_attempts),
         )
+        _fork_quiesce.track_client(self.crt)
         _runtime.reinit_after_fork(self)
         log.debug(
             "created a CRT S3 client in process %d for %s (region %s, part size %d, "

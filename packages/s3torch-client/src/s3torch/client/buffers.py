@@ -25,6 +25,12 @@ are enforced here, never left to callers:
 * :meth:`~FillableBytes.freeze` refuses while a fill is in progress, and
   returns exactly the bytes written (a copy of them if fewer than the size):
   uninitialised memory is never handed out.
+* Nothing handed out leads to the unfinished ``bytes`` object: bytes written
+  so far are copied out (:meth:`~FillableBytes.read_at`,
+  :meth:`~FillableBytes.readinto_at`), and a lent view keeps the storage
+  alive through a finalizer, not through a reference it could follow. So no
+  one can watch that object change, or hash it (``bytes`` caches its hash)
+  before it is finished.
 * :meth:`~FillableBytes.close`, from any thread, ends the buffer: later fills
   raise ``ValueError``; a fill in progress finishes writing into memory that
   its view keeps alive, then raises.
@@ -67,6 +73,10 @@ IN_PLACE_MIN_SIZE = 128 * 1024
 _OPEN, _FROZEN, _CLOSED, _SPOILED = "open", "frozen", "closed", "spoiled"
 
 
+def _let_go(target: bytes | bytearray) -> None:
+    """Nothing to do: the finalizer of a fill's exporter only held ``target`` alive until now."""
+
+
 @functools.lru_cache(maxsize=64)
 def _array_type(size: int) -> type[ctypes.Array[ctypes.c_char]]:
     """``c_char * size``, kept for the sizes used most (ranged buffers, equal-sized shards)."""
@@ -87,7 +97,8 @@ class FillableBytes:
     b'hello'
 
     Writes happen only through :meth:`append` and :meth:`append_from`, one at
-    a time; :meth:`written` is a read-only view of what is written so far.
+    a time; :meth:`read_at` and :meth:`readinto_at` copy out what is written
+    so far (the unfinished ``bytes`` is never lent for reading).
     All methods are safe to call from any thread (a second fill while one is
     in progress raises ``BufferError`` rather than waiting); misuse raises, it
     never writes into memory that was freed or into a ``bytes`` already
@@ -245,7 +256,9 @@ class FillableBytes:
             return None, memoryview(target)[start : start + length]
         # A fresh exporter per fill, so that its death proves every view of it is gone.
         exporter = self._array.from_address(self._address)
-        vars(exporter)["owner"] = target  # every view of the storage keeps the bytes alive
+        # Every view of the storage keeps the bytes alive, without a reference
+        # the source could follow from its view to the unfinished bytes object.
+        weakref.finalize(exporter, _let_go, target)
         with memoryview(exporter) as raw, raw.cast("B") as whole:
             return weakref.ref(exporter), whole[start : start + length]
 
@@ -264,19 +277,51 @@ class FillableBytes:
             self._object = b""  # views kept alive hold it; nothing else will
 
     # ------------------------------------------------------------- reading
-    def written(self) -> memoryview:
-        """A read-only view of the bytes written so far (valid until :meth:`close`).
+    def read_at(self, position: int, size: int) -> bytes:
+        """A copy of up to ``size`` written bytes from ``position`` (fewer past what is written).
+
+        Only finished bytes are copied out; the buffer itself is never lent
+        for reading, so nothing can keep a view of the unfinished ``bytes``.
 
         Raises:
-            ValueError: the buffer is closed.
+            ValueError: the buffer is closed, or a negative ``position`` or ``size``.
             BufferError: the buffer is spoiled.
         """
+        require_int("position", position)
+        require_int("size", size)
         with self._lock:
-            if self._state == _SPOILED:
-                raise BufferError(f"FillableBytes spoiled: {self._why}")
-            if self._state == _CLOSED:
-                raise ValueError("cannot read a FillableBytes that is closed")
-            return memoryview(self._object).toreadonly()[: self._filled]
+            self._refuse_reading()
+            end = min(self._filled, position + size)
+            if position >= end:
+                return b""
+            return bytes(memoryview(self._object)[position:end])
+
+    def readinto_at(self, position: int, view: Any) -> int:
+        """Copy written bytes from ``position`` into the writable ``view``; return the count.
+
+        Copies ``min(len(view), filled - position)`` bytes (0 at or past what
+        is written), under the buffer's lock: a :meth:`close` from another
+        thread waits for the copy or makes it raise, never tears it.
+
+        Raises:
+            ValueError: the buffer is closed, or a negative ``position``.
+            BufferError: the buffer is spoiled.
+        """
+        require_int("position", position)
+        target = memoryview(view).cast("B")
+        with self._lock:
+            self._refuse_reading()
+            count = max(0, min(len(target), self._filled - position))
+            if count:
+                target[:count] = memoryview(self._object)[position : position + count]
+            return count
+
+    def _refuse_reading(self) -> None:
+        """Raise if written bytes cannot be read now (call with the lock held)."""
+        if self._state == _SPOILED:
+            raise BufferError(f"FillableBytes spoiled: {self._why}")
+        if self._state == _CLOSED:
+            raise ValueError("cannot read a FillableBytes that is closed")
 
     def freeze(self) -> bytes:
         """Return the finished ``bytes``: exactly what was written. Idempotent.

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from . import _runtime, _xml
 from ._checksums import ALGORITHMS
 from ._endpoint import resolve_endpoint, validate_region
+from ._streaming_writer import StreamingWriter
 from ._transport import COPY_OBJECT, CrtClient, Response, user_agent
 from .config import S3ClientConfig
 from .errors import S3Exception
@@ -225,9 +226,14 @@ class S3Client:
         )
 
     def put_object(self, bucket: str, key: str) -> S3Writer:
-        """Open ``s3://bucket/key`` for writing. Nothing is visible until ``close()``."""
+        """Open ``s3://bucket/key`` for writing. Nothing is visible until ``close()``.
+
+        The :class:`S3Writer` streams parts to S3 while you write, a few at a
+        time within the memory budget; an object of one part goes up as a
+        single PUT at ``close()``.
+        """
         validate_key(bucket, key)
-        return S3Writer(self._client(), bucket, key)
+        return StreamingWriter(self._client(), bucket, key)
 
     def list_objects(
         self,

@@ -48,7 +48,8 @@ def validate_bucket(bucket: str) -> None:
 
 
 def validate_key(bucket: str, key: str) -> None:
-    """Raise ValueError unless ``key`` can name an object in ``bucket``."""
+    """Raise ValueError unless ``bucket`` is a usable bucket name and ``key`` can name an object."""
+    validate_bucket(bucket)
     if not isinstance(key, str) or not key:
         raise ValueError(
             f"Invalid key {key!r} for bucket {bucket!r}: an object key cannot be empty"

@@ -106,25 +106,29 @@ class SequentialS3Reader(S3Reader):
             self._stream.close()
             self._stream = None
 
-    def _buffer(self) -> memoryview:
-        if self._data is not None:
-            return memoryview(self._data)
+    def _filling_buffer(self) -> FillableBytes:
         if self._filling is None:  # closed by another thread meanwhile
             self._check_open()
             raise ValueError(f"I/O operation on a closed reader ({self.uri})")
-        return self._filling.written()
+        return self._filling
 
     def _read_at(self, position: int, size: int) -> bytes:
         self._fill(position + size)
-        if self._data is not None and position == 0 and size == len(self._data):
-            return self._data  # the whole object: hand out the buffer itself, no copy
-        return bytes(self._buffer()[position : position + size])
+        data = self._data  # read once: a close() on another thread may drop it
+        if data is not None:
+            if position == 0 and size == len(data):
+                return data  # the whole object: hand out the buffer itself, no copy
+            return data[position : position + size]
+        return self._filling_buffer().read_at(position, size)
 
     def _readinto_at(self, position: int, view: memoryview) -> int:
         self._fill(position + len(view))
-        source = self._buffer()[position : position + len(view)]
-        view[: len(source)] = source
-        return len(source)
+        data = self._data
+        if data is not None:
+            source = memoryview(data)[position : position + len(view)]
+            view[: len(source)] = source
+            return len(source)
+        return self._filling_buffer().readinto_at(position, view)
 
     def _release(self) -> None:
         # The buffer first: a fill in progress then raises instead of resuming.
