@@ -20,7 +20,9 @@ def fs(client: Any) -> S3FsspecFileSystem:
 @pytest.fixture
 def plugin(s3_region: str, s3_endpoint: str) -> Iterator[S3LightningCheckpoint]:
     """The plugin pointed at the test server (its client also serves fsspec's ``s3://``)."""
-    yield S3LightningCheckpoint(s3_region, endpoint=s3_endpoint)
+    plugin = S3LightningCheckpoint(s3_region, endpoint=s3_endpoint)
+    yield plugin
+    plugin.close()
     use_client(None)
 
 

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 import torch
-from lightning.pytorch.plugins.io import AsyncCheckpointIO
 
-from s3torch.client import S3ClientConfig, S3Exception
-from s3torch.lightning import S3LightningCheckpoint
+from s3torch.client import S3ClientConfig
+from s3torch.lightning import S3AsyncCheckpointIO, S3LightningCheckpoint, use_client
 
 
 def _state() -> dict[str, Any]:
@@ -59,9 +59,9 @@ def test_loading_a_missing_checkpoint_is_file_not_found(
 @pytest.mark.parametrize(
     ("path", "error", "message"),
     [
-        (Path("/tmp/x.ckpt"), TypeError, "PosixPath"),
         (None, TypeError, "None"),
-        ("/tmp/x.ckpt", ValueError, "/tmp/x.ckpt"),
+        (b"s3://my-bucket/x.ckpt", TypeError, "bytes"),
+        ("file:///tmp/x.ckpt", ValueError, "file:///tmp/x.ckpt"),
         ("s3:/my-bucket/x.ckpt", ValueError, "os.path.normpath"),
         ("s3://", ValueError, "s3://"),
         ("s3://my-bucket", ValueError, "names a bucket, not an object"),
@@ -77,6 +77,23 @@ def test_bad_paths_are_refused_by_name(
         plugin.load_checkpoint(path)
     with pytest.raises(error, match=message):
         plugin.remove_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", [str, Path])
+def test_local_paths_are_saved_loaded_and_removed_on_disk(
+    plugin: S3LightningCheckpoint, tmp_path: Path, kind: type, list_keys: Any
+) -> None:
+    """As Lightning's own CheckpointIO does: its spawn launchers hand over a local temp file."""
+    path = kind(tmp_path / "weights" / ".temp.ckpt")
+    plugin.save_checkpoint(_state(), path)
+    assert torch.load(tmp_path / "weights" / ".temp.ckpt")["epoch"] == 3
+    assert torch.equal(plugin.load_checkpoint(path)["state_dict"]["w"], _state()["state_dict"]["w"])
+    plugin.remove_checkpoint(path)
+    assert not (tmp_path / "weights" / ".temp.ckpt").exists()
+    plugin.remove_checkpoint(path)  # already gone: no error
+    with pytest.raises(FileNotFoundError):
+        plugin.load_checkpoint(path)
+    assert list_keys() == []
 
 
 def test_storage_options_are_refused(plugin: S3LightningCheckpoint, bucket: str) -> None:
@@ -98,16 +115,55 @@ def test_a_failing_save_leaves_no_object_and_keeps_the_old_one(
     assert list_keys() == ["run/last.ckpt"]
 
 
-def test_shares_a_given_client(make_client: Any, bucket: str, list_keys: Any) -> None:
+def test_shares_a_given_client_and_never_closes_it(
+    make_client: Any, s3_region: str, bucket: str, list_keys: Any
+) -> None:
     client = make_client()
-    plugin = S3LightningCheckpoint("us-east-1", client=client)
+    plugin = S3LightningCheckpoint(s3_region, client=client)
     assert plugin.client is client
     plugin.save_checkpoint(_state(), f"s3://{bucket}/a.ckpt")
     plugin.teardown()
+    plugin.close()
+    with plugin:
+        pass
     assert not client.closed
+    assert plugin.client is client
+    assert plugin.load_checkpoint(f"s3://{bucket}/a.ckpt")["epoch"] == 3
     assert list_keys() == ["a.ckpt"]
+
+
+def test_closes_the_client_it_made_and_makes_another_on_next_use(
+    s3_region: str, s3_endpoint: str, bucket: str
+) -> None:
+    plugin = S3LightningCheckpoint(s3_region, endpoint=s3_endpoint)
+    first = plugin.client
+    plugin.save_checkpoint(_state(), f"s3://{bucket}/a.ckpt")
+    plugin.teardown()
+    assert first.closed
+    assert plugin.load_checkpoint(f"s3://{bucket}/a.ckpt")["epoch"] == 3  # fit, then test
+    second = plugin.client
+    assert second is not first
+    assert not second.closed
+    assert second.endpoint == s3_endpoint
+    with plugin:
+        pass
+    assert second.closed
+    plugin.close()  # idempotent
+
+
+def test_a_shared_client_follows_the_rule_of_every_entry_point(
+    make_client: Any, s3_region: str, s3_endpoint: str
+) -> None:
+    client = make_client()
+    with pytest.raises(ValueError, match="either client or endpoint/s3client_config"):
+        S3LightningCheckpoint(s3_region, endpoint=s3_endpoint, client=client)
+    with pytest.raises(ValueError, match="either client or endpoint/s3client_config"):
+        S3LightningCheckpoint(s3_region, S3ClientConfig(max_attempts=2), client=client)
+    with pytest.raises(ValueError, match=f"region is 'eu-west-1' but the client.*{s3_region}"):
+        S3LightningCheckpoint("eu-west-1", client=client)
     with pytest.raises(TypeError, match="S3Client"):
-        S3LightningCheckpoint("us-east-1", client="not a client")  # type: ignore[arg-type]
+        S3LightningCheckpoint(s3_region, client="not a client")  # type: ignore[arg-type]
+    assert not client.closed
 
 
 def test_find_last_checkpoint(plugin: S3LightningCheckpoint, bucket: str, boto3_s3: Any) -> None:
@@ -127,89 +183,6 @@ def test_find_last_checkpoint(plugin: S3LightningCheckpoint, bucket: str, boto3_
         plugin.find_last_checkpoint(Path("/x"))  # type: ignore[arg-type]
 
 
-class _SignallingCheckpoint(S3LightningCheckpoint):
-    """Tells the test when each save starts on AsyncCheckpointIO's one background thread.
-
-    When a save starts, the one before it has finished and its outcome is recorded.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.started = threading.Semaphore(0)
-
-    def save_checkpoint(self, *args: Any, **kwargs: Any) -> None:
-        self.started.release()
-        super().save_checkpoint(*args, **kwargs)
-
-
-def test_async_saves_upload_in_the_background_and_teardown_waits(
-    plugin: S3LightningCheckpoint, bucket: str, list_keys: Any
-) -> None:
-    io = AsyncCheckpointIO(plugin)
-    for step in range(3):
-        io.save_checkpoint({"w": torch.full((1000,), float(step))}, f"s3://{bucket}/s{step}.ckpt")
-    io.remove_checkpoint(f"s3://{bucket}/s0.ckpt")  # waits for that save if still uploading
-    io.teardown()
-    assert list_keys() == ["s1.ckpt", "s2.ckpt"]
-    assert plugin.load_checkpoint(f"s3://{bucket}/s2.ckpt")["w"][0] == 2.0
-
-
-class _Gate:
-    """Pickles only when released: holds a save in the middle of its upload."""
-
-    def __init__(self) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        self.entered.set()
-        assert self.release.wait(60)
-        return (int, (0,))
-
-
-def test_removing_a_checkpoint_while_it_uploads_deletes_it_when_the_upload_ends(
-    plugin: S3LightningCheckpoint, bucket: str, list_keys: Any
-) -> None:
-    uri = f"s3://{bucket}/step=1.ckpt"
-    plugin.save_checkpoint(_state(), uri)  # an older object at the same key
-    gate = _Gate()
-    saving = threading.Thread(target=plugin.save_checkpoint, args=({"gate": gate}, uri))
-    saving.start()
-    assert gate.entered.wait(60)
-    plugin.remove_checkpoint(uri)  # returns at once: the loop does not wait for the upload
-    assert list_keys() == ["step=1.ckpt"]
-    gate.release.set()
-    saving.join(60)
-    assert not saving.is_alive()
-    assert list_keys() == []  # deleted after the upload, not before it
-
-
-def test_a_failed_async_upload_surfaces_on_the_next_save_and_at_teardown(
-    fault_proxy: Any, s3_region: str, bucket: str, list_keys: Any
-) -> None:
-    plugin = _SignallingCheckpoint(
-        s3_region, S3ClientConfig(max_attempts=1), endpoint=fault_proxy.endpoint
-    )
-    fault_proxy.fail(500, "InternalError", times=1, when=lambda request: request.method == "PUT")
-    io = AsyncCheckpointIO(plugin)
-    io.save_checkpoint({"w": torch.ones(10)}, f"s3://{bucket}/a.ckpt")  # fails in the background
-    assert plugin.started.acquire(timeout=60)
-    surfaced: list[BaseException] = []
-    for name in ("b", "c"):  # at the latest on the save after the failed one has finished
-        try:
-            io.save_checkpoint({"w": torch.ones(10)}, f"s3://{bucket}/{name}.ckpt")
-        except S3Exception as error:
-            surfaced.append(error)
-            break
-        assert plugin.started.acquire(timeout=60)  # this save began: the failed one is settled
-    assert surfaced
-    assert "InternalError" in str(surfaced[0])
-    with pytest.raises(S3Exception, match="InternalError"):
-        io.teardown()  # waits for the saves in flight, and reports the failure again
-    assert "a.ckpt" not in list_keys()  # the failed save left nothing
-    assert "b.ckpt" in list_keys()  # the saves after it still landed
-
-
 def test_importing_without_lightning_names_the_package_to_install() -> None:
     probe = (
         "import sys\n"
@@ -223,3 +196,62 @@ def test_importing_without_lightning_names_the_package_to_install() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True
     )
     assert "pip install s3torch-lightning" in result.stdout, result.stdout + result.stderr
+
+
+def test_pickles_as_its_settings_and_the_copy_serves_fsspec_s3(
+    s3_region: str, s3_endpoint: str, bucket: str, boto3_s3: Any
+) -> None:
+    """What Lightning's ddp_spawn does with the trainer, in one process."""
+    config = S3ClientConfig(part_size=5 * 1024 * 1024, max_attempts=3)
+    plugin = S3LightningCheckpoint(s3_region, config, s3_endpoint)
+    try:
+        use_client(None)  # as in a fresh process: fsspec's s3:// knows no plugin
+        copy = pickle.loads(pickle.dumps(plugin))
+        assert copy.client is not plugin.client
+        assert (copy.region, copy.client.endpoint) == (s3_region, s3_endpoint)
+        assert copy.client.s3client_config == config
+        assert fsspec.filesystem("s3").client is copy.client  # Lightning's directories
+        copy.save_checkpoint(_state(), f"s3://{bucket}/copy.ckpt")
+        assert plugin.load_checkpoint(f"s3://{bucket}/copy.ckpt")["epoch"] == 3
+        boto3_s3.put_object(Bucket=bucket, Key="logs/x", Body=b"x")
+        assert fsspec.filesystem("s3").ls(f"s3://{bucket}/logs", detail=False) == [
+            f"{bucket}/logs/x"
+        ]
+        copy.teardown()
+        assert not plugin.client.closed
+    finally:
+        use_client(None)
+
+
+def test_a_plugin_with_a_given_client_pickles_to_one_that_owns_a_like_client(
+    make_client: Any, s3_region: str, s3_endpoint: str, bucket: str
+) -> None:
+    """A client cannot cross a process: the copy makes its own, with the same settings."""
+    given = make_client(max_attempts=2)
+    plugin = S3LightningCheckpoint(s3_region, client=given)
+    try:
+        copy = pickle.loads(pickle.dumps(plugin))
+        own = copy.client
+        assert own is not given
+        assert (own.endpoint, own.s3client_config) == (s3_endpoint, given.s3client_config)
+        copy.save_checkpoint(_state(), f"s3://{bucket}/a.ckpt")
+        copy.teardown()
+        assert own.closed  # the copy's own client
+        assert not given.closed
+        assert plugin.load_checkpoint(f"s3://{bucket}/a.ckpt")["epoch"] == 3
+        again = copy.client  # made anew after teardown, with the same settings
+        assert again is not own
+        assert (again.endpoint, again.s3client_config) == (s3_endpoint, given.s3client_config)
+        assert copy.load_checkpoint(f"s3://{bucket}/a.ckpt")["epoch"] == 3
+    finally:
+        use_client(None)
+
+
+def test_the_async_wrapper_pickles_with_its_plugin(
+    plugin: S3LightningCheckpoint, bucket: str, list_keys: Any
+) -> None:
+    io = pickle.loads(pickle.dumps(S3AsyncCheckpointIO(plugin)))
+    assert isinstance(io.plugin, S3LightningCheckpoint)
+    io.save_checkpoint(_state(), f"s3://{bucket}/a.ckpt")
+    io.teardown()
+    assert list_keys() == ["a.ckpt"]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
+import time
 from datetime import datetime, timezone
 from typing import Any
 
 import fsspec
 import pytest
+import torch
 
 from s3torch.client import S3Client
 from s3torch.lightning import S3FsspecFileSystem, register_s3_filesystem, use_client
@@ -178,3 +181,88 @@ def test_an_installed_s3_implementation_is_kept_unless_overridden() -> None:
     assert register_s3_filesystem(override=True) is True
     assert fsspec.get_filesystem_class("s3") is S3FsspecFileSystem
     assert fsspec.get_filesystem_class("s3a") is S3FsspecFileSystem
+
+
+def _open_uploads(boto3_s3: Any, bucket: str) -> list[str]:
+    return [u["Key"] for u in boto3_s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def _no_open_uploads(boto3_s3: Any, bucket: str) -> list[str]:
+    """The keys of open multipart uploads, once none is left or after 10 s.
+
+    A collected writer sends its abort without waiting for the answer.
+    """
+    deadline = time.monotonic() + 10
+    while (uploads := _open_uploads(boto3_s3, bucket)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return uploads
+
+
+MULTIPART = 8 * 1024 * 1024 + 1  # one byte past the default part: the upload is multipart
+
+
+@pytest.mark.parametrize("size", [1000, MULTIPART], ids=["single-put", "multipart"])
+@pytest.mark.parametrize("mode", ["wb", "ab", "w"])
+def test_a_file_dropped_without_close_publishes_nothing(
+    fs: S3FsspecFileSystem,
+    bucket: str,
+    list_keys: Any,
+    boto3_s3: Any,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+    size: int,
+) -> None:
+    """Garbage collection of an unclosed file aborts its upload (io.IOBase would close it)."""
+    f = fs.open(f"s3://{bucket}/dropped", mode)
+    f.write("x" * size if mode == "w" else b"x" * size)
+    if size == MULTIPART:
+        if mode == "w":
+            f.flush()  # the text layer hands its bytes down
+        f.write("y" if mode == "w" else b"y")  # a full part went up: the upload is open
+        deadline = time.monotonic() + 10
+        while not _open_uploads(boto3_s3, bucket) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _open_uploads(boto3_s3, bucket) == ["dropped"]
+    del f
+    gc.collect()
+    assert list_keys() == []
+    assert _no_open_uploads(boto3_s3, bucket) == []
+    assert "garbage-collected without close()" in caplog.text
+
+
+def test_torch_save_that_fails_into_an_unclosed_file_publishes_nothing(
+    fs: S3FsspecFileSystem, bucket: str, list_keys: Any, boto3_s3: Any
+) -> None:
+    """``torch.save(obj, fs.open(...))`` raises: torch never closes the half-written file."""
+    state = {"w": torch.ones(MULTIPART // 4 + 1), "bad": lambda: None}  # the lambda fails late
+    with pytest.raises(Exception, match=r"lambda|pickle"):
+        torch.save(state, fs.open(f"s3://{bucket}/model.pt", "wb"))
+    gc.collect()
+    assert list_keys() == []
+    assert _no_open_uploads(boto3_s3, bucket) == []
+
+
+def test_an_exception_between_writes_without_with_publishes_nothing(
+    fs: S3FsspecFileSystem, bucket: str, list_keys: Any, boto3_s3: Any
+) -> None:
+    def log_lines() -> None:
+        f = fs.open(f"s3://{bucket}/log.txt", "w")
+        f.write("first line\n")
+        raise RuntimeError("boom")  # f is never closed
+
+    with pytest.raises(RuntimeError, match="boom"):
+        log_lines()
+    gc.collect()
+    assert list_keys() == []
+    assert _no_open_uploads(boto3_s3, bucket) == []
+
+
+def test_an_append_dropped_without_close_keeps_the_old_object(
+    fs: S3FsspecFileSystem, bucket: str, boto3_s3: Any
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="logs/metrics.csv", Body=b"step,loss\n")
+    f = fs.open(f"s3://{bucket}/logs/metrics.csv", "a")
+    f.write("0,1.5\n")
+    del f
+    gc.collect()
+    assert fs.cat_file(f"s3://{bucket}/logs/metrics.csv") == b"step,loss\n"

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from typing import Any
 
 import pytest
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import AsyncCheckpointIO
 from torch.utils.data import DataLoader, TensorDataset
 
-from s3torch.lightning import S3LightningCheckpoint
+from s3torch.lightning import S3AsyncCheckpointIO, S3LightningCheckpoint, use_client
 
 pytestmark = pytest.mark.filterwarnings(
     # Lightning's advice for small loaders and CPU-only machines: irrelevant here.
@@ -113,12 +113,44 @@ def test_train_checkpoint_every_step_keep_two_and_resume(
         assert torch.equal(final["state_dict"][name], tensor), name
 
 
-def test_async_checkpointing_in_the_loop(
+class _Gate:
+    """Pickles only when released: holds the background saver on the first checkpoint."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        assert self.release.wait(60)
+        return (int, (0,))
+
+
+class HeldSaverModel(TinyModel):
+    """Its first checkpoint holds the saver until training ends: every later save is queued.
+
+    So ``save_top_k`` removes checkpoints whose saves have not started yet.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = _Gate()
+        self.saves_queued = 0
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if not self.saves_queued:
+            checkpoint["gate"] = self.gate
+        self.saves_queued += 1
+
+    def on_train_end(self) -> None:
+        self.gate.release.set()
+
+
+def test_async_checkpointing_in_the_loop_keeps_exactly_the_top_k(
     plugin: S3LightningCheckpoint, bucket: str, list_keys: Any
 ) -> None:
-    model = TinyModel()
-    _trainer(AsyncCheckpointIO(plugin), f"s3://{bucket}/run", max_steps=5).fit(model)
-    # fit's teardown waited for every upload
+    model = HeldSaverModel()
+    _trainer(S3AsyncCheckpointIO(plugin), f"s3://{bucket}/run", max_steps=5).fit(model)
+    assert model.saves_queued == 10  # a step checkpoint and last.ckpt at each step
+    # fit's teardown waited for every upload; the removed ones did not come back
     assert list_keys(CHECKPOINTS) == [
         f"{CHECKPOINTS}/epoch=0-step=4.ckpt",
         f"{CHECKPOINTS}/epoch=0-step=5.ckpt",
@@ -160,3 +192,30 @@ def test_lightnings_own_last_cannot_see_s3_so_find_last_checkpoint_does(
     with pytest.warns(UserWarning, match="no last checkpoint available"):
         _trainer(plugin, root, max_steps=2, logger=False).fit(fresh, ckpt_path="last")
     assert fresh.steps_run == 2  # started from scratch
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_fit_closes_the_client_the_plugin_made_and_leaves_a_given_one_open(
+    s3_region: str, s3_endpoint: str, make_client: Any, bucket: str, asynchronous: bool
+) -> None:
+    def wrap(plugin: S3LightningCheckpoint) -> Any:
+        return S3AsyncCheckpointIO(plugin) if asynchronous else plugin
+
+    try:
+        plugin = S3LightningCheckpoint(s3_region, endpoint=s3_endpoint)
+        made = plugin.client
+        _trainer(wrap(plugin), f"s3://{bucket}/a", max_steps=2, logger=False).fit(TinyModel())
+        assert made.closed
+        # the same plugin serves the next run (fit, then test) with a client made anew
+        last = f"s3://{bucket}/a/checkpoints/last.ckpt"
+        assert plugin.load_checkpoint(last)["global_step"] == 2
+        assert not plugin.client.closed
+
+        given = make_client()
+        shared = S3LightningCheckpoint(s3_region, client=given)
+        _trainer(wrap(shared), f"s3://{bucket}/b", max_steps=2, logger=False).fit(TinyModel())
+        assert not given.closed
+        assert shared.client is given
+        assert shared.load_checkpoint(f"s3://{bucket}/b/checkpoints/last.ckpt")["global_step"] == 2
+    finally:
+        use_client(None)

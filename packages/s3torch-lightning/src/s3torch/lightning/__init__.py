@@ -18,10 +18,14 @@ except ImportError as error:  # pragma: no cover - exercised in a venv without l
     ) from error
 
 from ._version import __version__
+from .async_io import S3AsyncCheckpointIO
 from .checkpoint_io import S3LightningCheckpoint
-from .filesystem import S3FsspecFileSystem, register_s3_filesystem, use_client
+from .client_binding import use_client
+from .filesystem import S3FsspecFileSystem
+from .registration import register_s3_filesystem
 
 __all__ = [
+    "S3AsyncCheckpointIO",
     "S3FsspecFileSystem",
     "S3LightningCheckpoint",
     "__version__",

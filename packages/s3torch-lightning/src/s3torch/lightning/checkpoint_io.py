@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import threading
-from collections import Counter
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import IO, Any, cast
@@ -13,11 +13,16 @@ from typing import IO, Any, cast
 import torch
 
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from s3torch.checkpoint import S3Checkpoint
-from s3torch.client import S3Client, S3ClientConfig, parse_s3_uri
+from s3torch.client import S3Client, S3ClientConfig, check_shared_client, parse_s3_uri
 from s3torch.readers import S3ReaderConstructorProtocol
 
-from .filesystem import register_s3_filesystem, use_client
+from .client_binding import bind_client_source
+from .interrupts import reported_interrupt
+from .paths import checkpoint_uri, prefix_uri
+from .pending import PendingSaves
+from .registration import register_s3_filesystem
 
 __all__ = ["S3LightningCheckpoint"]
 
@@ -36,23 +41,36 @@ class S3LightningCheckpoint(CheckpointIO):
         region: The bucket's AWS region.
         s3client_config: Client settings (part size, retries, ...).
         endpoint: An S3 endpoint other than AWS's (``http://127.0.0.1:9000``).
-        client: An existing :class:`~s3torch.client.S3Client` to share (it is
-            not closed here); ``region``, ``endpoint`` and ``s3client_config``
-            are then ignored.
-        reader_constructor: How checkpoints are read back (default: sequential).
+        client: An existing :class:`~s3torch.client.S3Client` to share (one
+            connection pool); the plugin never closes it. Pass either
+            ``client`` or ``endpoint``/``s3client_config``, not both, and a
+            client of ``region``.
+        reader_constructor: How checkpoints are read back (default: the
+            validating :class:`~s3torch.checkpoint.S3CheckpointReader`).
         override_s3fs: Serve ``s3://`` in fsspec with s3torch for the whole
             process even where s3fs is installed (see ``docs/lightning.md``).
 
-    Making the plugin points Lightning's own ``s3://`` directory operations
-    (``ModelCheckpoint``, loggers, ``default_root_dir``) at its client, through
-    :class:`~s3torch.lightning.S3FsspecFileSystem` wherever fsspec has no other
-    ``s3://`` implementation.
+    Making (or unpickling) the plugin points Lightning's own ``s3://``
+    directory operations (``ModelCheckpoint``, loggers, ``default_root_dir``)
+    at its client, through :class:`~s3torch.lightning.S3FsspecFileSystem`
+    wherever fsspec has no other ``s3://`` implementation.
 
     Saving uploads while ``torch.save`` writes; if anything fails, the upload
     is aborted and no object (old or half-written) is left at that key by this
-    save. Wrap it in Lightning's ``AsyncCheckpointIO`` to upload in the
-    background. Paths are ``s3://bucket/key`` strings; anything else raises
-    ``TypeError`` (not a string) or ``ValueError`` (not an S3 URI), naming it.
+    save. Wrap it in :class:`~s3torch.lightning.S3AsyncCheckpointIO` to upload
+    in the background. Paths are ``s3://bucket/key`` strings; a local path is
+    handled as Lightning's ``TorchCheckpointIO`` does (the spawn launchers use
+    one); a non-string raises ``TypeError``, another scheme ``ValueError``.
+
+    The plugin pickles as its settings (Lightning's ``ddp_spawn`` does so): the
+    copy makes its own client on first use, with the same settings (those of
+    a client given, which cannot cross a process; the copy owns and closes
+    its client).
+
+    Raises:
+        TypeError: ``client`` is not an :class:`~s3torch.client.S3Client`.
+        ValueError: a malformed region or endpoint, ``client`` together with
+            ``endpoint``/``s3client_config``, or a client of another region.
     """
 
     def __init__(
@@ -66,26 +84,89 @@ class S3LightningCheckpoint(CheckpointIO):
         override_s3fs: bool = False,
     ) -> None:
         super().__init__()
-        if client is not None and not isinstance(client, S3Client):
-            raise TypeError(f"client must be an s3torch.client.S3Client, got {client!r}")
-        self._client = (
-            client
-            if client is not None
-            else S3Client(region, endpoint=endpoint, s3client_config=s3client_config)
+        check_shared_client(
+            client, region=region, endpoint=endpoint, s3client_config=s3client_config
         )
-        self._checkpoint = S3Checkpoint(
-            region, reader_constructor=reader_constructor, client=self._client
+        self._region = region
+        self._endpoint = endpoint
+        self._s3client_config = s3client_config
+        self._reader_constructor = reader_constructor
+        self._override_s3fs = override_s3fs
+        self._given_client = client
+        self._client_template: S3Client | None = None  # in a copy of a plugin given a client
+        self._own_client: S3Client | None = None
+        if client is None:  # a malformed region or endpoint fails here, not at first use
+            self._own_client = self._make_client()
+        self._start()
+
+    def _start(self) -> None:
+        """What a new plugin and an unpickled copy both need."""
+        self._client_lock = threading.Lock()
+        self._pending = PendingSaves()
+        self._local: TorchCheckpointIO | None = None
+        bind_client_source(lambda: self.client)
+        register_s3_filesystem(override=self._override_s3fs)
+
+    def _make_client(self) -> S3Client:
+        if self._client_template is not None:
+            return copy.copy(self._client_template)  # a new client with its settings
+        return S3Client(
+            self._region, endpoint=self._endpoint, s3client_config=self._s3client_config
         )
-        self._saving: Counter[str] = Counter()  # saves in flight, by URI
-        self._remove_after_save: set[str] = set()
-        self._saving_changed = threading.Condition()
-        use_client(self._client)
-        register_s3_filesystem(override=override_s3fs)
+
+    # ---------------------------------------------------------------- settings
+    @property
+    def region(self) -> str:
+        """The region requests are signed for."""
+        return self._region
 
     @property
     def client(self) -> S3Client:
-        """The client this plugin (and Lightning's ``s3://`` directory operations) use."""
-        return self._client
+        """The client this plugin (and Lightning's ``s3://`` directory operations) use.
+
+        The one given, else the plugin's own, made again on first use after
+        :meth:`teardown` or :meth:`close` closed it.
+        """
+        if self._given_client is not None:
+            return self._given_client
+        with self._client_lock:
+            if self._own_client is None:
+                self._own_client = self._make_client()
+            return self._own_client
+
+    def _checkpoint(self) -> S3Checkpoint:
+        client = self.client
+        return S3Checkpoint(
+            client.region, reader_constructor=self._reader_constructor, client=client
+        )
+
+    def _local_io(self) -> TorchCheckpointIO:
+        if self._local is None:
+            self._local = TorchCheckpointIO()
+        return self._local
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "region": self._region,
+            "endpoint": self._endpoint,
+            "s3client_config": self._s3client_config,
+            "reader_constructor": self._reader_constructor,
+            "override_s3fs": self._override_s3fs,
+            # An S3Client pickles as its settings: the copy is a client of its own.
+            "client": self._given_client,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._region = state["region"]
+        self._endpoint = state["endpoint"]
+        self._s3client_config = state["s3client_config"]
+        self._reader_constructor = state["reader_constructor"]
+        self._override_s3fs = state["override_s3fs"]
+        self._given_client = None
+        self._client_template = state["client"]  # the settings of a client given, or None
+        self._own_client = None  # made on first use
+        self._start()
 
     # ------------------------------------------------------------ CheckpointIO
     def save_checkpoint(
@@ -94,32 +175,59 @@ class S3LightningCheckpoint(CheckpointIO):
         """``torch.save(checkpoint)`` to ``path`` (``s3://bucket/key``).
 
         Raises:
-            TypeError: ``path`` is not a string, or ``storage_options`` were given.
-            ValueError: ``path`` is not an ``s3://bucket/key`` URI.
+            TypeError: ``path`` is not a string or path, or ``storage_options`` were given.
+            ValueError: ``path`` is not an ``s3://bucket/key`` URI or a local path.
             S3Exception: the upload failed; no object was written.
         """
-        uri = _checkpoint_uri(path)
+        uri = checkpoint_uri(path)
         if storage_options is not None:
             raise TypeError(
-                f"S3LightningCheckpoint.save_checkpoint({uri!r}) takes no storage_options "
+                f"S3LightningCheckpoint.save_checkpoint({path!r}) takes no storage_options "
                 f"(got {storage_options!r}): configure the plugin's S3ClientConfig instead"
             )
-        with self._saving_changed:
-            self._saving[uri] += 1
+        if uri is None:
+            self._local_io().save_checkpoint(checkpoint, path)
+            return
+        self._save_announced(checkpoint, uri, self._pending.announce(uri))
+
+    def _announce_save(self, path: Any) -> int | None:
+        """Record a save of ``path`` that will run later (``S3AsyncCheckpointIO``).
+
+        Returns:
+            The ticket to pass to :meth:`_save_announced` or :meth:`_withdraw_save`;
+            None for a local path.
+
+        Raises:
+            TypeError, ValueError: as :meth:`save_checkpoint`, for ``path``.
+        """
+        uri = checkpoint_uri(path)
+        return None if uri is None else self._pending.announce(uri)
+
+    def _withdraw_save(self, path: Any, ticket: int) -> None:
+        """The announced save ``ticket`` of ``path`` will not run."""
+        uri = checkpoint_uri(path)
+        if uri is not None and self._pending.end(uri, ticket):
+            self._delete(uri)
+
+    def _save_announced(self, checkpoint: dict[str, Any], path: Any, ticket: int | None) -> None:
+        """Run the save :meth:`_announce_save` recorded (``ticket`` None: a local path)."""
+        uri = checkpoint_uri(path)
+        if uri is None or ticket is None:
+            self.save_checkpoint(checkpoint, path)
+            return
         try:
-            with self._checkpoint.writer(uri) as writer:
+            with self._checkpoint().writer(uri) as writer:
                 torch.save(checkpoint, cast("IO[bytes]", writer))
+            log.debug("saved checkpoint %s", uri)
+        except Exception as error:
+            interrupt = reported_interrupt(error)
+            if interrupt is None:
+                raise
+            raise interrupt from error  # a Ctrl-C torch reported as its own error
         finally:
-            with self._saving_changed:
-                self._saving[uri] -= 1
-                remove = not self._saving[uri] and uri in self._remove_after_save
-                if not self._saving[uri]:
-                    del self._saving[uri]
-                    self._remove_after_save.discard(uri)
-                self._saving_changed.notify_all()
+            remove = self._pending.end(uri, ticket)
             if remove:
                 self._delete(uri)
-        log.debug("saved checkpoint %s", uri)
 
     def load_checkpoint(
         self,
@@ -129,49 +237,77 @@ class S3LightningCheckpoint(CheckpointIO):
     ) -> dict[str, Any]:
         """``torch.load`` the checkpoint at ``path`` (``s3://bucket/key``).
 
+        Waits for the saves of ``path`` still pending (queued or uploading).
+
         Args:
             map_location: As for ``torch.load``.
             weights_only: As for ``torch.load`` (Lightning >= 2.6 passes it;
                 ``None`` keeps torch's default, which is ``True``).
 
         Raises:
-            TypeError, ValueError: ``path`` is not an ``s3://`` URI string.
+            TypeError, ValueError: ``path`` is not an ``s3://`` URI string or local path.
             FileNotFoundError: no object at ``path`` (an ``S3NotFoundError``).
+            S3Exception: the download failed or the checkpoint is corrupt.
         """
-        uri = _checkpoint_uri(path)
-        self._wait_for_saves_of(uri)
-        with self._checkpoint.reader(uri) as reader:
-            loaded: dict[str, Any] = torch.load(
-                cast("IO[bytes]", reader), map_location=map_location, weights_only=weights_only
-            )
+        uri = checkpoint_uri(path)
+        if uri is None:
+            options = {} if weights_only is None else {"weights_only": weights_only}
+            return self._local_io().load_checkpoint(path, map_location, **options)
+        self._pending.wait_for(uri)
+        try:
+            with self._checkpoint().reader(uri) as reader:
+                loaded: dict[str, Any] = torch.load(
+                    cast("IO[bytes]", reader), map_location=map_location, weights_only=weights_only
+                )
+        except Exception as error:
+            interrupt = reported_interrupt(error)
+            if interrupt is None:
+                raise
+            raise interrupt from error  # a Ctrl-C torch reported as its own error
         return loaded
 
     def remove_checkpoint(self, path: Any) -> None:
         """Delete the checkpoint at ``path``; one that does not exist is no error.
 
-        If a save of the same path is still uploading (``AsyncCheckpointIO``),
-        this returns at once and the object is deleted when that save ends,
+        If saves of the same path are pending (queued or uploading), this
+        returns at once and the object is deleted when the last of them ends,
         so it cannot reappear after the delete and the loop does not wait.
         """
-        uri = _checkpoint_uri(path)
-        with self._saving_changed:
-            if self._saving[uri]:
-                self._remove_after_save.add(uri)
-                log.debug("removing checkpoint %s once its save in flight ends", uri)
-                return
+        uri = checkpoint_uri(path)
+        if uri is None:
+            self._local_io().remove_checkpoint(path)
+            return
+        if self._pending.defer_removal(uri):
+            log.debug("removing checkpoint %s once the saves pending for it end", uri)
+            return
         self._delete(uri)
 
     def _delete(self, uri: str) -> None:
         bucket, key = parse_s3_uri(uri)
-        self._client.delete_object(bucket, key)
+        self.client.delete_object(bucket, key)
         log.debug("removed checkpoint %s", uri)
 
     def teardown(self) -> None:
-        """Nothing to release: the client stays usable for the trainer's next run.
+        """Close the client the plugin made (a client given stays open).
 
-        Saves are synchronous here; ``AsyncCheckpointIO.teardown`` waits for its
-        background saves and raises the first failure.
+        Lightning calls this at the end of ``fit``, ``validate``, ``test`` and
+        ``predict``; the plugin stays usable: its next operation makes a new
+        client.
         """
+        self.close()
+
+    def close(self) -> None:
+        """Close the client the plugin made, as :meth:`teardown`. Idempotent."""
+        with self._client_lock:
+            client, self._own_client = self._own_client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> S3LightningCheckpoint:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ extras
     def find_last_checkpoint(self, prefix: str) -> str | None:
@@ -187,11 +323,10 @@ class S3LightningCheckpoint(CheckpointIO):
         Raises:
             TypeError, ValueError: ``prefix`` is not an ``s3://`` URI string.
         """
-        uri = _s3_uri(prefix, "prefix")
-        bucket, key = parse_s3_uri(uri)
+        bucket, key = parse_s3_uri(prefix_uri(prefix))
         listing_prefix = f"{key.rstrip('/')}/" if key else ""
         newest: tuple[Any, str] | None = None
-        for page in self._client.list_objects(bucket, prefix=listing_prefix):
+        for page in self.client.list_objects(bucket, prefix=listing_prefix):
             for info in page.objects:
                 if not _LAST.fullmatch(PurePosixPath(info.key).name):
                     continue
@@ -199,30 +334,3 @@ class S3LightningCheckpoint(CheckpointIO):
                 if newest is None or candidate > newest:
                     newest = candidate
         return None if newest is None else f"s3://{bucket}/{newest[1]}"
-
-    def _wait_for_saves_of(self, uri: str) -> None:
-        with self._saving_changed:
-            self._saving_changed.wait_for(lambda: not self._saving[uri])
-
-
-def _s3_uri(path: object, what: str) -> str:
-    if not isinstance(path, str):
-        raise TypeError(
-            f"S3LightningCheckpoint: the checkpoint {what} must be an 's3://bucket/key' "
-            f"string, got {type(path).__name__} {path!r}"
-        )
-    if path.startswith("s3:/") and not path.startswith("s3://"):
-        raise ValueError(
-            f"S3LightningCheckpoint: {path!r} is not an S3 URI; it looks like 's3://...' "
-            "after os.path.normpath (as Lightning's ckpt_path='last' does): pass the "
-            "s3:// URI, e.g. from S3LightningCheckpoint.find_last_checkpoint()"
-        )
-    parse_s3_uri(path)  # ValueError naming the URI
-    return path
-
-
-def _checkpoint_uri(path: object) -> str:
-    uri = _s3_uri(path, "path")
-    if not parse_s3_uri(uri)[1]:
-        raise ValueError(f"S3LightningCheckpoint: {uri!r} names a bucket, not an object")
-    return uri

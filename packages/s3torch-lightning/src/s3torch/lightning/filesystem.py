@@ -32,12 +32,9 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
 from datetime import datetime
 from typing import Any
 
-import fsspec
 from fsspec.spec import AbstractFileSystem
 
 from s3torch.client import (
@@ -45,83 +42,19 @@ from s3torch.client import (
     S3Client,
     S3ClientConfig,
     S3NotFoundError,
-    S3Writer,
     parse_s3_uri,
 )
 from s3torch.readers import S3ReaderConstructor, get_object
 
-__all__ = ["PROTOCOLS", "S3FsspecFileSystem", "register_s3_filesystem", "use_client"]
+from .client_binding import current_client
+from .files import AbortingText, AbortingWriter
+
+__all__ = ["PROTOCOLS", "S3FsspecFileSystem"]
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("s3", "s3a")
 """The fsspec protocols this filesystem serves."""
-
-_bound_lock = threading.Lock()
-_bound_client: S3Client | None = None
-_default_client: S3Client | None = None
-
-
-def use_client(client: S3Client | None) -> None:
-    """Make ``client`` the one every :class:`S3FsspecFileSystem` made without a client uses.
-
-    :class:`~s3torch.lightning.S3LightningCheckpoint` calls this with its own
-    client when it is made; ``None`` goes back to a client from the environment.
-    """
-    global _bound_client
-    if client is not None and not isinstance(client, S3Client):
-        raise TypeError(f"client must be an s3torch.client.S3Client, got {client!r}")
-    with _bound_lock:
-        _bound_client = client
-
-
-def _environment_client() -> S3Client:
-    global _default_client
-    with _bound_lock:
-        if _bound_client is not None:
-            return _bound_client
-        if _default_client is None:
-            region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-            _default_client = S3Client(region or "us-east-1")
-        return _default_client
-
-
-def register_s3_filesystem(*, override: bool = False) -> bool:
-    """Register :class:`S3FsspecFileSystem` for ``s3://`` and ``s3a://`` in fsspec.
-
-    Args:
-        override: Replace an installed s3fs (or any other implementation) for
-            the whole process. Without it, the registration happens only where
-            nothing else can serve ``s3://``.
-
-    Returns:
-        Whether ``s3://`` is now served by :class:`S3FsspecFileSystem`.
-    """
-    for protocol in PROTOCOLS:
-        current = fsspec.registry.get(protocol)
-        if current is S3FsspecFileSystem:
-            continue
-        if not override and (current is not None or _importable_elsewhere(protocol)):
-            continue
-        fsspec.register_implementation(protocol, S3FsspecFileSystem, clobber=True)
-        log.debug("fsspec: %s:// is served by s3torch", protocol)
-    return fsspec.registry.get("s3") is S3FsspecFileSystem
-
-
-def _importable_elsewhere(protocol: str) -> bool:
-    """Whether fsspec knows another implementation of ``protocol`` that can be imported."""
-    from fsspec.registry import known_implementations
-
-    known = known_implementations.get(protocol)
-    if known is None:
-        return False
-    module = str(known["class"]).rsplit(".", 1)[0]
-    try:
-        from importlib.util import find_spec
-
-        return find_spec(module.split(".", 1)[0]) is not None
-    except (ImportError, ValueError):
-        return False
 
 
 class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is untyped
@@ -139,8 +72,9 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
 
     Writing (``open(path, "wb")``, ``"w"``, ``"ab"``, ``pipe``) uploads on
     ``close()``; leaving the ``with`` block with an exception aborts the upload,
-    so no object (and no half-written one) appears. Appending rewrites the
-    object (S3 cannot append): fine for logs, not for large files.
+    so no object (and no half-written one) appears, and so does a file that is
+    garbage-collected unclosed. Appending rewrites the object (S3 cannot
+    append): fine for logs, not for large files.
     """
 
     protocol = PROTOCOLS
@@ -175,7 +109,7 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
     @property
     def client(self) -> S3Client:
         """The client this filesystem uses now."""
-        return self._client if self._client is not None else _environment_client()
+        return self._client if self._client is not None else current_client()
 
     # ------------------------------------------------------------------ paths
     @classmethod
@@ -400,10 +334,10 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
                 object_info=info,
             )
         if mode == "wb":
-            return _AbortingWriter(self.client.put_object(bucket, key))
+            return AbortingWriter(self.client.put_object(bucket, key))
         if mode == "ab":
-            existing = self.cat_file(path) if self.isfile(path) else b""
-            writer = _AbortingWriter(self.client.put_object(bucket, key))
+            existing = self.cat_file(path) if self._listed(bucket, key) else b""
+            writer = AbortingWriter(self.client.put_object(bucket, key))
             writer.write(existing)
             return writer
         raise ValueError(
@@ -417,7 +351,19 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
             return super().open(path, mode, **kwargs)
         text_options = {k: kwargs.pop(k) for k in ("encoding", "errors", "newline") if k in kwargs}
         raw = super().open(path, mode.replace("t", "") + "b", **kwargs)
-        return _AbortingText(raw, **text_options)
+        return AbortingText(raw, **text_options)
+
+    def _listed(self, bucket: str, key: str) -> bool:
+        """Whether the object exists, asked without an error for "no" (unlike HEAD).
+
+        A caught S3 error keeps its callers' frames alive for as long as the
+        request that failed (s3torch.client), and with them the writer that
+        ``open(path, "ab")`` makes next: that writer could then never be
+        collected, so never aborted. An exact key lists first under its own name.
+        """
+        for page in self.client.list_objects(bucket, prefix=key, max_keys=1):
+            return bool(page.objects) and page.objects[0].key == key
+        return False
 
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
@@ -441,52 +387,3 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
         source_bucket, source_key = self._split(path1)
         target_bucket, target_key = self._split(path2)
         self.client.copy_object(source_bucket, source_key, target_bucket, target_key)
-
-
-class _AbortingWriter(io.BufferedIOBase):
-    """An :class:`S3Writer` whose ``with`` block aborts on an exception, as a binary file."""
-
-    def __init__(self, writer: S3Writer) -> None:
-        super().__init__()
-        self._writer = writer
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        return self._writer.write(data)
-
-    def tell(self) -> int:
-        return self._writer.tell()
-
-    def flush(self) -> None:
-        """Nothing to do: parts go out as they fill."""
-
-    def abort(self) -> None:
-        """Give up the upload: nothing is written."""
-        self._writer.abort()
-        super().close()
-
-    def close(self) -> None:
-        if not self.closed:
-            try:
-                self._writer.close()
-            finally:
-                super().close()
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
-
-
-class _AbortingText(io.TextIOWrapper):
-    """A text writer over :class:`_AbortingWriter` that aborts when its ``with`` block raises."""
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            writer: _AbortingWriter = self.buffer  # type: ignore[assignment]
-            writer.abort()
