@@ -8,6 +8,7 @@ a ``RuntimeError``. These tests go through the calls a user makes.
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import subprocess
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 import torch
 
-from s3torch.checkpoint import S3Checkpoint
+from s3torch.checkpoint import S3Checkpoint, masked_interrupt
 from s3torch.client import S3AccessDeniedError, S3Exception
 from s3torch.readers import S3ReaderConstructor
 
@@ -164,3 +165,65 @@ def test_a_reader_called_by_other_code_raises_at_once(
     interrupt("_readinto_at", 1)
     with pytest.raises(KeyboardInterrupt):
         buffered.read()
+
+
+class _InterruptedFile(io.RawIOBase):
+    """A file whose ``write`` number ``at`` starts with a KeyboardInterrupt.
+
+    As when the signal arrived while torch's C++ code ran between two writes:
+    CPython raises it at the first instruction of the next call torch makes.
+    """
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+        self.calls = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return memoryview(data).nbytes
+
+
+@pytest.mark.parametrize("at", [2, 5, 9])
+def test_an_interrupt_torch_save_reports_as_its_own_error_is_found_again(at: int) -> None:
+    with pytest.raises(RuntimeError, match="unexpected pos") as caught:
+        torch.save({"w": torch.arange(1000.0), "b": torch.ones(3)}, _InterruptedFile(at))
+    assert isinstance(masked_interrupt(caught.value), KeyboardInterrupt)
+    assert masked_interrupt(RuntimeError("no interrupt here")) is None
+
+
+@pytest.mark.parametrize("nth", [2, 4, 7])
+def test_a_ctrl_c_at_the_first_instruction_of_a_write_comes_out_of_torch_save_as_itself(
+    small_parts: S3Checkpoint, bucket: str, boto3_s3: Any, s3_state: Any, interrupt: Any, nth: int
+) -> None:
+    """Before any ``try`` of the writer can catch it, as a signal during torch's C++ code lands."""
+    state = {f"t{i}": torch.rand(1024 * 1024) for i in range(4)}  # 16 MiB: several parts
+
+    def save() -> None:
+        with small_parts.writer(f"s3://{bucket}/ckpt.pt") as writer:
+            torch.save(state, writer)
+
+    interrupt("_write", nth)
+    with pytest.raises(KeyboardInterrupt):
+        save()
+    assert s3_state(boto3_s3, bucket) == ([], [])
+
+
+@pytest.mark.parametrize("nth", [2, 4, 7])
+def test_without_a_with_block_that_interrupt_is_found_in_what_torch_raises(
+    small_parts: S3Checkpoint, bucket: str, boto3_s3: Any, s3_state: Any, interrupt: Any, nth: int
+) -> None:
+    """torch can fail in its own cleanup before it calls the writer again: masked_interrupt."""
+    state = {f"t{i}": torch.rand(1024 * 1024) for i in range(4)}
+    interrupt("_write", nth)
+    with pytest.raises((KeyboardInterrupt, RuntimeError)) as caught:
+        torch.save(state, small_parts.writer(f"s3://{bucket}/ckpt.pt"))
+    error = caught.value
+    assert isinstance(error, KeyboardInterrupt) or masked_interrupt(error) is not None
+    gc.collect()  # the writer, dropped unclosed, aborts
+    assert s3_state(boto3_s3, bucket) == ([], [])

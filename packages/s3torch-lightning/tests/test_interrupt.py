@@ -25,7 +25,6 @@ import pytest
 import torch
 
 from locals3 import Fault, FaultProxy, RequestKind
-from s3torch.lightning.interrupts import reported_interrupt
 
 JOB = Path(__file__).with_name("interrupt_job.py")
 TIMEOUT_S = 300
@@ -101,34 +100,3 @@ def test_ctrl_c_during_a_save_exits_as_lightning_does_and_leaves_only_whole_chec
         assert first in keys  # the shutdown waited for the saves handed over
     elif moment != "completing":
         assert keys == []  # the interrupted save was aborted, and training stopped
-
-
-class _InterruptedFile(io.RawIOBase):
-    """A file whose ``write`` number ``at`` starts with a KeyboardInterrupt.
-
-    As when the signal arrived while torch's C++ code ran between two writes:
-    CPython raises it at the first instruction of the next call torch makes.
-    """
-
-    def __init__(self, at: int) -> None:
-        super().__init__()
-        self.at = at
-        self.calls = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: Any) -> int:
-        self.calls += 1
-        if self.calls == self.at:
-            raise KeyboardInterrupt
-        return memoryview(data).nbytes
-
-
-@pytest.mark.parametrize("at", [2, 5, 9])
-def test_an_interrupt_torch_save_reports_as_its_own_error_is_found_again(at: int) -> None:
-    with pytest.raises(RuntimeError, match="unexpected pos") as caught:
-        torch.save({"w": torch.arange(1000.0), "b": torch.ones(3)}, _InterruptedFile(at))
-    interrupt = reported_interrupt(caught.value)
-    assert isinstance(interrupt, KeyboardInterrupt)
-    assert reported_interrupt(RuntimeError("no interrupt here")) is None

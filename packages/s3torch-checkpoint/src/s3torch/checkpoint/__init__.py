@@ -15,7 +15,14 @@ validated against that checksum before ``torch.load`` reads a byte.
 
 from ._version import __version__
 from .checkpoint import S3Checkpoint
+from .interrupts import masked_interrupt
 from .reader import S3CheckpointReader
 from .writer import S3CheckpointWriter
 
-__all__ = ["S3Checkpoint", "S3CheckpointReader", "S3CheckpointWriter", "__version__"]
+__all__ = [
+    "S3Checkpoint",
+    "S3CheckpointReader",
+    "S3CheckpointWriter",
+    "__version__",
+    "masked_interrupt",
+]

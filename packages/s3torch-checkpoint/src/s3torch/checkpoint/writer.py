@@ -34,6 +34,8 @@ from typing import Any
 
 from s3torch.client import S3Exception, S3Writer
 
+from .interrupts import masked_interrupt
+
 __all__ = ["S3CheckpointWriter"]
 
 log = logging.getLogger(__name__)
@@ -105,13 +107,13 @@ class S3CheckpointWriter(S3Writer):
         return self._write(data, retained=False)
 
     def _write(self, data: Any, *, retained: bool) -> int:
-        if self._handled_at_open is not None and sys.exc_info()[1] is not self._handled_at_open:
-            # That handler is over: let go of its exception (and of the frames it holds).
-            self._handled_at_open = None
-        if self._write_error is not None:
-            # The upload failed: take the rest of the archive into nothing; flush() raises.
-            return self._remember_ends(data)
         try:
+            if self._handled_at_open is not None and sys.exc_info()[1] is not self._handled_at_open:
+                # That handler is over: let go of its exception (and of its frames).
+                self._handled_at_open = None
+            if self._write_error is not None:
+                # The upload failed: take the rest of the archive into nothing; flush() raises.
+                return self._remember_ends(data)
             if retained:
                 self._writer.write_retained(data)
             else:
@@ -119,7 +121,8 @@ class S3CheckpointWriter(S3Writer):
         except BaseException as error:
             if isinstance(error, Exception) and not isinstance(error, S3Exception):
                 raise  # bad input or a closed writer: nothing to do with the upload
-            self._write_error = error
+            if self._write_error is None:
+                self._write_error = error
             self._writer.abort()  # done already if the S3Writer raised; never raises then
             if self._head != _LOCAL_FILE_HEADER:
                 raise  # not torch.save's zip writer: raise it here
@@ -156,20 +159,40 @@ class S3CheckpointWriter(S3Writer):
                 ``torch.save`` was writing; or ``KeyboardInterrupt``, if that
                 interrupted the upload.
         """
-        if not self._archive_complete() or self._failing():
+        in_flight = self._failing()
+        if in_flight is not None:
+            self._raise_masked_interrupt(in_flight)
+            return
+        if not self._archive_complete():
             return
         if self._write_error is not None:
             self._raise_write_error()
         if not self.closed:
             self.close()
 
-    def _failing(self) -> bool:
-        """Whether an exception is propagating (beyond one handled when the writer was made)."""
+    def _failing(self) -> BaseException | None:
+        """The exception propagating (beyond one handled when the writer was made), if any."""
         in_flight = sys.exc_info()[1]
         if in_flight is not None and in_flight is not self._handled_at_open:
             log.debug("%s: torch.save is failing (%r); not completing", self.uri, in_flight)
-            return True
-        return False
+            return in_flight
+        return None
+
+    def _raise_masked_interrupt(self, error: BaseException) -> None:
+        """Abort and raise the Ctrl-C that torch reports as ``error``, if it is one.
+
+        An interrupt that arrived while torch's C++ code ran is raised at the
+        first instruction of :meth:`write`, before its ``try``: torch then
+        reports it as ``RuntimeError: ... unexpected pos``. torch.save calls
+        :meth:`flush` on its way out even then, and the caller of a ``with``
+        block reaches :meth:`__exit__`: both raise the interrupt itself.
+        """
+        if isinstance(error, KeyboardInterrupt):
+            return
+        interrupt = masked_interrupt(error)
+        if interrupt is not None:
+            self._writer.abort()
+            raise interrupt
 
     def _raise_write_error(self) -> None:
         error = self._write_error
@@ -213,6 +236,8 @@ class S3CheckpointWriter(S3Writer):
         elif exc is not self._write_error and exc.__context__ is self._write_error:
             # torch reported our write's failure as something else; raise the real one.
             self._raise_write_error()
+        elif not self._error_raised:
+            self._raise_masked_interrupt(exc)
 
     def __del__(self) -> None:
         # Never complete a forgotten writer (io.IOBase would): the client's

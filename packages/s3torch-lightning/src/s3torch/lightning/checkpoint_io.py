@@ -14,12 +14,11 @@ import torch
 
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from s3torch.checkpoint import S3Checkpoint
+from s3torch.checkpoint import S3Checkpoint, masked_interrupt
 from s3torch.client import S3Client, S3ClientConfig, check_shared_client, parse_s3_uri
 from s3torch.readers import S3ReaderConstructorProtocol
 
 from .client_binding import bind_client_source
-from .interrupts import reported_interrupt
 from .paths import checkpoint_uri, prefix_uri
 from .pending import PendingSaves
 from .registration import register_s3_filesystem
@@ -220,7 +219,7 @@ class S3LightningCheckpoint(CheckpointIO):
                 torch.save(checkpoint, cast("IO[bytes]", writer))
             log.debug("saved checkpoint %s", uri)
         except Exception as error:
-            interrupt = reported_interrupt(error)
+            interrupt = masked_interrupt(error)
             if interrupt is None:
                 raise
             raise interrupt from error  # a Ctrl-C torch reported as its own error
@@ -260,7 +259,7 @@ class S3LightningCheckpoint(CheckpointIO):
                     cast("IO[bytes]", reader), map_location=map_location, weights_only=weights_only
                 )
         except Exception as error:
-            interrupt = reported_interrupt(error)
+            interrupt = masked_interrupt(error)
             if interrupt is None:
                 raise
             raise interrupt from error  # a Ctrl-C torch reported as its own error
