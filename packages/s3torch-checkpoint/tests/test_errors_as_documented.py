@@ -1,0 +1,96 @@
+"""docs/checkpoint.md's Errors table, row by row, through torch.save and torch.load."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+import pytest
+import torch
+
+from s3torch.checkpoint import S3Checkpoint
+from s3torch.client import (
+    S3ClientConfig,
+    S3PreconditionFailedError,
+    S3ThrottlingError,
+    S3TransportError,
+)
+from s3torch.readers import S3ReaderConstructor
+
+MiB = 1024 * 1024
+
+
+def test_throttling_after_every_retry_is_typed_and_writes_nothing(
+    s3_region: str, bucket: str, fault_proxy: Any, boto3_s3: Any, s3_state: Any
+) -> None:
+    fault_proxy.fail(503, "SlowDown", times=1000, when=lambda r: "partNumber=" in r.path)
+    config = S3ClientConfig(part_size=5 * MiB, max_attempts=2)
+    with (
+        S3Checkpoint(s3_region, fault_proxy.endpoint, config) as checkpoint,
+        pytest.raises(S3ThrottlingError) as caught,
+        checkpoint.writer(f"s3://{bucket}/slow.pt") as writer,
+    ):
+        torch.save({"w": torch.ones(4 * MiB)}, writer)  # 16 MiB: several parts
+    assert (caught.value.bucket, caught.value.key) == (bucket, "slow.pt")
+    assert s3_state(boto3_s3, bucket) == ([], [])
+
+
+def test_an_unreachable_endpoint_is_a_transport_error(s3_region: str) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]  # nothing listens there once closed
+    config = S3ClientConfig(max_attempts=1)
+    with (
+        S3Checkpoint(s3_region, f"http://127.0.0.1:{port}", config) as checkpoint,
+        pytest.raises(S3TransportError) as caught,
+    ):
+        torch.load(checkpoint.reader("s3://some-bucket/x.pt"))
+    assert isinstance(caught.value, ConnectionError)
+    assert (caught.value.bucket, caught.value.key) == ("some-bucket", "x.pt")
+
+
+def test_an_object_replaced_while_it_is_read_raises_precondition_failed(
+    s3_region: str, s3_endpoint: str, bucket: str, boto3_s3: Any
+) -> None:
+    ranged = S3ReaderConstructor.range_based(buffer_size=0)  # one GET per read
+    uri = f"s3://{bucket}/moving.pt"
+    with S3Checkpoint(s3_region, s3_endpoint, reader_constructor=ranged) as checkpoint:
+        with checkpoint.writer(uri) as writer:
+            torch.save({"a": torch.arange(100_000), "b": torch.ones(100_000)}, writer)
+        reads = 0
+
+        def replace_on_the_third_read(frame: Any, event: str, arg: Any) -> Any:
+            nonlocal reads
+            if event == "call" and frame.f_code.co_name == "_readinto_at":
+                reads += 1
+                if reads == 3:
+                    sys.settrace(None)
+                    boto3_s3.put_object(Bucket=bucket, Key="moving.pt", Body=b"PK\x03\x04 new")
+            return None
+
+        sys.settrace(replace_on_the_third_read)
+        try:
+            with pytest.raises(S3PreconditionFailedError) as caught:
+                torch.load(checkpoint.reader(uri))
+        finally:
+            sys.settrace(None)
+    assert (caught.value.bucket, caught.value.key) == (bucket, "moving.pt")
+
+
+def test_a_reader_constructor_that_is_not_callable_is_refused(s3_region: str) -> None:
+    with pytest.raises(TypeError, match="reader_constructor"):
+        S3Checkpoint(s3_region, reader_constructor="sequential")  # type: ignore[arg-type]
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("this cannot be saved")
+
+
+def test_torch_saves_own_pickling_error_comes_out_as_itself(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any, s3_state: Any
+) -> None:
+    with pytest.raises(TypeError, match="this cannot be saved"):
+        torch.save({"bad": _Unpicklable()}, checkpoint.writer(f"s3://{bucket}/bad.pt"))
+    assert s3_state(boto3_s3, bucket) == ([], [])
