@@ -194,7 +194,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             if self.fs.exists(metadata_uri):
                 if not self.overwrite:
                     raise FileExistsError(
-                        f"a checkpoint already exists at {self.path} ({metadata_uri}) and "
+                        f"Checkpoint already exists at {self.path} ({metadata_uri}) and "
                         "overwrite=False: nothing was written"
                     )
                 # Unpublish first: until the new save completes, there is no
