@@ -559,3 +559,44 @@ def test_a_teardown_that_never_ends_delays_one_fork_by_the_bound_and_no_other(
     assert warnings[0].startswith(
         "s3torch.client._fork_quiesce CRT clients were still shutting down"
     )
+
+
+def test_a_ctrl_c_while_a_fork_waits_for_teardowns_reaches_the_parent_after_the_fork(
+    tmp_path: Path, s3_endpoint: str, bucket: str, objects: dict[str, bytes]
+) -> None:
+    """CPython discards what an at-fork hook raises: our hook must not eat a Ctrl-C.
+
+    A DataLoader forks its workers at every epoch, and each fork of a process
+    that made a client runs our before-fork hook. A SIGINT whose handler ran
+    in it used to be printed as "Exception ignored" and lost: the job went on.
+    Here the hook waits (a teardown that never ends, as above) and Ctrl-C
+    comes during the wait: the fork completes, the child is fine, and the
+    parent gets KeyboardInterrupt right after ``os.fork`` returns.
+    """
+    out = _run(
+        tmp_path,
+        """
+        import signal, threading, time, weakref
+        from s3torch.client import _fork_quiesce
+        fetch("obj0")                                   # this process made a client
+        class Gone: pass
+        _fork_quiesce.FORK_QUIESCE_SECONDS = 2.0
+        _fork_quiesce._clients.append((weakref.ref(Gone()), threading.Event()))
+        threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+        started, pid, outcome = time.monotonic(), None, "no interrupt"
+        try:
+            pid = os.fork()
+            if pid == 0:
+                os._exit(0 if fetch("obj1") == fetch("obj1", CLIENT) else 3)
+            for _ in range(200):                        # 2 s of plain Python work
+                time.sleep(0.01)
+        except KeyboardInterrupt:
+            outcome = "KeyboardInterrupt"
+        took = time.monotonic() - started
+        forked = pid is not None
+        print(outcome, forked, forked and exit_code(pid) == 0, took < 2.5)
+        """,
+        s3_endpoint,
+        bucket,
+    )
+    assert out.strip().splitlines()[-1] == "KeyboardInterrupt True True True", out

@@ -33,7 +33,13 @@ from typing import Any
 
 from awscrt.common import join_all_native_threads
 
-__all__ = ["FORK_QUIESCE_SECONDS", "after_fork_in_child", "quiesce_native_threads", "track_client"]
+__all__ = [
+    "FORK_QUIESCE_SECONDS",
+    "after_fork_in_child",
+    "join_finished_native_threads",
+    "quiesce_native_threads",
+    "track_client",
+]
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +99,7 @@ def quiesce_native_threads(seconds: float | None = None) -> bool:
     while True:
         released = _released
         settled = _wait_for_released_clients(deadline) and _wait_for_teardown_threads(deadline)
-        # With a timeout, aws-c-common joins the finished threads waiting in its
-        # list and returns (False: the live event loop threads are never joined).
-        join_all_native_threads(timeout_sec=1e-9)
+        join_finished_native_threads()
         # Another thread may have let a client go meanwhile (the waits above
         # release the GIL), and its teardown may even be over: go round again.
         # This is checked holding the GIL, so no Python thread lets one go after.
@@ -112,6 +116,13 @@ def quiesce_native_threads(seconds: float | None = None) -> bool:
             seconds,
         )
     return settled
+
+
+def join_finished_native_threads() -> None:
+    """Join the CRT's finished threads that await their join (the child must not inherit them)."""
+    # With a timeout, aws-c-common joins the finished threads waiting in its
+    # list and returns (False: the live event loop threads are never joined).
+    join_all_native_threads(timeout_sec=1e-9)
 
 
 def _give_up_on_what_is_left() -> None:

@@ -21,9 +21,12 @@ each fork of a process that made a client.
 
 from __future__ import annotations
 
+import _thread
 import logging
 import os
+import signal
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +46,11 @@ _runtime: Runtime | None = None
 # destructors never run here. They hold no threads in this process.
 _inherited: list[Any] = []
 # awscrt's process-wide defaults: (class, attribute holding it, attribute holding its lock).
+# CPython discards (prints) whatever an at-fork hook raises, a KeyboardInterrupt
+# too: one raised in our before-fork hook is kept here, and delivered again
+# once the fork hooks are over (``_in_fork_hooks`` says when).
+_interrupted_in_fork_hook = False
+_in_fork_hooks = False
 _STATIC_DEFAULTS = (
     (ClientBootstrap, "_static_client_bootstrap", "_static_client_bootstrap_lock"),
     (DefaultHostResolver, "_static_host_resolver", "_static_host_resolver_lock"),
@@ -115,17 +123,58 @@ def reinit_after_fork(obj: ForkAware) -> None:
 
 def _before_fork() -> None:
     """Let no CRT thread be launching, ending or awaiting its join when the process forks."""
-    runtime = _runtime
-    if runtime is None or runtime.pid != os.getpid():
-        return  # no CRT client was made here: nothing of ours has threads
+    global _in_fork_hooks, _interrupted_in_fork_hook
+    _in_fork_hooks = True
     try:
+        runtime = _runtime
+        if runtime is None or runtime.pid != os.getpid():
+            return  # no CRT client was made here: nothing of ours has threads
         _fork_quiesce.quiesce_native_threads()
+    except KeyboardInterrupt:
+        # CPython would print it and go on: the parent gets it after the fork.
+        _interrupted_in_fork_hook = True
+        _fork_quiesce.join_finished_native_threads()
     except Exception:  # pragma: no cover - never let this break a fork
         log.exception("could not quiesce the CRT's threads before fork")
 
 
+def _after_fork_in_parent() -> None:
+    """Deliver again, once the fork is over, a Ctrl-C that came during our before-fork hook."""
+    global _in_fork_hooks, _interrupted_in_fork_hook
+    try:
+        if _interrupted_in_fork_hook:
+            _interrupted_in_fork_hook = False
+            _redeliver_interrupt()
+    except KeyboardInterrupt:  # another Ctrl-C, in this very hook
+        _redeliver_interrupt()
+    finally:
+        _in_fork_hooks = False
+
+
+def _redeliver_interrupt() -> None:
+    """Have SIGINT's handler run again in the main thread, outside the fork hooks.
+
+    Not from here: any Python code of an at-fork hook, ours included, gives
+    the handler a chance to run, and what it raises there is discarded. A
+    thread waits for the hooks to be over, then interrupts the main thread as
+    the signal did (``_thread.interrupt_main``: the handler the user installed,
+    or KeyboardInterrupt).
+    """
+    threading.Thread(
+        target=_interrupt_main_after_fork, name="s3torch-fork-interrupt", daemon=True
+    ).start()
+
+
+def _interrupt_main_after_fork() -> None:
+    while _in_fork_hooks:
+        time.sleep(0.0005)
+    _thread.interrupt_main(signal.SIGINT)
+
+
 def _after_fork_in_child() -> None:
-    global _lock, _runtime
+    global _in_fork_hooks, _interrupted_in_fork_hook, _lock, _runtime
+    # A Ctrl-C of the parent's hook is the parent's to deliver.
+    _in_fork_hooks = _interrupted_in_fork_hook = False
     # The lock may have been held by another thread of the parent at fork time.
     _lock = threading.Lock()
     if _runtime is not None:
@@ -152,4 +201,6 @@ def _after_fork_in_child() -> None:
             log.exception("could not renew %r after fork", obj)
 
 
-os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)
