@@ -20,7 +20,7 @@ from .errors import S3Exception
 from .listing import ObjectListing
 from .models import ObjectInfo, parse_http_date
 from .stream import ObjectStream
-from .uri import validate_bucket, validate_key
+from .uri import validate_bucket, validate_key, validate_text
 from .writer import S3Writer
 
 __all__ = ["S3Client"]
@@ -263,6 +263,8 @@ class S3Client:
             S3NotFoundError: the bucket does not exist (on first iteration).
         """
         validate_bucket(bucket)
+        validate_text("prefix", prefix, bucket)
+        validate_text("delimiter", delimiter, bucket)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 1000:
             raise ValueError(f"max_keys must be an int from 1 to 1000, got {max_keys!r}")
         if first_page_keys is not None and (
@@ -313,8 +315,10 @@ class S3Client:
             if len(pending) >= _DELETES_IN_FLIGHT:
                 failures.extend(_xml.parse_delete_errors(pending.pop(0).result().body, bucket))
 
-        for key in keys:
+        keys = list(keys)
+        for key in keys:  # all of them first: a bad key deletes nothing
             validate_key(bucket, key)
+        for key in keys:
             batch.append(key)
             if len(batch) == DELETE_BATCH:
                 flush(batch)
