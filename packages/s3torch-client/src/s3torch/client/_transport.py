@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,7 @@ from ._crt_errors import translate
 from ._endpoint import Endpoint
 from ._version import __version__
 from .config import S3ClientConfig
+from .errors import S3CredentialsError
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +207,39 @@ def _credentials_provider(runtime: _runtime.Runtime, profile: str | None) -> Aws
 
     def build() -> AwsCredentialsProvider:
         if profile is not None:
-            return AwsCredentialsProvider.new_profile(
-                client_bootstrap=bootstrap, profile_name=profile
-            )
+            try:
+                return AwsCredentialsProvider.new_profile(
+                    client_bootstrap=bootstrap, profile_name=profile
+                )
+            except Exception as error:  # awscrt: RuntimeError("48 (AWS_ERROR_...)")
+                raise _profile_error(profile, error) from error
         return AwsCredentialsProvider.new_default_chain(bootstrap)
 
     return runtime.cached_credentials((profile, os.environ.get("AWS_PROFILE")), build)
+
+
+def shared_files() -> tuple[str, str]:
+    """The shared credentials and config files the CRT reads, as the AWS SDKs find them."""
+    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+    config = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    return os.path.expanduser(credentials), os.path.expanduser(config)
+
+
+def _profile_error(profile: str, error: BaseException) -> S3CredentialsError:
+    """The named profile could not be loaded: say which, and where it was looked for."""
+    name = _CRT_NAME.search(str(error))
+    found = []
+    for path in shared_files():
+        found.append(f"{path} ({'exists' if os.path.exists(path) else 'not found'})")
+    return S3CredentialsError(
+        f"the profile {profile!r} (S3ClientConfig.profile) was not found in the shared "
+        f"credentials and config files: {', '.join(found)}; set AWS_SHARED_CREDENTIALS_FILE "
+        "or AWS_CONFIG_FILE to the files that define it, or fix the name",
+        code=name.group(1) if name else None,
+    )
+
+
+_CRT_NAME = re.compile(r"\((AWS_[A-Z0-9_]+)\)")
 
 
 class CrtClient:
