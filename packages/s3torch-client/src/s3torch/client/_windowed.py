@@ -50,6 +50,11 @@ __all__ = ["WindowedDownload"]
 
 log = logging.getLogger(__name__)
 
+# The most the first window of a download asks for while the object's size is
+# unknown (the CRT's own first part). Later windows are ``part_size`` bytes,
+# never past the end of the object.
+FIRST_WINDOW = 8 * 1024 * 1024
+
 
 @dataclass(eq=False)
 class Window:
@@ -146,7 +151,13 @@ class WindowedDownload:
             if self.check.active and not self.asked_checksum:
                 self.check.not_applicable(NOTHING_READ)
             return
-        end = extent.start + self.readahead.window_size
+        size = self.readahead.window_size
+        if extent.object_size is None:
+            # The CRT reserves a buffer as large as the range asked for: before the
+            # object's size is known, ask a bounded range (5 GiB parts and a 5-byte
+            # object must not reserve 5 GiB).
+            size = min(size, FIRST_WINDOW)
+        end = extent.start + size
         if bound is not None:
             end = min(end, bound)
         self.readahead.charge(end - extent.start)
