@@ -24,7 +24,7 @@ from typing import Any
 
 from awscrt.s3 import S3Request, S3RequestType
 
-from ._crt_errors import header, translate_get
+from ._crt_errors import check_etag, header, translate_get
 from ._extent import object_info_from
 from ._integrity import NOT_ENABLED, NOT_FINISHED, Verdict, check_response
 from ._transport import CrtClient, Headers
@@ -157,6 +157,8 @@ class SingleGet:
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = self._headers
+        # A server may ignore If-Match: never hand out another version's bytes.
+        check_etag(self.etag, header(headers, "ETag"), bucket=self.bucket, key=self.key)
         if self._validating:  # a mismatch fails the download before any byte is handed out
             self._verdict = check_response(headers, [body], bucket=self.bucket, key=self.key)
         self.object_size = len(body)

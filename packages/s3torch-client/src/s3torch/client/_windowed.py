@@ -37,7 +37,7 @@ from awscrt.s3 import S3Request, S3RequestType
 
 from ._checksum_source import ask_part_sizes, ask_stored_checksum
 from ._checksums import Crc
-from ._crt_errors import translate, translate_get
+from ._crt_errors import check_etag, header, translate, translate_get
 from ._extent import Extent
 from ._integrity import A_RANGE, NOTHING_READ, Verdict, WindowedCheck
 from ._readahead import ReadAhead
@@ -226,8 +226,10 @@ class WindowedDownload:
                     return
                 head_etag = response.header("ETag")
                 etag = self.extent.etag
-                if etag is not None and head_etag is not None and head_etag != etag:
-                    self._fail(self._changed(etag, head_etag))
+                try:
+                    check_etag(etag, head_etag, bucket=self.bucket, key=self.key)
+                except S3PreconditionFailedError as changed:
+                    self._fail(changed)
                     return
                 self.check.learn(response.headers, int(response.header("Content-Length") or 0))
                 if self.check.needs_parts:
@@ -251,16 +253,6 @@ class WindowedDownload:
                 self.check.learn_parts(sizes)
             self.cond.notify_all()
 
-    def _changed(self, etag: str, now: str) -> S3PreconditionFailedError:
-        return S3PreconditionFailedError(
-            f"the object changed while it was being read (ETag {etag} became {now})",
-            operation="GetObject",
-            bucket=self.bucket,
-            key=self.key,
-            status=412,
-            code="PreconditionFailed",
-        )
-
     def verdict(self) -> Verdict:
         with self.cond:
             return self.check.verdict()
@@ -270,6 +262,9 @@ class WindowedDownload:
         if status >= 300:
             return  # the error arrives in on_done
         with self.cond:
+            # A server may ignore If-Match: a response of another version fails
+            # its window (raised here, the CRT delivers none of its body).
+            check_etag(self.extent.etag, header(headers, "ETag"), bucket=self.bucket, key=self.key)
             if self.extent.metadata is None:
                 self._learn_from_first_response(window, status, headers)
                 self._ask_checksum()

@@ -118,9 +118,13 @@ def parse_delete_errors(body: bytes, bucket: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def parse_object_parts(body: bytes, bucket: str, key: str) -> tuple[list[int], int | None]:
-    """Parse a GetObjectAttributes answer: part sizes in order, and the next marker if truncated."""
+def parse_object_parts(
+    body: bytes, bucket: str, key: str
+) -> tuple[list[int], int | None, str | None]:
+    """Parse a GetObjectAttributes answer: part sizes in order, the next marker if
+    truncated, and the object's ETag if the answer gives it."""
     root = _parse(body, "GetObjectAttributes", bucket, key)
+    etag = _text(root, "ETag") or None
     parts = next(iter(_children(root, "ObjectParts")), None)
     if parts is None:
         raise S3Exception(
@@ -144,4 +148,4 @@ def parse_object_parts(body: bytes, bucket: str, key: str) -> tuple[list[int], i
         )
     truncated = (_text(parts, "IsTruncated") or "").lower() == "true"
     following = _text(parts, "NextPartNumberMarker")
-    return [size for _, size in numbered], int(following) if truncated and following else None
+    return [size for _, size in numbered], int(following) if truncated and following else None, etag
