@@ -39,7 +39,14 @@ from ._checksum_source import ask_part_sizes, ask_stored_checksum
 from ._checksums import Crc
 from ._crt_errors import check_etag, header, translate, translate_get
 from ._extent import Extent
-from ._integrity import A_RANGE, NOTHING_READ, Verdict, WindowedCheck
+from ._integrity import (
+    A_RANGE,
+    NOTHING_READ,
+    Verdict,
+    WindowedCheck,
+    checksum_unavailable,
+    refuses_to_tell,
+)
 from ._readahead import ReadAhead
 from ._recovery import after_416
 from ._transport import CrtClient, Headers, Response
@@ -222,7 +229,12 @@ class WindowedDownload:
                 return
             try:
                 if response is None:
-                    self.check.give_up(f"the HEAD asking for the stored checksum failed: {error}")
+                    assert error is not None
+                    self.check.unavailable(
+                        checksum_unavailable(
+                            error, asked="HeadObject", bucket=self.bucket, key=self.key
+                        )
+                    )
                     return
                 head_etag = response.header("ETag")
                 etag = self.extent.etag
@@ -237,7 +249,7 @@ class WindowedDownload:
                         self.crt, self.bucket, self.key, etag or head_etag, self._on_parts
                     )
             except Exception as unexpected:  # awscrt would swallow it; the reader must not hang
-                self.check.give_up(f"reading the stored checksum failed: {unexpected!r}")
+                self.check.unavailable(unexpected)
             finally:
                 self.cond.notify_all()
 
@@ -245,9 +257,16 @@ class WindowedDownload:
         with self.cond:
             if self.closed:
                 return
-            if sizes is None:
+            if sizes is None and refuses_to_tell(error):
                 self.check.give_up(
-                    f"the part sizes of a COMPOSITE checksum could not be fetched: {error}"
+                    f"the server did not give the part sizes of a COMPOSITE checksum: {error}"
+                )
+            elif sizes is None:
+                assert error is not None
+                self.check.unavailable(
+                    checksum_unavailable(
+                        error, asked="GetObjectAttributes", bucket=self.bucket, key=self.key
+                    )
                 )
             else:
                 self.check.learn_parts(sizes)
@@ -393,6 +412,9 @@ class WindowedDownload:
                     continue
                 window = self.windows[0]
                 if window.chunks and (window.done or not window.whole_object):
+                    if self.check.error is not None:  # fail closed: no unvalidated byte
+                        self._fail(self.check.error)
+                        raise self.check.error
                     return self._deliver(window)
                 if window.error is not None:
                     raise window.error
