@@ -5,7 +5,8 @@
 each with its checksum header, the full-object checksum declared when the
 upload is created and sent when it completes. A failed part fails the upload;
 :meth:`Upload.abort` cancels the parts in flight and aborts the multipart
-upload, so nothing half-written is ever left behind.
+upload, so nothing half-written is ever left behind; nor are the uploads a
+retried CreateMultipartUpload made and lost track of (:mod:`._lost_uploads`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from awscrt.s3 import S3Request
 
 from . import _xml
 from ._checksums import ALGORITHMS, Crc
+from ._lost_uploads import LostUploads
 from ._transport import Body, CrtClient, Response, body_size
 from .config import MAX_PART_SIZE
 
@@ -88,6 +90,7 @@ class Upload:
         self.error: BaseException | None = None
         self.finished = False
         self.started = time.perf_counter()
+        self.lost = LostUploads(crt, bucket, key)
 
     @property
     def part_size(self) -> int:
@@ -136,6 +139,7 @@ class Upload:
                 ("x-amz-checksum-algorithm", self.crc.name),
                 ("x-amz-checksum-type", "FULL_OBJECT"),
             ]
+        self.lost.before_create()
         _, future = self.crt.start(
             "CreateMultipartUpload",
             "POST",
@@ -146,12 +150,17 @@ class Upload:
         )
         try:
             response = future.result()
+        except Exception:
+            # Every attempt failed, but a lost answer may have created an upload.
+            self.lost.after_create(None, wait=True)
+            raise
         except BaseException:
             # Interrupted while the request was out: if S3 created the upload
             # anyway, abort it, so that nothing is left behind.
             self._abort_if_created(future)
             raise
         self.upload_id = _xml.parse_upload_id(response.body, self.bucket, self.key)
+        self.lost.after_create(self.upload_id, wait=False)
         log.debug(
             "CreateMultipartUpload s3://%s/%s: upload id %s", self.bucket, self.key, self.upload_id
         )
@@ -266,6 +275,7 @@ class Upload:
             body=body,
         )
         self.finished = True
+        self.lost.wait()
         log.debug(
             "CompleteMultipartUpload s3://%s/%s: %d bytes in %d parts, %.1f ms",
             self.bucket,
@@ -291,6 +301,8 @@ class Upload:
             self._wait_for_parts()
         self._send_abort(self.upload_id, wait=wait)
         self.finished = True
+        if wait:
+            self.lost.wait()
 
     def _send_abort(self, upload_id: str, *, wait: bool) -> None:
         _, future = self.crt.start(

@@ -82,6 +82,31 @@ def parse_upload_id(body: bytes, bucket: str, key: str) -> str:
     return upload_id
 
 
+def parse_key_uploads(
+    body: bytes, bucket: str, key: str
+) -> tuple[list[str], tuple[str, str] | None]:
+    """Parse a ListMultipartUploads page: the upload ids of exactly ``key``, and the
+    ``(key-marker, upload-id-marker)`` of the next page (None on the last, or once
+    the listing has moved past ``key``: keys come in order)."""
+    root = _parse(body, "ListMultipartUploads", bucket, key)
+    url_encoded = (_text(root, "EncodingType") or "").lower() == "url"
+    ids = []
+    past = False
+    for upload in _children(root, "Upload"):
+        name = _text(upload, "Key") or ""
+        name = unquote(name) if url_encoded else name
+        if name == key:
+            ids.append(_text(upload, "UploadId") or "")
+        elif name.encode() > key.encode():
+            past = True
+    truncated = (_text(root, "IsTruncated") or "").lower() == "true"
+    if not truncated or past:
+        return [i for i in ids if i], None
+    marker = _text(root, "NextKeyMarker") or ""
+    marker = unquote(marker) if url_encoded else marker
+    return [i for i in ids if i], (marker, _text(root, "NextUploadIdMarker") or "")
+
+
 def complete_multipart_upload(
     parts: Iterable[tuple[int, str, str | None]], checksum_tag: str
 ) -> bytes:
