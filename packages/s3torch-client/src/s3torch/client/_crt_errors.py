@@ -15,6 +15,7 @@ from .errors import (
     S3NotFoundError,
     S3PreconditionFailedError,
     S3ThrottlingError,
+    S3TimeoutError,
     S3TransportError,
 )
 
@@ -36,6 +37,13 @@ _RETRIES_EXHAUSTED = {
     "AWS_ERROR_S3_SLOW_DOWN": (S3ThrottlingError, 503, "SlowDown"),
     "AWS_ERROR_S3_INTERNAL_ERROR": (S3Exception, 500, "InternalError"),
     "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": (S3Exception, 403, "RequestTimeTooSkewed"),
+}
+# CRT errors that are a time limit running out, and which.
+_TIMEOUTS = {
+    "AWS_IO_SOCKET_TIMEOUT": "no connection within S3ClientConfig.connect_timeout, every retry",
+    "AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE": (
+        "the connection moved less than 1 byte per second for 30 s (awscrt's own limit)"
+    ),
 }
 _TRANSPORT_PREFIXES = (
     "AWS_IO_",
@@ -194,6 +202,14 @@ def _translate(
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, pass "
                 "S3ClientConfig(profile=...), or use S3ClientConfig(unsigned=True) "
                 "for a public bucket.",
+                operation=operation,
+                bucket=bucket,
+                key=key,
+                code=name,
+            )
+        if name in _TIMEOUTS:
+            return S3TimeoutError(
+                f"{error.message} ({_TIMEOUTS[name]})",
                 operation=operation,
                 bucket=bucket,
                 key=key,

@@ -18,12 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from awscrt.s3 import S3Request
-
 from . import _xml
 from ._checksums import ALGORITHMS, Crc
 from ._lost_uploads import LostUploads
 from ._transport import Body, CrtClient, Response, body_size
+from ._watchdog import Tracked
 from .config import MAX_PART_SIZE
 
 __all__ = ["PARTS_PER_SIZE_STEP", "Part", "Upload", "part_size_for"]
@@ -33,6 +32,9 @@ log = logging.getLogger(__name__)
 # S3 allows 10,000 parts. Every 1,000 parts the part size doubles, so an upload
 # of unknown length can reach about 8 TB with 8 MiB parts (S3's limit is 5 TB).
 PARTS_PER_SIZE_STEP = 1000
+# What a part weighs in CompleteMultipartUpload's stall_timeout (a request is
+# allowed stall_timeout per 4 MiB): 10,000 parts get 160 periods.
+COMPLETE_WORK_PER_PART = 64 * 1024
 
 
 def part_size_for(number: int, base: int) -> int:
@@ -47,7 +49,7 @@ class Part:
     number: int
     size: int
     checksum: str | None
-    request: S3Request | None = None
+    request: Tracked | None = None
     etag: str | None = None
     done: bool = False  # finished, failed, or never sent
     settled: bool = False  # its place in flight and its memory have been given back
@@ -273,6 +275,8 @@ class Upload:
             query={"uploadId": self.upload_id},
             headers=headers,
             body=body,
+            # The server's work grows with the part count: its stall_timeout does too.
+            size=len(self.parts) * COMPLETE_WORK_PER_PART,
         )
         self.finished = True
         self.lost.wait()

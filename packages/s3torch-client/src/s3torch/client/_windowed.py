@@ -33,7 +33,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from awscrt.s3 import S3Request, S3RequestType
+from awscrt.s3 import S3RequestType
 
 from ._checksum_source import ask_part_sizes, ask_stored_checksum
 from ._checksums import Crc
@@ -50,6 +50,7 @@ from ._integrity import (
 from ._readahead import ReadAhead
 from ._recovery import after_416
 from ._transport import CrtClient, Headers, Response
+from ._watchdog import Tracked
 from .errors import S3ChecksumMismatchError, S3Exception, S3PreconditionFailedError
 from .models import ObjectInfo
 
@@ -71,7 +72,7 @@ class Window:
     end: int
     charged: int
     whole_object: bool = False
-    request: S3Request | None = None
+    request: Tracked | None = None
     chunks: deque[bytes] = field(default_factory=deque)
     received: int = 0
     delivered: int = 0
@@ -183,8 +184,12 @@ class WindowedDownload:
         try:
             window.request = self.crt.make_request(
                 type=S3RequestType.DEFAULT if whole_object else S3RequestType.GET_OBJECT,
-                operation_name="GetObject" if whole_object else None,
-                request=self.crt.http_request("GET", self.bucket, self.key, headers=headers),
+                operation="GetObject",
+                method="GET",
+                bucket=self.bucket,
+                key=self.key,
+                headers=headers,
+                size=end - start,
                 on_headers=lambda status_code, headers, **_: self._on_headers(
                     window, status_code, headers
                 ),

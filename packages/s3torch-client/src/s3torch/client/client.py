@@ -352,8 +352,11 @@ class S3Client:
         headers = [("x-amz-copy-source", quote(f"{src_bucket}/{src_key}", safe="/~"))]
         if source.etag:  # copy the version the HEAD saw (the CRT passes it to every part)
             headers.append(("x-amz-copy-source-if-match", source.etag))
+        # The server copies source.size bytes: that is what its stall_timeout scales with.
         if source.size <= MAX_SINGLE_COPY:
-            self._client().call("CopyObject", "PUT", dst_bucket, dst_key, headers=headers)
+            self._client().call(
+                "CopyObject", "PUT", dst_bucket, dst_key, headers=headers, size=source.size
+            )
         else:
             # aws-c-s3's multipart copy: UploadPartCopy in parallel.
             self._client().call(
@@ -362,6 +365,7 @@ class S3Client:
                 dst_bucket,
                 dst_key,
                 headers=headers,
+                size=source.size,
                 request_type=COPY_OBJECT,
             )
 
