@@ -49,6 +49,7 @@ from ._checksums import (
 )
 from ._crt_errors import chain
 from ._transport import Headers
+from ._xml import NO_OBJECT_PARTS
 from .errors import S3Exception
 from .models import ObjectChecksum
 
@@ -99,10 +100,15 @@ def refuses_to_tell(error: BaseException | None) -> bool:
 
     An HTTP 4xx answer other than 404 (the object is gone) and 412 (it
     changed): no permission for GetObjectAttributes, or not implemented
-    (400/403/405/501). Transport errors, timeouts and 5xx after every retry
-    are faults: validation fails closed on them.
+    (400/403/405/501); or a well-formed answer without the parts (moto keeps
+    none). Transport errors, timeouts, 5xx after every retry and answers that
+    do not parse are faults: validation fails closed on them.
     """
-    if not isinstance(error, S3Exception) or error.status is None:
+    if not isinstance(error, S3Exception):
+        return False
+    if error.code == NO_OBJECT_PARTS:
+        return True
+    if error.status is None:
         return False
     return error.status == 501 or (400 <= error.status < 500 and error.status not in (404, 412))
 

@@ -82,6 +82,10 @@ def parse_upload_id(body: bytes, bucket: str, key: str) -> str:
     return upload_id
 
 
+NO_OBJECT_PARTS = "NoObjectParts"
+"""The code of a GetObjectAttributes answer that lists no parts (moto keeps none)."""
+
+
 def parse_key_uploads(
     body: bytes, bucket: str, key: str
 ) -> tuple[list[str], tuple[str, str] | None]:
@@ -151,13 +155,13 @@ def parse_object_parts(
     root = _parse(body, "GetObjectAttributes", bucket, key)
     etag = _text(root, "ETag") or None
     parts = next(iter(_children(root, "ObjectParts")), None)
-    if parts is None:
+    if parts is None:  # a well-formed answer without them: the server does not keep them
         raise S3Exception(
             "GetObjectAttributes returned no ObjectParts",
             operation="GetObjectAttributes",
             bucket=bucket,
             key=key,
-            code="MalformedResponse",
+            code=NO_OBJECT_PARTS,
         )
     numbered = sorted(
         (int(_text(part, "PartNumber") or 0), int(_text(part, "Size") or -1))
