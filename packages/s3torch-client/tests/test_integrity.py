@@ -1,8 +1,10 @@
 """End-to-end integrity, on SeaweedFS: it stores upload checksums and checks them.
 
-moto does neither (it accepts a corrupted body and returns no checksum), so
-these tests need a second, real server. A proxy between client and server
-flips one byte of a body to play the corrupting network.
+moto checks nothing it is sent: it stores checksums of its own, computed from
+the bytes it received (none for our single PUT), so a corrupted body is
+accepted and then reads back as validated (test_moto_checksums.py). Upload
+integrity therefore needs a second, real server. A proxy between client and
+server flips one byte of a body to play the corrupting network.
 """
 
 from __future__ import annotations

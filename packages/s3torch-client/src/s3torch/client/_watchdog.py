@@ -3,7 +3,8 @@
 Every request of a client goes through :meth:`CrtClient.make_request
 <._transport.CrtClient.make_request>`, which wraps it in a :class:`Tracked`
 registered with the client's :class:`ClientWatch`. A daemon thread wakes every
-:data:`TICK` seconds while any request is in flight (and sleeps otherwise),
+:data:`TICKS_PER_LIMIT` times per shortest limit of the clients with requests
+in flight (every 1.25 s with the defaults; never while nothing is in flight),
 and cancels the requests that hit a limit of the client's configuration:
 
 ``stall_timeout`` (no progress). awscrt hands a response over whole (one part,
@@ -73,8 +74,10 @@ STALL_UNIT = 4 * 1024 * 1024
 """``stall_timeout`` is granted once per this many bytes a request has to move."""
 OVERTAKE_ROUNDS = 2
 """How many connection pools' worth of later requests may overtake a silent one."""
-TICK = 0.25
-"""Seconds between two checks while requests are in flight."""
+TICKS_PER_LIMIT = 8
+"""Checks per shortest limit: a limit is noticed at most an eighth of it late."""
+MIN_TICK, MAX_TICK = 0.05, 2.0
+"""Bounds on the seconds between two checks (each wakes a Python thread)."""
 RESENDS = 1
 """How many times a stalled request is sent again before it fails."""
 DRAIN_SLACK = 2.0
@@ -234,6 +237,9 @@ class ClientWatch:
         self.connections = config.max_connections
         self.overtake_unit = OVERTAKE_ROUNDS * config.max_connections
         self.part_size = config.part_size
+        limits = [limit for limit in (self.stall_timeout, self.request_timeout) if limit]
+        self.tick = min([MAX_TICK, *(limit / TICKS_PER_LIMIT for limit in limits)])
+        self.tick = max(MIN_TICK, self.tick)
         self.lock = threading.Lock()
         self.inflight: dict[int, Tracked] = {}
         self.inflight_bytes = 0
@@ -465,7 +471,7 @@ def _run() -> None:
             _watch_once()
         except Exception:  # pragma: no cover - the watchdog must outlive any bug
             log.exception("the s3torch watchdog failed a round; it goes on")
-            time.sleep(TICK)
+            time.sleep(MAX_TICK)
 
 
 def _watch_once() -> None:
@@ -474,11 +480,14 @@ def _watch_once() -> None:
     with _cond:
         _idle = True  # before looking: a request registered after the look wakes us
         watches = list(_watches)
+    tick = MAX_TICK
     busy = False
     now = time.monotonic()
     for watch in watches:
         expired, in_flight = watch.expired(now)
-        busy = busy or in_flight
+        if in_flight:
+            busy = True
+            tick = min(tick, watch.tick)
         for tracked in expired:
             with watch.lock:
                 request = tracked.request
@@ -487,7 +496,7 @@ def _watch_once() -> None:
     del watches
     with _cond:
         if busy or not _idle:
-            _cond.wait(TICK)
+            _cond.wait(tick if busy else MIN_TICK)
         else:
             _cond.wait()
 
