@@ -43,8 +43,10 @@ watchdog and no watches; its first request starts its own thread.
 
 Lock order: a watch's ``lock`` guards its requests' bookkeeping and is a leaf:
 nothing is called under it, and requests are cancelled (and re-sent) outside
-it. The module lock ``_cond`` guards only the thread's idle flag and the set
-of watches; it is never held with a watch's lock.
+it. It is re-entrant only for a finalizer that garbage collection runs under
+it (a dropped writer aborting its upload starts a request). The module lock
+``_cond`` guards only the thread's idle flag and the set of watches; it is
+never held with a watch's lock.
 """
 
 from __future__ import annotations
@@ -240,7 +242,9 @@ class ClientWatch:
         limits = [limit for limit in (self.stall_timeout, self.request_timeout) if limit]
         self.tick = min([MAX_TICK, *(limit / TICKS_PER_LIMIT for limit in limits)])
         self.tick = max(MIN_TICK, self.tick)
-        self.lock = threading.Lock()
+        # Re-entrant: a request started from a finalizer that runs (garbage
+        # collection) while this thread holds it must not deadlock.
+        self.lock = threading.RLock()
         self.inflight: dict[int, Tracked] = {}
         self.inflight_bytes = 0
         self.finished_bytes = 0
@@ -382,7 +386,7 @@ class ClientWatch:
                     drain = DRAIN_SLACK * wire / self.rate
                 else:
                     drain = stall * wire / STALL_UNIT
-            for tracked in self.inflight.values():
+            for tracked in list(self.inflight.values()):
                 if tracked.expired is not None or tracked.cancelled:
                     continue
                 if total is not None and now - tracked.started > total:
