@@ -24,6 +24,9 @@ def test_defaults_follow_the_seed() -> None:
     assert config.requester_pays is False
     assert config.memory_limit == 1 * GiB
     assert config.checksum_algorithm == "CRC64NVME"
+    assert config.stall_timeout == 10.0
+    assert config.request_timeout is None
+    assert config.connect_timeout == 5.0
 
 
 def test_is_frozen() -> None:
@@ -68,6 +71,12 @@ def test_the_fields_beyond_the_seeds_are_keyword_only() -> None:
     with pytest.raises(TypeError):
         S3ClientConfig(10.0, 8 * MiB, False, False, 10, None, False, GiB)  # type: ignore[misc]
     assert S3ClientConfig(checksum_algorithm=None, memory_limit=GiB).checksum_algorithm is None
+    limits = S3ClientConfig(stall_timeout=None, request_timeout=600, connect_timeout=0.25)
+    assert (limits.stall_timeout, limits.request_timeout, limits.connect_timeout) == (
+        None,
+        600,
+        0.25,
+    )
 
 
 def test_compares_hashes_and_pickles_by_value() -> None:
@@ -95,6 +104,12 @@ def test_compares_hashes_and_pickles_by_value() -> None:
         ("memory_limit", 255 * MiB, "memory_limit must be at least 268435456 bytes (256 MiB)"),
         ("checksum_algorithm", "MD5", "checksum_algorithm must be one of CRC64NVME, CRC32C, CRC32"),
         ("checksum_algorithm", "crc64nvme", "checksum_algorithm must be one of"),
+        ("stall_timeout", 0, "stall_timeout must be a number of seconds > 0"),
+        ("stall_timeout", -1.0, "stall_timeout must be a number of seconds > 0"),
+        ("stall_timeout", float("nan"), "stall_timeout must be a number of seconds > 0"),
+        ("request_timeout", float("inf"), "request_timeout must be a number of seconds > 0"),
+        ("request_timeout", 8 * 24 * 3600, "request_timeout must be a number of seconds > 0"),
+        ("connect_timeout", 0.0, "connect_timeout must be a number of seconds > 0"),
     ],
 )
 def test_rejects_out_of_range_values_naming_the_field(
@@ -119,6 +134,10 @@ def test_rejects_out_of_range_values_naming_the_field(
         ("unsigned", 1),
         ("force_path_style", "yes"),
         ("requester_pays", None),
+        ("stall_timeout", "10"),
+        ("stall_timeout", True),
+        ("request_timeout", "1m"),
+        ("connect_timeout", None),
     ],
 )
 def test_rejects_wrong_types_naming_the_field(field: str, value: object) -> None:

@@ -26,6 +26,7 @@ from s3torch.client import (
     S3NotFoundError,
     S3PreconditionFailedError,
     S3ThrottlingError,
+    S3TimeoutError,
     S3TransportError,
 )
 
@@ -47,13 +48,13 @@ def test_the_guide_lists_every_exception_class_of_the_client_and_no_other() -> N
         and issubclass(getattr(s3torch.client, name), S3Exception)
     }
     assert listed == exported
-    assert len(exported) == 8
+    assert len(exported) == 9
 
 
 def test_the_guide_names_the_builtin_each_error_also_is() -> None:
     rows = re.findall(r"^\| `(S3\w+)` \|.*\|\s*(`\w+`)?\s*\|$", _errors_section(), re.MULTILINE)
     also = {name: builtin.strip("`") for name, builtin in rows}
-    assert len(also) == 8
+    assert len(also) == 9
     for name, builtin in also.items():
         cls = getattr(s3torch.client, name)
         direct = [base.__name__ for base in cls.__bases__ if base.__module__ == "builtins"]
@@ -113,6 +114,23 @@ def test_an_unreachable_endpoint_is_a_transport_error(
     assert caught.value.status is None
     assert caught.value.code is not None
     assert caught.value.code.startswith("AWS_IO_")
+
+
+def test_a_request_that_stops_answering_is_a_timeout_error(
+    make_client: Callable[..., S3Client], fault_proxy: Any, bucket: str
+) -> None:
+    from locals3 import Fault, RequestKind
+
+    client = make_client(endpoint=fault_proxy.endpoint, stall_timeout=0.5)
+    fault_proxy.inject(Fault.stall(), kinds=RequestKind.HEAD, times=None)
+    with pytest.raises(TimeoutError) as caught:
+        client.head_object(bucket, "k")
+    error = caught.value
+    assert isinstance(error, S3TimeoutError)
+    assert isinstance(error, S3TransportError)
+    assert (error.operation, error.bucket, error.key) == ("HeadObject", bucket, "k")
+    assert (error.code, error.limit) == ("stall_timeout", "stall_timeout")
+    assert "stall_timeout" in str(error)
 
 
 def test_an_object_that_changed_is_a_precondition_failure(

@@ -181,6 +181,34 @@ def test_missing_credentials_give_an_error_that_says_what_to_do(
     assert issubclass(S3CredentialsError, PermissionError)
 
 
+@pytest.mark.parametrize("files", ["present", "absent"])
+def test_a_profile_that_does_not_exist_is_named_with_the_files_looked_in(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    credentials_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    files: str,
+) -> None:
+    config_file = tmp_path / "config"
+    if files == "present":
+        config_file.write_text("[profile other]\nregion = us-east-1\n")
+    else:
+        credentials_file = tmp_path / "no-credentials"
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials_file))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config_file))
+    client = make_client(endpoint=fault_proxy.endpoint, profile="nosuch", max_attempts=1)
+    with pytest.raises(S3CredentialsError) as caught:
+        client.delete_object(bucket, "k")
+    message = str(caught.value)
+    assert "'nosuch'" in message
+    assert str(credentials_file) in message
+    assert str(config_file) in message
+    assert isinstance(caught.value, PermissionError)
+    assert fault_proxy.seen == []
+
+
 def test_operations_are_logged_at_debug_without_secrets(
     client: S3Client, bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -195,4 +223,33 @@ def test_operations_are_logged_at_debug_without_secrets(
     assert "HeadObject" in text
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in text
     for secret in ("Authorization", "AWS4-HMAC", "aws_secret", "Credential="):
+        assert secret not in text
+
+
+def test_debug_logs_never_show_the_session_token_or_the_keys(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    bucket: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    token = "SESSIONTOKEN-" + os.urandom(8).hex()
+    monkeypatch.setenv("AWS_SESSION_TOKEN", token)
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=5 * 1024 * 1024)
+    with caplog.at_level(logging.DEBUG, logger="s3torch"):
+        with client.put_object(bucket, "big") as writer:  # multipart: every upload request
+            writer.write(os.urandom(11 * 1024 * 1024))
+        assert len(client.get_object_stream(bucket, "big").read()) == 11 * 1024 * 1024
+        list(client.list_objects(bucket))
+        client.copy_object(bucket, "big", bucket, "copy")
+        client.delete_objects(bucket, ["copy"])
+        with pytest.raises(FileNotFoundError):
+            client.head_object(bucket, "missing")
+        fault_proxy.fail(500, "InternalError", times=100)
+        with pytest.raises(Exception, match="InternalError"):
+            make_client(endpoint=fault_proxy.endpoint, max_attempts=2).head_object(bucket, "big")
+    assert any(r.headers.get("x-amz-security-token") == token for r in fault_proxy.seen)
+    text = caplog.text
+    assert "CompleteMultipartUpload" in text  # the upload was logged, request by request
+    for secret in (token, os.environ["AWS_SECRET_ACCESS_KEY"], "Security-Token", "Signature="):
         assert secret not in text

@@ -1,8 +1,10 @@
 """End-to-end integrity, on SeaweedFS: it stores upload checksums and checks them.
 
-moto does neither (it accepts a corrupted body and returns no checksum), so
-these tests need a second, real server. A proxy between client and server
-flips one byte of a body to play the corrupting network.
+moto checks nothing it is sent: it stores checksums of its own, computed from
+the bytes it received (none for our single PUT), so a corrupted body is
+accepted and then reads back as validated (test_moto_checksums.py). Upload
+integrity therefore needs a second, real server. A proxy between client and
+server flips one byte of a body to play the corrupting network.
 """
 
 from __future__ import annotations
@@ -208,3 +210,53 @@ def test_corruption_is_caught_whichever_way_the_bytes_are_read(
     }[how]
     with pytest.raises(S3ChecksumMismatchError):
         consume()
+
+
+def _is_attributes(request: Any) -> bool:
+    return request.method == "GET" and "attributes" in request.path
+
+
+@pytest.mark.parametrize("answer", ["refused", "fault"])
+def test_part_sizes_refused_read_unvalidated_with_a_warning_but_a_fault_fails_closed(
+    seaweed_client: Callable[..., S3Client],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_boto3: Any,
+    seaweedfs_bucket: str,
+    caplog: pytest.LogCaptureFixture,
+    answer: str,
+) -> None:
+    import io
+    import logging
+
+    from boto3.s3.transfer import TransferConfig
+
+    from locals3 import Fault
+
+    data = os.urandom(2 * PART + 7)
+    seaweedfs_boto3.upload_fileobj(  # a COMPOSITE CRC32C: validating needs the part sizes
+        io.BytesIO(data),
+        seaweedfs_bucket,
+        "composite",
+        ExtraArgs={"ChecksumAlgorithm": "CRC32C"},
+        Config=TransferConfig(multipart_threshold=PART, multipart_chunksize=PART),
+    )
+    if answer == "refused":  # a server that does not implement GetObjectAttributes
+        seaweed_proxy.inject(Fault.error(501, "NotImplemented"), when=_is_attributes, times=None)
+    else:
+        seaweed_proxy.inject(Fault.reset_before(), when=_is_attributes, times=None)
+    stream = seaweed_client(max_attempts=2).get_object_stream(seaweedfs_bucket, "composite")
+    with caplog.at_level(logging.WARNING, logger="s3torch"):
+        if answer == "refused":
+            assert stream.read() == data
+        else:
+            with pytest.raises(S3Exception, match="checksum") as caught:
+                stream.read()
+            assert caught.value.key == "composite"
+    assert not stream.validated
+    warnings = [r.getMessage() for r in caplog.records]
+    if answer == "refused":
+        assert stream.validation.startswith("not validated: the server did not give the part")
+        assert len(warnings) == 1
+        assert "read without validation" in warnings[0]
+    else:
+        assert warnings == []

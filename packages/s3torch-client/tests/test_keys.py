@@ -69,3 +69,32 @@ def test_listing_returns_awkward_keys_and_prefixes_exactly(
     assert page.common_prefixes == ("ünïcödé/日本語/",)
     (page,) = list(client.list_objects(bucket, prefix="all of it: a+b=c&d?e#f%g/"))
     assert [o.key for o in page.objects] == ["all of it: a+b=c&d?e#f%g//h ü"]
+
+
+NOT_UTF8 = "a\udc80b"  # a lone surrogate: a str, but no UTF-8 bytes name it
+
+
+def test_a_key_that_is_not_utf8_is_refused_at_once_naming_it(
+    make_client: Any, fault_proxy: Any, bucket: str
+) -> None:
+    from s3torch.client import parse_s3_uri
+
+    client = make_client(endpoint=fault_proxy.endpoint)
+    calls = {
+        "head_object": lambda: client.head_object(bucket, NOT_UTF8),
+        "get_object_stream": lambda: client.get_object_stream(bucket, NOT_UTF8).read(),
+        "put_object": lambda: client.put_object(bucket, NOT_UTF8).close(),
+        "delete_object": lambda: client.delete_object(bucket, NOT_UTF8),
+        "delete_objects": lambda: client.delete_objects(bucket, ["fine", NOT_UTF8]),
+        "copy_object (source)": lambda: client.copy_object(bucket, NOT_UTF8, bucket, "dst"),
+        "copy_object (destination)": lambda: client.copy_object(bucket, "src", bucket, NOT_UTF8),
+        "list_objects (prefix)": lambda: list(client.list_objects(bucket, prefix=NOT_UTF8)),
+        "list_objects (delimiter)": lambda: list(client.list_objects(bucket, delimiter=NOT_UTF8)),
+        "parse_s3_uri": lambda: parse_s3_uri(f"s3://{bucket}/{NOT_UTF8}"),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match="UTF-8") as caught:
+            call()
+        assert repr(NOT_UTF8) in str(caught.value), name
+        assert not isinstance(caught.value, UnicodeError), name  # ours, not a codec's
+    assert fault_proxy.seen == []  # nothing reached the server

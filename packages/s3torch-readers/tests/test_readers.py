@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from locals3 import FaultProxy
+from locals3 import Fault, FaultProxy, RequestKind
 from s3torch.client import S3Client, S3NotFoundError, S3PreconditionFailedError
 from s3torch.readers import (
     ItemRange,
@@ -199,6 +199,31 @@ def test_a_change_mid_read_raises_instead_of_mixing_versions(
     reader.seek(9 * PART)
     with pytest.raises(S3PreconditionFailedError, match="changed"):
         reader.read(1000)
+
+
+def test_a_server_that_ignores_if_match_never_mixes_versions_either(
+    make_client: Callable[..., S3Client],
+    fault_proxy: FaultProxy,
+    boto3_s3: Any,
+    bucket: str,
+    upload: Callable[..., bytes],
+    kind: str,
+) -> None:
+    # Some S3-compatible servers ignore If-Match (the proxy drops it): the client
+    # checks the ETag of every response against the one the reader pinned.
+    client = make_client(endpoint=fault_proxy.endpoint, part_size=PART, throughput_target_gbps=1.0)
+    fault_proxy.inject(Fault.drop_if_match(), kinds=RequestKind.GET, times=None)
+    first = upload("obj", 10 * PART)
+    old = boto3_s3.head_object(Bucket=bucket, Key="obj")["ETag"]
+    reader = get_object(client, bucket, "obj", reader_constructor=KINDS[kind])
+    assert reader.read(100) == first[:100]
+    upload("obj", 10 * PART)
+    new = boto3_s3.head_object(Bucket=bucket, Key="obj")["ETag"]
+    reader.seek(9 * PART)
+    with pytest.raises(S3PreconditionFailedError, match="changed") as caught:
+        reader.read(1000)
+    assert old in str(caught.value)
+    assert new in str(caught.value)
 
 
 def test_the_dcp_reader_never_mixes_versions_either(

@@ -19,6 +19,7 @@ from .errors import (
     S3NotFoundError,
     S3PreconditionFailedError,
     S3ThrottlingError,
+    S3TimeoutError,
     S3TransportError,
 )
 from .models import ListObjectsPage, ObjectChecksum, ObjectInfo
@@ -42,6 +43,7 @@ __all__ = [
     "S3NotFoundError",
     "S3PreconditionFailedError",
     "S3ThrottlingError",
+    "S3TimeoutError",
     "S3TransportError",
     "S3Writer",
     "__version__",

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import Future
 
+from ._crt_errors import check_etag
 from ._transport import CrtClient, Response
 from ._xml import parse_object_parts
 
@@ -53,7 +54,10 @@ def ask_part_sizes(
     sizes: list[int] = []
 
     def page(marker: int) -> None:
-        headers = [("x-amz-object-attributes", "ObjectParts"), ("x-amz-max-parts", str(_PAGE))]
+        headers = [
+            ("x-amz-object-attributes", "ETag,ObjectParts"),
+            ("x-amz-max-parts", str(_PAGE)),
+        ]
         if marker:
             headers.append(("x-amz-part-number-marker", str(marker)))
         if etag is not None:
@@ -70,7 +74,9 @@ def ask_part_sizes(
 
     def answered(future: Future[Response]) -> None:
         try:
-            parts, following = parse_object_parts(future.result().body, bucket, key)
+            parts, following, answered_etag = parse_object_parts(future.result().body, bucket, key)
+            # Part sizes of another version would fail the check misleadingly.
+            check_etag(etag, answered_etag, bucket=bucket, key=key, operation="GetObjectAttributes")
             sizes.extend(parts)
             if following is not None:
                 page(following)

@@ -15,6 +15,7 @@ from .errors import (
     S3NotFoundError,
     S3PreconditionFailedError,
     S3ThrottlingError,
+    S3TimeoutError,
     S3TransportError,
 )
 
@@ -36,6 +37,13 @@ _RETRIES_EXHAUSTED = {
     "AWS_ERROR_S3_SLOW_DOWN": (S3ThrottlingError, 503, "SlowDown"),
     "AWS_ERROR_S3_INTERNAL_ERROR": (S3Exception, 500, "InternalError"),
     "AWS_ERROR_S3_REQUEST_TIME_TOO_SKEWED": (S3Exception, 403, "RequestTimeTooSkewed"),
+}
+# CRT errors that are a time limit running out, and which.
+_TIMEOUTS = {
+    "AWS_IO_SOCKET_TIMEOUT": "no connection within S3ClientConfig.connect_timeout, every retry",
+    "AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE": (
+        "the connection moved less than 1 byte per second for 30 s (awscrt's own limit)"
+    ),
 }
 _TRANSPORT_PREFIXES = (
     "AWS_IO_",
@@ -199,6 +207,14 @@ def _translate(
                 key=key,
                 code=name,
             )
+        if name in _TIMEOUTS:
+            return S3TimeoutError(
+                f"{error.message} ({_TIMEOUTS[name]})",
+                operation=operation,
+                bucket=bucket,
+                key=key,
+                code=name,
+            )
         if name.startswith(_TRANSPORT_PREFIXES):
             return S3TransportError(
                 error.message, operation=operation, bucket=bucket, key=key, code=name
@@ -207,12 +223,53 @@ def _translate(
     return error
 
 
+def same_etag(pinned: str, received: str) -> bool:
+    """Whether two ETags name one version (quotes and a weak ``W/`` prefix aside).
+
+    Servers quote ETags in headers and listings but not in GetObjectAttributes.
+    """
+    return _bare_etag(pinned) == _bare_etag(received)
+
+
+def _bare_etag(etag: str) -> str:
+    etag = etag.strip()
+    if etag.startswith("W/"):
+        etag = etag[2:]
+    return etag.strip('"')
+
+
+def check_etag(
+    pinned: str | None,
+    received: str | None,
+    *,
+    bucket: str,
+    key: str,
+    operation: str = "GetObject",
+) -> None:
+    """Raise :class:`S3PreconditionFailedError` if a response is of another version.
+
+    ``If-Match`` asks the server to refuse; this catches a server that ignores
+    it. Nothing to compare (no ETag pinned, or none in the response) passes.
+    """
+    if pinned is None or received is None or same_etag(pinned, received):
+        return
+    raise S3PreconditionFailedError(
+        f"the object changed while it was being read: ETag {pinned} was pinned, and the "
+        f"server answered with ETag {received} (it ignored If-Match); none of the bytes of "
+        "the other version were returned",
+        operation=operation,
+        bucket=bucket,
+        key=key,
+        code="PreconditionFailed",
+    )
+
+
 def translate_get(
     error: BaseException, *, bucket: str, key: str, etag: str | None
 ) -> BaseException:
     """:func:`translate` for a GET pinned to ``etag``: a failed If-Match means a new version."""
     failure = translate(error, operation="GetObject", bucket=bucket, key=key)
-    if isinstance(failure, S3PreconditionFailedError) and etag is not None:
+    if isinstance(failure, S3PreconditionFailedError) and failure.status == 412 and etag:
         changed = S3PreconditionFailedError(
             f"the object changed while it was being read (it no longer has ETag "
             f"{etag}); no bytes of another version were returned",

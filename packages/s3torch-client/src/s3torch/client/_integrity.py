@@ -10,7 +10,15 @@ byte range. So:
   (``<base64>-<N>``, a multipart upload) from its parts, whose sizes
   GetObjectAttributes reports;
 - a byte range is not validated; nor is an object whose server stored no
-  checksum, nor one whose checksum could not be fetched (said in the note).
+  checksum (said in the note).
+
+Validation fails closed: when the request asking the stored checksum fails
+(after the client's retries), the download raises rather than hand out bytes it
+cannot check (:func:`checksum_unavailable`). Only a server that answers that it
+will not tell (a ``COMPOSITE`` checksum whose part sizes GetObjectAttributes
+refuses, say with 501 NotImplemented) lets bytes through unvalidated, and the
+warning saying so is logged when the first of them is handed out, never before
+a read that fails anyway.
 
 :class:`ResponseCheck` checks one whole-object response. :class:`WindowedCheck`
 checks a download made of ranged windows: a full-object CRC is summed per
@@ -39,7 +47,10 @@ from ._checksums import (
     mismatch_error,
     stored_checksum,
 )
+from ._crt_errors import chain
 from ._transport import Headers
+from ._xml import NO_OBJECT_PARTS
+from .errors import S3Exception
 from .models import ObjectChecksum
 
 log = logging.getLogger(__name__)
@@ -58,6 +69,48 @@ class Verdict:
     validated: bool
     checksum: ObjectChecksum | None
     note: str
+
+
+def checksum_unavailable(
+    error: BaseException, *, asked: str, bucket: str, key: str
+) -> BaseException:
+    """The error a download raises when the request ``asked`` for the stored checksum failed.
+
+    Of the class of the request's own error (an :class:`S3TransportError` stays
+    one), about the download, chained to that error.
+    """
+    if not isinstance(error, S3Exception):
+        return error
+    failure = type(error)(
+        f"the checksum the server stored could not be fetched ({asked} failed: {error}), "
+        "so the bytes cannot be validated and none are returned; read again, or set "
+        "S3ClientConfig(checksum_algorithm=None) to read without validation",
+        operation="GetObject",
+        bucket=bucket,
+        key=key,
+        status=error.status,
+        code=error.code,
+        request_id=error.request_id,
+    )
+    return chain(failure, error)
+
+
+def refuses_to_tell(error: BaseException | None) -> bool:
+    """Whether a side request's failure is the server declining (not a fault on the way).
+
+    An HTTP 4xx answer other than 404 (the object is gone) and 412 (it
+    changed): no permission for GetObjectAttributes, or not implemented
+    (400/403/405/501); or a well-formed answer without the parts (moto keeps
+    none). Transport errors, timeouts, 5xx after every retry and answers that
+    do not parse are faults: validation fails closed on them.
+    """
+    if not isinstance(error, S3Exception):
+        return False
+    if error.code == NO_OBJECT_PARTS:
+        return True
+    if error.status is None:
+        return False
+    return error.status == 501 or (400 <= error.status < 500 and error.status not in (404, 412))
 
 
 def _validated(checksum: ObjectChecksum) -> str:
@@ -120,6 +173,10 @@ class WindowedCheck:
         self.validated = False
         self.note = NOT_FINISHED if enabled else NOT_ENABLED
         self.needs_parts = False
+        # Set when the stored checksum could not be fetched: raised instead of
+        # the first byte (a failure of the download itself goes first).
+        self.error: BaseException | None = None
+        self._warning: str | None = None  # logged when the first byte goes out
         self._guess = ALGORITHMS[guess] if guess else None
         self._parallel: Crc | None = None  # a FULL_OBJECT CRC: windows summed in parallel
         self._combined = 0
@@ -169,11 +226,21 @@ class WindowedCheck:
         self.ready = True
 
     def give_up(self, reason: str) -> None:
-        """The checksum (or the part sizes) could not be fetched: nothing is validated."""
+        """The server will not tell what to check against: bytes go out unvalidated.
+
+        The warning is logged when the first byte is handed out (:meth:`deliver`).
+        """
         checksum = self.checksum
         self.not_applicable(f"not validated: {reason}")
         self.checksum = checksum
-        log.warning("s3://%s/%s is read without validation: %s", self.bucket, self.key, reason)
+        self._warning = reason
+
+    def unavailable(self, error: BaseException) -> None:
+        """The stored checksum could not be fetched: ``error`` is raised instead of any byte."""
+        checksum = self.checksum
+        self.not_applicable("not validated: the stored checksum could not be fetched")
+        self.checksum = checksum
+        self.error = error
 
     # ------------------------------------------------------------- the bytes
     def parallel_crc(self) -> Crc | None:
@@ -184,6 +251,11 @@ class WindowedCheck:
 
     def deliver(self, chunk: BytesLike, summed_with: Crc | None, window_crc: int) -> int:
         """Account for a chunk handed to the reader; return the window's reader-side CRC."""
+        if self._warning is not None:
+            log.warning(
+                "s3://%s/%s is read without validation: %s", self.bucket, self.key, self._warning
+            )
+            self._warning = None
         if not self.active:
             return window_crc
         if self._sequential is not None:

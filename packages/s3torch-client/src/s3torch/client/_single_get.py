@@ -22,12 +22,13 @@ import logging
 import threading
 from typing import Any
 
-from awscrt.s3 import S3Request, S3RequestType
+from awscrt.s3 import S3RequestType
 
-from ._crt_errors import header, translate_get
+from ._crt_errors import check_etag, header, translate_get
 from ._extent import object_info_from
 from ._integrity import NOT_ENABLED, NOT_FINISHED, Verdict, check_response
 from ._transport import CrtClient, Headers
+from ._watchdog import Tracked
 from .models import ObjectInfo
 
 __all__ = ["SingleGet", "fits_single_get"]
@@ -80,7 +81,7 @@ class SingleGet:
         self._validating = crt.config.checksum_algorithm is not None
         self._verdict = Verdict(False, None, NOT_FINISHED if self._validating else NOT_ENABLED)
         self._charged = 0
-        self._request: S3Request | None = None
+        self._request: Tracked | None = None
         self._headers: Headers = []
         self._chunks: list[bytes] = []
         self._body: bytes | None = None
@@ -111,8 +112,12 @@ class SingleGet:
         try:
             request = self.crt.make_request(
                 type=S3RequestType.DEFAULT,
-                operation_name="GetObject",
-                request=self.crt.http_request("GET", self.bucket, self.key, headers=headers),
+                operation="GetObject",
+                method="GET",
+                bucket=self.bucket,
+                key=self.key,
+                headers=headers,
+                size=size,
                 on_headers=self._on_headers,
                 on_body=self._on_body,
                 on_done=self._on_done,
@@ -157,6 +162,8 @@ class SingleGet:
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         headers = self._headers
+        # A server may ignore If-Match: never hand out another version's bytes.
+        check_etag(self.etag, header(headers, "ETag"), bucket=self.bucket, key=self.key)
         if self._validating:  # a mismatch fails the download before any byte is handed out
             self._verdict = check_response(headers, [body], bucket=self.bucket, key=self.key)
         self.object_size = len(body)

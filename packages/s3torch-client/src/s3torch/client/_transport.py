@@ -7,6 +7,7 @@ import io
 import logging
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -33,7 +34,9 @@ from ._budget import MemoryBudget
 from ._crt_errors import translate
 from ._endpoint import Endpoint
 from ._version import __version__
+from ._watchdog import ClientWatch, Tracked
 from .config import S3ClientConfig
+from .errors import S3CredentialsError
 
 log = logging.getLogger(__name__)
 
@@ -205,12 +208,39 @@ def _credentials_provider(runtime: _runtime.Runtime, profile: str | None) -> Aws
 
     def build() -> AwsCredentialsProvider:
         if profile is not None:
-            return AwsCredentialsProvider.new_profile(
-                client_bootstrap=bootstrap, profile_name=profile
-            )
+            try:
+                return AwsCredentialsProvider.new_profile(
+                    client_bootstrap=bootstrap, profile_name=profile
+                )
+            except Exception as error:  # awscrt: RuntimeError("48 (AWS_ERROR_...)")
+                raise _profile_error(profile, error) from error
         return AwsCredentialsProvider.new_default_chain(bootstrap)
 
     return runtime.cached_credentials((profile, os.environ.get("AWS_PROFILE")), build)
+
+
+def shared_files() -> tuple[str, str]:
+    """The shared credentials and config files the CRT reads, as the AWS SDKs find them."""
+    credentials = os.environ.get("AWS_SHARED_CREDENTIALS_FILE") or "~/.aws/credentials"
+    config = os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config"
+    return os.path.expanduser(credentials), os.path.expanduser(config)
+
+
+def _profile_error(profile: str, error: BaseException) -> S3CredentialsError:
+    """The named profile could not be loaded: say which, and where it was looked for."""
+    name = _CRT_NAME.search(str(error))
+    found = []
+    for path in shared_files():
+        found.append(f"{path} ({'exists' if os.path.exists(path) else 'not found'})")
+    return S3CredentialsError(
+        f"the profile {profile!r} (S3ClientConfig.profile) was not found in the shared "
+        f"credentials and config files: {', '.join(found)}; set AWS_SHARED_CREDENTIALS_FILE "
+        "or AWS_CONFIG_FILE to the files that define it, or fix the name",
+        code=name.group(1) if name else None,
+    )
+
+
+_CRT_NAME = re.compile(r"\((AWS_[A-Z0-9_]+)\)")
 
 
 class CrtClient:
@@ -248,7 +278,9 @@ class CrtClient:
             throughput_target_gbps=config.throughput_target_gbps,
             memory_limit=config.memory_limit,
             retry_config=_retry_config(config.max_attempts),
+            connect_timeout_ms=max(1, round(config.connect_timeout * 1000)),
         )
+        self.watch = ClientWatch(config)
         _fork_quiesce.track_client(self.crt)
         _runtime.reinit_after_fork(self)
         log.debug(
@@ -299,8 +331,72 @@ class CrtClient:
         all_headers = HttpHeaders([("Host", host), *self._base_headers, *headers])
         return HttpRequest(method, self.endpoint.path(bucket, key, query), all_headers, body)
 
-    def make_request(self, *, type: int, request: HttpRequest, **kwargs: Any) -> S3Request:
-        return self.crt.make_request(type=type, request=request, **kwargs)
+    def make_request(
+        self,
+        *,
+        type: int,
+        operation: str,
+        method: str,
+        bucket: str | None,
+        key: str = "",
+        query: dict[str, str] | None = None,
+        headers: Sequence[tuple[str, str]] = (),
+        body: Body | None = None,
+        size: int | None = None,
+        on_headers: Callable[..., Any] | None = None,
+        on_body: Callable[..., Any] | None = None,
+        on_done: Callable[..., Any] | None = None,
+    ) -> Tracked:
+        """Start one request under the client's time limits (:mod:`._watchdog`).
+
+        Every request of the client starts here. ``size`` is the bytes it has
+        to move (the body's size unless given: the range of a GET, the parts'
+        worth of a CompleteMultipartUpload), which scales its ``stall_timeout``.
+        The callbacks are the CRT's, called with keywords; ``on_done`` gets an
+        :class:`S3TimeoutError` as ``error`` when a limit ended the request.
+        Returns the request's handle (``cancel()``); raises what the CRT raises
+        if it refuses to start it.
+        """
+        all_headers = list(headers)
+        if body is not None:
+            all_headers.append(("Content-Length", str(body_size(body))))
+        elif method in ("PUT", "POST"):
+            all_headers.append(("Content-Length", "0"))
+        if size is None:
+            size = body_size(body) if body is not None else 0
+        operation_name = operation if type == S3RequestType.DEFAULT else None
+
+        def launch(tracked: Tracked) -> S3Request:  # one attempt; a re-send makes another
+            request = self.http_request(
+                method,
+                bucket,
+                key,
+                query=query,
+                headers=all_headers,
+                body=BytesBody(body) if body is not None else None,
+            )
+            return self.crt.make_request(
+                type=type,
+                operation_name=operation_name,
+                request=request,
+                on_headers=tracked.on_headers,
+                on_body=tracked.on_body,
+                on_done=tracked.on_done,
+            )
+
+        tracked = Tracked(
+            self.watch,
+            operation=operation,
+            bucket=bucket,
+            key=key or None,
+            size=size,
+            launch=launch,
+            on_headers=on_headers,
+            on_body=on_body,
+            on_done=on_done,
+        )
+        tracked.start()
+        return tracked
 
     def start(
         self,
@@ -312,18 +408,12 @@ class CrtClient:
         query: dict[str, str] | None = None,
         headers: Sequence[tuple[str, str]] = (),
         body: Body | None = None,
+        size: int | None = None,
         request_type: int = S3RequestType.DEFAULT,
         on_done: Callable[[Future[Response]], None] | None = None,
         on_response: Callable[[Response], None] | None = None,
-    ) -> tuple[S3Request, Future[Response]]:
+    ) -> tuple[Tracked, Future[Response]]:
         """Start one request; its future gives the :class:`Response` or an S3Exception."""
-        all_headers = list(headers)
-        body_stream = None
-        if body is not None:
-            all_headers.append(("Content-Length", str(body_size(body))))
-            body_stream = BytesBody(body)
-        elif method in ("PUT", "POST"):
-            all_headers.append(("Content-Length", "0"))
         collector = _Collector(operation, bucket, key or None, on_response=on_response)
         if on_done is not None:
             collector.future.add_done_callback(on_done)
@@ -331,10 +421,14 @@ class CrtClient:
             log.debug("%s %s %s started", operation, method, describe(bucket, key))
         request = self.make_request(
             type=request_type,
-            operation_name=operation if request_type == S3RequestType.DEFAULT else None,
-            request=self.http_request(
-                method, bucket, key, query=query, headers=all_headers, body=body_stream
-            ),
+            operation=operation,
+            method=method,
+            bucket=bucket,
+            key=key,
+            query=query,
+            headers=headers,
+            body=body,
+            size=size,
             on_headers=collector.on_headers,
             on_body=collector.on_body,
             on_done=collector.on_done,

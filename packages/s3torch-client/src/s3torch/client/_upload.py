@@ -5,7 +5,8 @@
 each with its checksum header, the full-object checksum declared when the
 upload is created and sent when it completes. A failed part fails the upload;
 :meth:`Upload.abort` cancels the parts in flight and aborts the multipart
-upload, so nothing half-written is ever left behind.
+upload, so nothing half-written is ever left behind; nor are the uploads a
+retried CreateMultipartUpload made and lost track of (:mod:`._lost_uploads`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from awscrt.s3 import S3Request
-
 from . import _xml
 from ._checksums import ALGORITHMS, Crc
+from ._lost_uploads import LostUploads
 from ._transport import Body, CrtClient, Response, body_size
+from ._watchdog import Tracked
 from .config import MAX_PART_SIZE
 
 __all__ = ["PARTS_PER_SIZE_STEP", "Part", "Upload", "part_size_for"]
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 # S3 allows 10,000 parts. Every 1,000 parts the part size doubles, so an upload
 # of unknown length can reach about 8 TB with 8 MiB parts (S3's limit is 5 TB).
 PARTS_PER_SIZE_STEP = 1000
+# What a part weighs in CompleteMultipartUpload's stall_timeout (a request is
+# allowed stall_timeout per 4 MiB): 10,000 parts get 160 periods.
+COMPLETE_WORK_PER_PART = 64 * 1024
 
 
 def part_size_for(number: int, base: int) -> int:
@@ -45,7 +49,7 @@ class Part:
     number: int
     size: int
     checksum: str | None
-    request: S3Request | None = None
+    request: Tracked | None = None
     etag: str | None = None
     done: bool = False  # finished, failed, or never sent
     settled: bool = False  # its place in flight and its memory have been given back
@@ -88,6 +92,7 @@ class Upload:
         self.error: BaseException | None = None
         self.finished = False
         self.started = time.perf_counter()
+        self.lost = LostUploads(crt, bucket, key)
 
     @property
     def part_size(self) -> int:
@@ -136,6 +141,7 @@ class Upload:
                 ("x-amz-checksum-algorithm", self.crc.name),
                 ("x-amz-checksum-type", "FULL_OBJECT"),
             ]
+        self.lost.before_create()
         _, future = self.crt.start(
             "CreateMultipartUpload",
             "POST",
@@ -146,12 +152,17 @@ class Upload:
         )
         try:
             response = future.result()
+        except Exception:
+            # Every attempt failed, but a lost answer may have created an upload.
+            self.lost.after_create(None, wait=True)
+            raise
         except BaseException:
             # Interrupted while the request was out: if S3 created the upload
             # anyway, abort it, so that nothing is left behind.
             self._abort_if_created(future)
             raise
         self.upload_id = _xml.parse_upload_id(response.body, self.bucket, self.key)
+        self.lost.after_create(self.upload_id, wait=False)
         log.debug(
             "CreateMultipartUpload s3://%s/%s: upload id %s", self.bucket, self.key, self.upload_id
         )
@@ -264,8 +275,11 @@ class Upload:
             query={"uploadId": self.upload_id},
             headers=headers,
             body=body,
+            # The server's work grows with the part count: its stall_timeout does too.
+            size=len(self.parts) * COMPLETE_WORK_PER_PART,
         )
         self.finished = True
+        self.lost.wait()
         log.debug(
             "CompleteMultipartUpload s3://%s/%s: %d bytes in %d parts, %.1f ms",
             self.bucket,
@@ -291,6 +305,8 @@ class Upload:
             self._wait_for_parts()
         self._send_abort(self.upload_id, wait=wait)
         self.finished = True
+        if wait:
+            self.lost.wait()
 
     def _send_abort(self, upload_id: str, *, wait: bool) -> None:
         _, future = self.crt.start(

@@ -33,22 +33,35 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from awscrt.s3 import S3Request, S3RequestType
+from awscrt.s3 import S3RequestType
 
 from ._checksum_source import ask_part_sizes, ask_stored_checksum
 from ._checksums import Crc
-from ._crt_errors import translate, translate_get
+from ._crt_errors import check_etag, header, translate, translate_get
 from ._extent import Extent
-from ._integrity import A_RANGE, NOTHING_READ, Verdict, WindowedCheck
+from ._integrity import (
+    A_RANGE,
+    NOTHING_READ,
+    Verdict,
+    WindowedCheck,
+    checksum_unavailable,
+    refuses_to_tell,
+)
 from ._readahead import ReadAhead
 from ._recovery import after_416
 from ._transport import CrtClient, Headers, Response
+from ._watchdog import Tracked
 from .errors import S3ChecksumMismatchError, S3Exception, S3PreconditionFailedError
 from .models import ObjectInfo
 
 __all__ = ["WindowedDownload"]
 
 log = logging.getLogger(__name__)
+
+# The most the first window of a download asks for while the object's size is
+# unknown (the CRT's own first part). Later windows are ``part_size`` bytes,
+# never past the end of the object.
+FIRST_WINDOW = 8 * 1024 * 1024
 
 
 @dataclass(eq=False)
@@ -59,7 +72,7 @@ class Window:
     end: int
     charged: int
     whole_object: bool = False
-    request: S3Request | None = None
+    request: Tracked | None = None
     chunks: deque[bytes] = field(default_factory=deque)
     received: int = 0
     delivered: int = 0
@@ -146,7 +159,13 @@ class WindowedDownload:
             if self.check.active and not self.asked_checksum:
                 self.check.not_applicable(NOTHING_READ)
             return
-        end = extent.start + self.readahead.window_size
+        size = self.readahead.window_size
+        if extent.object_size is None:
+            # The CRT reserves a buffer as large as the range asked for: before the
+            # object's size is known, ask a bounded range (5 GiB parts and a 5-byte
+            # object must not reserve 5 GiB).
+            size = min(size, FIRST_WINDOW)
+        end = extent.start + size
         if bound is not None:
             end = min(end, bound)
         self.readahead.charge(end - extent.start)
@@ -165,8 +184,12 @@ class WindowedDownload:
         try:
             window.request = self.crt.make_request(
                 type=S3RequestType.DEFAULT if whole_object else S3RequestType.GET_OBJECT,
-                operation_name="GetObject" if whole_object else None,
-                request=self.crt.http_request("GET", self.bucket, self.key, headers=headers),
+                operation="GetObject",
+                method="GET",
+                bucket=self.bucket,
+                key=self.key,
+                headers=headers,
+                size=end - start,
                 on_headers=lambda status_code, headers, **_: self._on_headers(
                     window, status_code, headers
                 ),
@@ -211,12 +234,19 @@ class WindowedDownload:
                 return
             try:
                 if response is None:
-                    self.check.give_up(f"the HEAD asking for the stored checksum failed: {error}")
+                    assert error is not None
+                    self.check.unavailable(
+                        checksum_unavailable(
+                            error, asked="HeadObject", bucket=self.bucket, key=self.key
+                        )
+                    )
                     return
                 head_etag = response.header("ETag")
                 etag = self.extent.etag
-                if etag is not None and head_etag is not None and head_etag != etag:
-                    self._fail(self._changed(etag, head_etag))
+                try:
+                    check_etag(etag, head_etag, bucket=self.bucket, key=self.key)
+                except S3PreconditionFailedError as changed:
+                    self._fail(changed)
                     return
                 self.check.learn(response.headers, int(response.header("Content-Length") or 0))
                 if self.check.needs_parts:
@@ -224,7 +254,7 @@ class WindowedDownload:
                         self.crt, self.bucket, self.key, etag or head_etag, self._on_parts
                     )
             except Exception as unexpected:  # awscrt would swallow it; the reader must not hang
-                self.check.give_up(f"reading the stored checksum failed: {unexpected!r}")
+                self.check.unavailable(unexpected)
             finally:
                 self.cond.notify_all()
 
@@ -232,23 +262,20 @@ class WindowedDownload:
         with self.cond:
             if self.closed:
                 return
-            if sizes is None:
+            if sizes is None and refuses_to_tell(error):
                 self.check.give_up(
-                    f"the part sizes of a COMPOSITE checksum could not be fetched: {error}"
+                    f"the server did not give the part sizes of a COMPOSITE checksum: {error}"
+                )
+            elif sizes is None:
+                assert error is not None
+                self.check.unavailable(
+                    checksum_unavailable(
+                        error, asked="GetObjectAttributes", bucket=self.bucket, key=self.key
+                    )
                 )
             else:
                 self.check.learn_parts(sizes)
             self.cond.notify_all()
-
-    def _changed(self, etag: str, now: str) -> S3PreconditionFailedError:
-        return S3PreconditionFailedError(
-            f"the object changed while it was being read (ETag {etag} became {now})",
-            operation="GetObject",
-            bucket=self.bucket,
-            key=self.key,
-            status=412,
-            code="PreconditionFailed",
-        )
 
     def verdict(self) -> Verdict:
         with self.cond:
@@ -259,6 +286,9 @@ class WindowedDownload:
         if status >= 300:
             return  # the error arrives in on_done
         with self.cond:
+            # A server may ignore If-Match: a response of another version fails
+            # its window (raised here, the CRT delivers none of its body).
+            check_etag(self.extent.etag, header(headers, "ETag"), bucket=self.bucket, key=self.key)
             if self.extent.metadata is None:
                 self._learn_from_first_response(window, status, headers)
                 self._ask_checksum()
@@ -387,6 +417,9 @@ class WindowedDownload:
                     continue
                 window = self.windows[0]
                 if window.chunks and (window.done or not window.whole_object):
+                    if self.check.error is not None:  # fail closed: no unvalidated byte
+                        self._fail(self.check.error)
+                        raise self.check.error
                     return self._deliver(window)
                 if window.error is not None:
                     raise window.error

@@ -82,6 +82,35 @@ def parse_upload_id(body: bytes, bucket: str, key: str) -> str:
     return upload_id
 
 
+NO_OBJECT_PARTS = "NoObjectParts"
+"""The code of a GetObjectAttributes answer that lists no parts (moto keeps none)."""
+
+
+def parse_key_uploads(
+    body: bytes, bucket: str, key: str
+) -> tuple[list[str], tuple[str, str] | None]:
+    """Parse a ListMultipartUploads page: the upload ids of exactly ``key``, and the
+    ``(key-marker, upload-id-marker)`` of the next page (None on the last, or once
+    the listing has moved past ``key``: keys come in order)."""
+    root = _parse(body, "ListMultipartUploads", bucket, key)
+    url_encoded = (_text(root, "EncodingType") or "").lower() == "url"
+    ids = []
+    past = False
+    for upload in _children(root, "Upload"):
+        name = _text(upload, "Key") or ""
+        name = unquote(name) if url_encoded else name
+        if name == key:
+            ids.append(_text(upload, "UploadId") or "")
+        elif name.encode() > key.encode():
+            past = True
+    truncated = (_text(root, "IsTruncated") or "").lower() == "true"
+    if not truncated or past:
+        return [i for i in ids if i], None
+    marker = _text(root, "NextKeyMarker") or ""
+    marker = unquote(marker) if url_encoded else marker
+    return [i for i in ids if i], (marker, _text(root, "NextUploadIdMarker") or "")
+
+
 def complete_multipart_upload(
     parts: Iterable[tuple[int, str, str | None]], checksum_tag: str
 ) -> bytes:
@@ -118,17 +147,21 @@ def parse_delete_errors(body: bytes, bucket: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def parse_object_parts(body: bytes, bucket: str, key: str) -> tuple[list[int], int | None]:
-    """Parse a GetObjectAttributes answer: part sizes in order, and the next marker if truncated."""
+def parse_object_parts(
+    body: bytes, bucket: str, key: str
+) -> tuple[list[int], int | None, str | None]:
+    """Parse a GetObjectAttributes answer: part sizes in order, the next marker if
+    truncated, and the object's ETag if the answer gives it."""
     root = _parse(body, "GetObjectAttributes", bucket, key)
+    etag = _text(root, "ETag") or None
     parts = next(iter(_children(root, "ObjectParts")), None)
-    if parts is None:
+    if parts is None:  # a well-formed answer without them: the server does not keep them
         raise S3Exception(
             "GetObjectAttributes returned no ObjectParts",
             operation="GetObjectAttributes",
             bucket=bucket,
             key=key,
-            code="MalformedResponse",
+            code=NO_OBJECT_PARTS,
         )
     numbered = sorted(
         (int(_text(part, "PartNumber") or 0), int(_text(part, "Size") or -1))
@@ -144,4 +177,4 @@ def parse_object_parts(body: bytes, bucket: str, key: str) -> tuple[list[int], i
         )
     truncated = (_text(parts, "IsTruncated") or "").lower() == "true"
     following = _text(parts, "NextPartNumberMarker")
-    return [size for _, size in numbered], int(following) if truncated and following else None
+    return [size for _, size in numbered], int(following) if truncated and following else None, etag

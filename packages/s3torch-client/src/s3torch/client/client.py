@@ -20,7 +20,7 @@ from .errors import S3Exception
 from .listing import ObjectListing
 from .models import ObjectInfo, parse_http_date
 from .stream import ObjectStream
-from .uri import validate_bucket, validate_key
+from .uri import validate_bucket, validate_key, validate_text
 from .writer import S3Writer
 
 __all__ = ["S3Client"]
@@ -263,6 +263,8 @@ class S3Client:
             S3NotFoundError: the bucket does not exist (on first iteration).
         """
         validate_bucket(bucket)
+        validate_text("prefix", prefix, bucket)
+        validate_text("delimiter", delimiter, bucket)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 1000:
             raise ValueError(f"max_keys must be an int from 1 to 1000, got {max_keys!r}")
         if first_page_keys is not None and (
@@ -313,8 +315,10 @@ class S3Client:
             if len(pending) >= _DELETES_IN_FLIGHT:
                 failures.extend(_xml.parse_delete_errors(pending.pop(0).result().body, bucket))
 
-        for key in keys:
+        keys = list(keys)
+        for key in keys:  # all of them first: a bad key deletes nothing
             validate_key(bucket, key)
+        for key in keys:
             batch.append(key)
             if len(batch) == DELETE_BATCH:
                 flush(batch)
@@ -348,8 +352,11 @@ class S3Client:
         headers = [("x-amz-copy-source", quote(f"{src_bucket}/{src_key}", safe="/~"))]
         if source.etag:  # copy the version the HEAD saw (the CRT passes it to every part)
             headers.append(("x-amz-copy-source-if-match", source.etag))
+        # The server copies source.size bytes: that is what its stall_timeout scales with.
         if source.size <= MAX_SINGLE_COPY:
-            self._client().call("CopyObject", "PUT", dst_bucket, dst_key, headers=headers)
+            self._client().call(
+                "CopyObject", "PUT", dst_bucket, dst_key, headers=headers, size=source.size
+            )
         else:
             # aws-c-s3's multipart copy: UploadPartCopy in parallel.
             self._client().call(
@@ -358,6 +365,7 @@ class S3Client:
                 dst_bucket,
                 dst_key,
                 headers=headers,
+                size=source.size,
                 request_type=COPY_OBJECT,
             )
 

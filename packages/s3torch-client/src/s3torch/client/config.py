@@ -16,6 +16,7 @@ MIN_PART_SIZE = 5 * MiB
 MAX_PART_SIZE = 5 * GiB
 MIN_MEMORY_LIMIT = 256 * MiB  # awscrt refuses anything smaller
 MAX_ATTEMPTS_CEILING = 100
+MAX_TIMEOUT = 7 * 24 * 3600.0  # a week: anything longer is a mistake (ms overflow, units)
 
 ChecksumAlgorithm = Literal["CRC64NVME", "CRC32C", "CRC32"]
 CHECKSUM_ALGORITHMS: tuple[str, ...] = get_args(ChecksumAlgorithm)
@@ -32,8 +33,7 @@ class S3ClientConfig:
     The first seven fields may also be given positionally, in the order of
     s3torchconnector's ``S3ClientConfig`` (``throughput_target_gbps``,
     ``part_size``, ``unsigned``, ``force_path_style``, ``max_attempts``,
-    ``profile``, ``requester_pays``); ``memory_limit`` and
-    ``checksum_algorithm`` are keyword-only.
+    ``profile``, ``requester_pays``); the others are keyword-only.
 
     Attributes:
         throughput_target_gbps: Throughput the client aims for, in gigabits per
@@ -59,6 +59,23 @@ class S3ClientConfig:
         checksum_algorithm: Checksum sent with every upload, so the server
             rejects a corrupted body, and used to validate downloads against the
             server's full-object checksum. ``None`` turns both off.
+        stall_timeout: Seconds a request may go without progress, per 4 MiB it
+            has to move (at least one period), before it is cancelled: sent once
+            more on a fresh connection, then failed with
+            :class:`~s3torch.client.S3TimeoutError`. Progress is a response
+            arriving on this client (awscrt hands over a response whole, so
+            nothing finer is seen); a request waiting behind others that are
+            progressing is not stalled, but one that requests sent after it
+            keep overtaking is. ``None`` turns it off.
+        request_timeout: Seconds one request may take in all, queueing,
+            retries and re-sends included, before it fails with
+            :class:`~s3torch.client.S3TimeoutError`. ``None`` (the default):
+            no limit, since how long a healthy request takes grows with the
+            part size, the load and the link, and ``stall_timeout`` already
+            ends requests that stop moving.
+        connect_timeout: Seconds to establish a connection (awscrt's
+            ``connect_timeout_ms``); a connection that times out is retried
+            like any connection failure.
     """
 
     throughput_target_gbps: float = 10.0
@@ -71,6 +88,9 @@ class S3ClientConfig:
     _: KW_ONLY
     memory_limit: int = 1 * GiB
     checksum_algorithm: ChecksumAlgorithm | None = "CRC64NVME"
+    stall_timeout: float | None = 10.0
+    request_timeout: float | None = None
+    connect_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         _require_number("throughput_target_gbps", self.throughput_target_gbps)
@@ -130,6 +150,9 @@ class S3ClientConfig:
                 "S3ClientConfig.checksum_algorithm must be one of "
                 f"{', '.join(CHECKSUM_ALGORITHMS)} or None, got {self.checksum_algorithm!r}"
             )
+        _require_seconds("stall_timeout", self.stall_timeout, optional=True)
+        _require_seconds("request_timeout", self.request_timeout, optional=True)
+        _require_seconds("connect_timeout", self.connect_timeout, optional=False)
 
     @property
     def max_connections(self) -> int:
@@ -152,6 +175,19 @@ class S3ClientConfig:
 def _require_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"S3ClientConfig.{name} must be an int, got {value!r}")
+
+
+def _require_seconds(name: str, value: object, *, optional: bool) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        allowed = "a number of seconds or None" if optional else "a number of seconds"
+        raise TypeError(f"S3ClientConfig.{name} must be {allowed}, got {value!r}")
+    if not (math.isfinite(value) and 0 < value <= MAX_TIMEOUT):
+        raise ValueError(
+            f"S3ClientConfig.{name} must be a number of seconds > 0 and at most "
+            f"{MAX_TIMEOUT:.0f} (a week){' or None' if optional else ''}, got {value!r}"
+        )
 
 
 def _require_number(name: str, value: object) -> None:

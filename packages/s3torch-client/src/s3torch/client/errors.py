@@ -31,6 +31,7 @@ __all__ = [
     "S3NotFoundError",
     "S3PreconditionFailedError",
     "S3ThrottlingError",
+    "S3TimeoutError",
     "S3TransportError",
 ]
 
@@ -114,6 +115,29 @@ class S3ThrottlingError(S3Exception):
 
 class S3TransportError(S3Exception, ConnectionError):
     """The request failed below HTTP: connection refused or reset, DNS, TLS or a timeout."""
+
+
+class S3TimeoutError(S3TransportError, TimeoutError):
+    """A request was cut off by a time limit, and cancelled.
+
+    ``code`` says which: ``"stall_timeout"`` or ``"request_timeout"`` (the
+    :class:`~s3torch.client.S3ClientConfig` settings), or the CRT's error
+    name for a limit of its own (``AWS_IO_SOCKET_TIMEOUT``: ``connect_timeout``);
+    :attr:`limit` names the setting.
+    """
+
+    @property
+    def limit(self) -> str | None:
+        """The setting whose limit was hit, or None if it is not one of ours."""
+        return _LIMITS.get(self.code or "")
+
+
+_LIMITS = {
+    "stall_timeout": "stall_timeout",
+    "request_timeout": "request_timeout",
+    "AWS_IO_SOCKET_TIMEOUT": "connect_timeout",
+    "AWS_ERROR_HTTP_CHANNEL_THROUGHPUT_FAILURE": "stall_timeout",
+}
 
 
 class S3PreconditionFailedError(S3Exception):

@@ -19,10 +19,9 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from types import TracebackType
 
-from awscrt.s3 import S3Request
-
 from . import _xml
 from ._transport import CrtClient, Response
+from ._watchdog import Tracked
 from .models import ListObjectsPage
 
 __all__ = ["ObjectListing"]
@@ -73,7 +72,7 @@ class ObjectListing(Iterator[ListObjectsPage]):
         # The native requests of pages still in flight, to cancel them on close().
         # Each is dropped when its page finishes: the request holds our callbacks,
         # a cycle the garbage collector cannot see.
-        self._in_flight: dict[Future[Response], S3Request] = {}
+        self._in_flight: dict[Future[Response], Tracked] = {}
         self._held_token: str | None = None  # a next page not requested yet (too far ahead)
         self._closed = False
         self._error: BaseException | None = None  # the next page could not be requested

@@ -36,7 +36,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
             f"Invalid S3 URI {uri!r}: {bucket!r} is not a valid bucket name "
             "(3-63 letters, digits, dots and hyphens, starting and ending with a letter or digit)"
         )
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    _require_utf8(key, f"Invalid S3 URI {uri!r}: the key {key!r}")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise ValueError(f"Invalid S3 URI {uri!r}: the key is longer than {MAX_KEY_BYTES} bytes")
     return bucket, key
 
@@ -54,7 +55,27 @@ def validate_key(bucket: str, key: str) -> None:
         raise ValueError(
             f"Invalid key {key!r} for bucket {bucket!r}: an object key cannot be empty"
         )
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    _require_utf8(key, f"Invalid key {key!r} for bucket {bucket!r}:")
+    if len(key.encode("utf-8")) > MAX_KEY_BYTES:
         raise ValueError(
             f"Invalid key for s3://{bucket}: {key[:60]!r}... is longer than {MAX_KEY_BYTES} bytes"
         )
+
+
+def validate_text(name: str, value: str, bucket: str) -> None:
+    """Raise ValueError unless ``value`` (a listing's prefix or delimiter) can be sent to S3."""
+    if not isinstance(value, str):
+        raise ValueError(f"{name} must be a string, got {value!r} (bucket {bucket!r})")
+    _require_utf8(value, f"Invalid {name} {value!r} for bucket {bucket!r}:")
+
+
+def _require_utf8(text: str, what: str) -> None:
+    """S3 names objects by UTF-8 bytes: refuse a str that has none (a lone surrogate)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(
+            f"{what} is not valid UTF-8 (a lone surrogate, {text[error.start]!r}, at position "
+            f"{error.start}); S3 keys are UTF-8 text. A name decoded from bytes with "
+            "errors='surrogateescape' (os.fsdecode) must be decoded as UTF-8 instead"
+        ) from None
