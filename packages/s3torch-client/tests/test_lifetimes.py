@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from s3torch.client import S3Client
+from s3torch.client import S3Client, S3NotFoundError
 
 PART = 5 * 1024 * 1024
 
@@ -95,3 +95,32 @@ def test_a_closed_client_refuses_new_operations_and_open_transfers_finish(
     writer.close()
     with make_client() as other:
         assert other.get_object_stream(bucket, "written").read() == b"after close"
+
+
+class _Local:
+    """An object only a caller's frame refers to."""
+
+
+@pytest.mark.parametrize(
+    "failing_call",
+    [
+        lambda client, bucket: client.head_object(bucket, "missing"),
+        lambda client, bucket: client.get_object_stream(bucket, "missing").read(),
+        lambda client, bucket: client.delete_object("no-such-bucket-here", "key"),
+        lambda client, bucket: list(client.list_objects("no-such-bucket-here")),
+    ],
+    ids=["head", "get", "delete", "list"],
+)
+def test_a_caught_error_does_not_keep_the_callers_frame_alive(
+    client: S3Client, bucket: str, failing_call: Callable[[S3Client, str], Any]
+) -> None:
+    # An error's traceback holds every frame it went through, the caller's
+    # too; if a native request (whose callbacks the collector cannot see)
+    # stayed reachable from the error, the caller's locals would never be freed.
+    def caller() -> weakref.ref[_Local]:
+        local = _Local()
+        with pytest.raises(S3NotFoundError, match=r"missing|no-such-bucket-here"):
+            failing_call(client, bucket)
+        return weakref.ref(local)
+
+    assert _collected(caller())

@@ -242,6 +242,30 @@ def test_abort_leaves_no_object_and_no_upload(
     assert not _exists(boto3_s3, bucket, "obj")
 
 
+def test_a_second_ctrl_c_while_abort_waits_for_parts_still_aborts_the_upload(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str
+) -> None:
+    # The first Ctrl-C made the caller abort; a second one lands while the
+    # abort waits for the cancelled parts to end: the abort still goes out.
+    writer = small_part_client.put_object(bucket, "obj")
+    writer.write(os.urandom(2 * PART + 1))
+    assert _uploads(boto3_s3, bucket) == ["obj"]
+    upload = writer._upload
+
+    def second_ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    upload._wait_for_parts = second_ctrl_c  # type: ignore[method-assign]
+    with pytest.raises(KeyboardInterrupt):
+        writer.abort()
+    assert writer.closed
+    deadline = time.monotonic() + 10
+    while _uploads(boto3_s3, bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+
+
 def test_a_writer_dropped_without_close_aborts(
     small_part_client: S3Client, boto3_s3: Any, bucket: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -302,7 +302,14 @@ class Upload:
                 if not part.done and part.request is not None:
                     part.request.cancel()
         if wait:
-            self._wait_for_parts()
+            try:
+                self._wait_for_parts()
+            except BaseException:
+                # A second Ctrl-C while the cancelled parts end: the abort
+                # still goes out (not awaited), then the interrupt is raised.
+                self._send_abort(self.upload_id, wait=False)
+                self.finished = True
+                raise
         self._send_abort(self.upload_id, wait=wait)
         self.finished = True
         if wait:
