@@ -117,7 +117,13 @@ def run(mode: str, endpoint: str, uri: str, thread_count: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C after the call: ignored
         say("RAISED", time.monotonic(), describe(error))
         say("SENT_AFTER", sent[0] - sent_at_signal[0] if sent_at_signal else -1)
-        alive = [thread.name for thread in threading.enumerate() if "s3torch" in thread.name]
+        # The client's request watchdog is one thread per process, asleep when
+        # nothing is in flight: not a thread of the interrupted call.
+        alive = [
+            thread.name
+            for thread in threading.enumerate()
+            if "s3torch" in thread.name and thread.name != "s3torch-watchdog"
+        ]
         say("THREADS", *alive)
         if mode == "load":
             before = {key: value.clone() for key, value in tensors.items()}
