@@ -4,9 +4,13 @@ A plain tensor item is copied from the chunks it arrived in straight into its
 destination (:func:`~._tensor_item.copy_stored_tensor`); anything else goes
 through ``torch.load`` with torch's restricted unpickler (tensor items) or
 the planner's ``load_bytes`` (byte items, checked first unless the source is
-trusted), as in torch's own ``FileSystemReader``. A damaged item is a
-``ValueError`` naming it, where it lies and the file; nothing is ever
-written outside the destination tensor.
+trusted), as in torch's own ``FileSystemReader``. Before any of that, each
+item's bytes are checked against the CRC-32s its ``torch.save`` archive
+records (:func:`~._item_crc.check_item`, on this job's thread): a mismatch,
+or an archive that cannot be checked, is an ``S3ChecksumMismatchError``
+naming the object and the item. Any other damage is a ``ValueError`` naming
+the item, where it lies and the file; nothing is ever written outside the
+destination tensor.
 """
 
 from __future__ import annotations
@@ -26,10 +30,11 @@ from s3torch.client import S3Exception
 from s3torch.readers import DCPOptimizedS3Reader, S3Reader, join_views
 
 from ._item_checks import check_byte_item, item_error, load_tensor_item
+from ._item_crc import check_item
 from ._parallel import Cancelled, Stop
 from ._tensor_item import copy_stored_tensor
 
-__all__ = ["Piece", "PieceJob", "read_views"]
+__all__ = ["Piece", "PieceJob", "item_label", "read_views"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,8 @@ class PieceJob:
             info = self.storage_data[item.storage_index]
             views = self._read(reader, item, info)
             descriptors = getattr(info, "transform_descriptors", None)
+            if not descriptors:
+                self._check(reader, item, info, views)
             target = None
             if item.type != LoadItemType.BYTE_IO:
                 with self.lock:
@@ -107,6 +114,7 @@ class PieceJob:
             del views
             if descriptors:
                 data = self._untransform(reader.uri, item, info, descriptors, data)
+                self._check(reader, item, info, [memoryview(data)])
             fqn = item.storage_index.fqn
             if target is None:
                 if self.weights_only:
@@ -115,6 +123,18 @@ class PieceJob:
                     self.planner.load_bytes(item, io.BytesIO(data))
                 continue
             self._load_tensor(reader.uri, item, info, data, target)
+
+    def _check(
+        self, reader: S3Reader, item: ReadItem, info: Any, views: Sequence[memoryview]
+    ) -> None:
+        """Check ``item``'s archive against its CRC-32s (raises ``S3ChecksumMismatchError``)."""
+        check_item(
+            views,
+            bucket=reader.bucket,
+            key=reader.key,
+            item=item_label(item.storage_index, info.offset, info.length),
+            archive=item.type != LoadItemType.BYTE_IO,
+        )
 
     def _read(self, reader: S3Reader, item: ReadItem, info: Any) -> list[memoryview]:
         """The bytes of ``item``, all of them.
@@ -196,6 +216,12 @@ class PieceJob:
         del tensor
         with self.lock:
             self.planner.commit_tensor(item, target)
+
+
+def item_label(index: MetadataIndex, offset: int, length: int) -> str:
+    """``"item 'fqn' (chunk at [0, 0]) at bytes a-b"``: a stored item, as errors name it."""
+    chunk = f" (chunk at {list(index.offset)})" if index.offset is not None else ""
+    return f"item {index.fqn!r}{chunk} at bytes {offset}-{offset + length}"
 
 
 def read_views(reader: S3Reader, size: int) -> list[memoryview]:

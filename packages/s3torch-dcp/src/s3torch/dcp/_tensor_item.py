@@ -111,7 +111,7 @@ def copy_stored_tensor(
         return False
     if nbytes:
         item.seek(start)
-        # _data_start checked that the record lies inside the item, and
+        # data_start checked that the record lies inside the item, and
         # readinto writes at most the destination's bytes: all of them here.
         item.readinto(target.reshape(-1).view(torch.uint8).numpy())
     return True

@@ -69,6 +69,13 @@ class ViewsFile(io.RawIOBase):
         self._position += written
         return written
 
+    def views(self, position: int, size: int) -> list[memoryview]:
+        """Views of bytes ``[position, position + size)`` (fewer at the end), not copied.
+
+        The position is left where it was.
+        """
+        return self._views_from(position, size)
+
     def _views_from(self, position: int, size: int) -> list[memoryview]:
         """Views of up to ``size`` bytes from ``position`` (fewer at the end, none past it)."""
         if size <= 0 or position >= self._size:

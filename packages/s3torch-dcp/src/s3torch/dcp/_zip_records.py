@@ -5,6 +5,8 @@ of a pickle record, a byte-order record and one storage record holding the
 tensor's bytes, uncompressed. :func:`storage_record` finds that storage
 record and the pickle, checking every directory entry against its local
 header as ``torch.load`` would; anything it is unsure of gives None.
+:func:`zip_directory` and :func:`data_start` give any archive's records and
+where each one's bytes lie (the CRC-32 check of :mod:`._item_crc` uses them).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from ._views_file import ViewsFile
 
-__all__ = ["storage_record", "storage_record_by_zipfile"]
+__all__ = ["Record", "data_start", "storage_record", "storage_record_by_zipfile", "zip_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +53,8 @@ _PICKLE_RECORD = re.compile(r"[^/]+/data\.pkl")
 
 
 @dataclass(frozen=True, slots=True)
-class _Record:
-    """One record of a zip directory: what this module needs of a ``ZipInfo``."""
+class Record:
+    """One record of a zip directory: what this package needs of a ``ZipInfo``."""
 
     filename: str
     header_offset: int
@@ -60,9 +62,14 @@ class _Record:
     compress_size: int
     file_size: int
     crc: int
+    flags: int = 0
+    external_attr: int = 0
+    local_fields: bytes | None = None
+    """The version needed, flags, method, time and date as the directory entry has them
+    (raw): its local header must have the same (None: not compared)."""
 
 
-def _directory(item: ViewsFile) -> list[_Record] | None:
+def _directory(item: ViewsFile) -> list[Record] | None:
     """The zip directory of ``item``, read by hand; None unless it is a plain one.
 
     Plain: no archive comment, one disk, records whose sizes and offsets fit
@@ -105,7 +112,7 @@ def _directory(item: ViewsFile) -> list[_Record] | None:
             return None
     item.seek(directory_offset)
     directory = item.read(directory_size)
-    records: list[_Record] = []
+    records: list[Record] = []
     at = 0
     for _ in range(entries):
         if at + _DIRECTORY_ENTRY.size > len(directory):
@@ -122,12 +129,24 @@ def _directory(item: ViewsFile) -> list[_Record] | None:
             filename = name.decode("utf-8" if fields[5] & 0x800 else "cp437")
         except UnicodeDecodeError:
             return None
-        records.append(_Record(filename, fields[18], fields[6], fields[10], fields[11], fields[9]))
+        records.append(
+            Record(
+                filename,
+                fields[18],
+                fields[6],
+                fields[10],
+                fields[11],
+                fields[9],
+                fields[5],
+                fields[17],
+                bytes(directory[at + 6 : at + 16]),
+            )
+        )
         at = name_start + name_length + extra_length + comment_length
     return records if at == len(directory) else None
 
 
-def _read_stored(item: ViewsFile, record: _Record, start: int) -> bytes | None:
+def _read_stored(item: ViewsFile, record: Record, start: int) -> bytes | None:
     """An uncompressed record's bytes, its CRC-32 checked; None if not stored or not intact."""
     if record.compress_type != zipfile.ZIP_STORED or record.compress_size != record.file_size:
         return None
@@ -160,25 +179,46 @@ def storage_record(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
 def storage_record_by_zipfile(item: ViewsFile) -> tuple[int, int, str, bytes] | None:
     """:func:`storage_record` for any zip :mod:`zipfile` reads (zip64, comments)."""
     try:
-        with zipfile.ZipFile(item) as archive:
-            records = [
-                _Record(
-                    info.orig_filename,
-                    info.header_offset,
-                    info.compress_type,
-                    info.compress_size,
-                    info.file_size,
-                    info.CRC,
-                )
-                for info in archive.infolist()
-            ]
+        records = _zipfile_directory(item)
     except _MALFORMED:
         return None
     return _storage_record_among(item, records)
 
 
+def zip_directory(item: ViewsFile) -> list[Record] | None:
+    """Every record of the zip archive in ``item``; None if it is not a readable one.
+
+    The directory is read by hand where it is a plain one (what ``torch.save``
+    writes), by :mod:`zipfile` otherwise. Never raises for what ``item`` holds.
+    """
+    try:
+        records = _directory(item)
+        return records if records is not None else _zipfile_directory(item)
+    except _MALFORMED as error:
+        log.debug("not a readable zip archive: %r", error)
+        return None
+
+
+def _zipfile_directory(item: ViewsFile) -> list[Record]:
+    """The archive's records as :mod:`zipfile` reads them (raises what it raises)."""
+    with zipfile.ZipFile(item) as archive:
+        return [
+            Record(
+                info.orig_filename,
+                info.header_offset,
+                info.compress_type,
+                info.compress_size,
+                info.file_size,
+                info.CRC,
+                info.flag_bits,
+                info.external_attr,
+            )
+            for info in archive.infolist()
+        ]
+
+
 def _storage_record_among(
-    item: ViewsFile, records: list[_Record]
+    item: ViewsFile, records: list[Record]
 ) -> tuple[int, int, str, bytes] | None:
     """:func:`storage_record`, given the archive's directory."""
     storages = [record for record in records if _STORAGE_RECORD.fullmatch(record.filename)]
@@ -189,7 +229,7 @@ def _storage_record_among(
     size = item.seek(0, io.SEEK_END)
     starts: dict[int, int] = {}  # by id() of the record
     for record in records:
-        start = _data_start(item, record, size)
+        start = data_start(item, record, size)
         if start is None:
             return None
         starts[id(record)] = start
@@ -208,7 +248,7 @@ def _storage_record_among(
     return starts[id(storage)], storage.file_size, storage.filename.rsplit("/", 1)[1], data_pkl
 
 
-def _data_start(item: ViewsFile, info: _Record, size: int) -> int | None:
+def data_start(item: ViewsFile, info: Record, size: int) -> int | None:
     """Where ``info``'s data begins in ``item``, by its local header; None if that is not one."""
     name = info.filename.encode("utf-8")
     if not 0 <= info.header_offset < size:
@@ -220,6 +260,8 @@ def _data_start(item: ViewsFile, info: _Record, size: int) -> int | None:
     name_length = int.from_bytes(local[26:28], "little")
     extra_length = int.from_bytes(local[28:30], "little")
     if name_length != len(name) or local[_LOCAL_HEADER_SIZE:] != name:
+        return None
+    if info.local_fields is not None and local[4:14] != info.local_fields:
         return None
     start = info.header_offset + _LOCAL_HEADER_SIZE + name_length + extra_length
     return start if start + info.compress_size <= size else None
