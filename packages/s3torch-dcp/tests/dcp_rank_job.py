@@ -89,3 +89,34 @@ def load_resharded_then_save(
         dcp.save(state, storage_writer=S3StorageWriter(path=target, thread_count=2, **options))
     finally:
         dist.destroy_process_group()
+
+
+def save_twice_atomically(
+    rank: int, world: int, port: int, options: dict[str, Any], uri: str
+) -> None:
+    """Save DTensors over ``world`` ranks with atomic_overwrite, then again doubled, over it.
+
+    Also twice rank-locally at ``<uri>-local``.
+    """
+    mesh = _init(rank, world, port)
+    try:
+        for factor in (1.0, 2.0):
+            tensors = {name: value * factor for name, value in full_tensors().items()}
+            writer = S3StorageWriter(
+                path=uri,
+                thread_count=2,
+                prefix_strategy=HexPrefixStrategy(min_prefix_length=2),
+                atomic_overwrite=True,
+                **options,
+            )
+            dcp.save({**_sharded(mesh, tensors), "step": int(factor)}, storage_writer=writer)
+            local = {"mine": torch.full((3,), float(rank) * factor)}
+            dcp.save(
+                local,
+                storage_writer=S3StorageWriter(
+                    path=f"{uri}-local", atomic_overwrite=True, **options
+                ),
+                use_collectives=False,
+            )
+    finally:
+        dist.destroy_process_group()

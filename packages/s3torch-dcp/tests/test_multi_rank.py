@@ -71,3 +71,35 @@ def test_two_ranks_save_three_load_one_loads_what_three_saved(
     assert state["step"] == 11
     for name, value in full.items():
         assert torch.equal(state[name], value), name
+
+
+def test_atomic_overwrite_on_two_ranks_leaves_only_the_new_files(
+    rank_job: Any,
+    options: dict[str, Any],
+    bucket: str,
+    keys_under: Callable[[str], list[str]],
+) -> None:
+    uri = f"s3://{bucket}/atomic"
+    run(2, rank_job.save_twice_atomically, options, uri)
+    keys = keys_under("atomic/")
+    assert keys[0] == ".metadata"
+    # Every rank's files carry the second save's one token; the first save's are gone.
+    tokens = {key.rsplit("-", 1)[1].removesuffix(".distcp") for key in keys[1:]}
+    assert len(tokens) == 1, keys
+    (token,) = tokens
+    assert sorted(keys[1:]) == [
+        f"00/__0_0-{token}.distcp",
+        f"00/__0_1-{token}.distcp",
+        f"10/__1_0-{token}.distcp",
+        f"10/__1_1-{token}.distcp",
+    ]
+    local = keys_under("atomic-local/")
+    assert [key for key in local if key.endswith(".metadata")] == ["__0.metadata", "__1.metadata"]
+    assert len(local) == 4  # one file per rank: the first save's were removed
+    full = rank_job.full_tensors()
+    state = {name: torch.zeros_like(value) for name, value in full.items()}
+    state["step"] = 0
+    dcp.load(state, storage_reader=S3StorageReader(path=uri, **options))
+    assert state["step"] == 2
+    for name, value in full.items():
+        assert torch.equal(state[name], value * 2.0), name

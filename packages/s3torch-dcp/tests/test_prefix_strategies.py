@@ -99,3 +99,24 @@ def test_each_strategy_saves_and_loads(
     loaded = {"a": torch.zeros(10), "b": torch.zeros(2, 2)}
     dcp.load(loaded, storage_reader=S3StorageReader(path=checkpoint_uri, **options))
     same(loaded, state)
+
+
+@pytest.mark.parametrize("strategy", [BinaryPrefixStrategy, HexPrefixStrategy])
+def test_a_huge_prefix_count_costs_no_memory(
+    strategy: type[BinaryPrefixStrategy], options: dict[str, Any], checkpoint_uri: str
+) -> None:
+    """Prefixes are made per rank: 10**12 of them neither take memory nor time (issue 21)."""
+    count = 10**12
+    placed = strategy(prefix_count=count, epoch_num=1)
+    digits = (count - 1).bit_length() if strategy is BinaryPrefixStrategy else 10
+    code = "b" if strategy is BinaryPrefixStrategy else "x"
+    last = count - 1
+    assert placed(last) == f"{last:0{digits}{code}}"[::-1] + f"/epoch_1/__{last}_"
+    assert placed(count + 5).split("/")[0] == placed(5).split("/")[0]  # ranks wrap around
+    assert placed(5) == f"{5:0{digits}{code}}"[::-1] + "/epoch_1/__5_"
+    state = {"w": torch.arange(6.0)}
+    writer = S3StorageWriter(**options, path=checkpoint_uri, prefix_strategy=placed)
+    dcp.save(state, storage_writer=writer)
+    loaded = {"w": torch.zeros(6)}
+    dcp.load(loaded, storage_reader=S3StorageReader(**options, path=checkpoint_uri))
+    assert torch.equal(loaded["w"], state["w"])

@@ -117,22 +117,24 @@ class _NumericPrefixStrategy(S3PrefixStrategyBase):
         if prefix_count is None:
             prefix_count = dist.get_world_size() if dist.is_initialized() else 1
         self.prefix_count = prefix_count
-        self.prefixes = self._make_prefixes()
+        self.prefix_length = max(self._length_for(prefix_count), min_prefix_length)
 
     def _digits(self, number: int, length: int) -> str:
         return f"{number:0{length}{self._format_code}}"
 
     _format_code = "d"
 
-    def _make_prefixes(self) -> list[str]:
+    def _length_for(self, count: int) -> int:
+        """The digits that ``count`` distinct prefixes need (at least one)."""
         length, capacity = 1, self.base
-        while capacity < self.prefix_count:
+        while capacity < count:
             length, capacity = length + 1, capacity * self.base
-        length = max(length, self.min_prefix_length)
-        return [self._digits(number, length)[::-1] for number in range(self.prefix_count)]
+        return length
 
     def generate_prefix(self, rank: int) -> str:
-        numeric = self.prefixes[rank % self.prefix_count]
+        # Made per rank, not listed up front: any prefix_count costs nothing
+        # (a list of 10**12 prefixes ran out of memory).
+        numeric = self._digits(rank % self.prefix_count, self.prefix_length)[::-1]
         return f"{numeric}/{_epoch_part(self.epoch_num)}__{rank}_"
 
 

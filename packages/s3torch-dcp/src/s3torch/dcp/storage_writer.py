@@ -8,11 +8,10 @@ import logging
 import os
 import pickle
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import torch
 import torch.distributed as dist
 from torch.distributed.checkpoint import filesystem as _torch_fs
 from torch.distributed.checkpoint.filesystem import FileSystemWriter
@@ -28,6 +27,8 @@ from . import _paths
 from ._file_job import FileJob, split_items
 from ._lifetime import Closeable
 from ._parallel import require_thread_count, run_jobs
+from ._replacement import data_file_name, files_named_at, new_token, read_bytes, stale_files
+from ._writer_options import check_torch_options, save_config
 from .errors import S3CheckpointError
 from .file_system import S3FileSystem
 from .prefix_strategy import DefaultPrefixStrategy, S3PrefixStrategyBase
@@ -38,14 +39,6 @@ log = logging.getLogger(__name__)
 
 METADATA = ".metadata"
 SUFFIX = ".distcp"
-SAVE_MEMORY_LIMIT = 256 * 1024 * 1024
-"""The memory budget of the client a writer makes when given no settings.
-
-A save is bound by the server's PUT rate, not by parts in flight: 256 MiB
-(the least the CRT takes) keeps 32 parts of 8 MiB in flight over the
-``thread_count`` files, where the client's 1 GiB default let a 1 GiB save's
-peak RSS grow by over a GiB.
-"""
 
 
 @dataclass(frozen=True)
@@ -53,6 +46,8 @@ class StoragePrefix:
     """What a rank's save plan carries: the key prefix of its files, relative to the checkpoint."""
 
     prefix: str
+    token: str = ""
+    """Part of every file name of the save (``atomic_overwrite``); empty: torch's fixed names."""
 
 
 class S3StorageWriter(FileSystemWriter, Closeable):
@@ -85,8 +80,16 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             open by :meth:`close`).
         overwrite: Replace a checkpoint already at ``path``. Its ``.metadata``
             is deleted before any new file is written, so the location holds no
-            checkpoint until the new one is complete. ``False`` raises
-            :class:`FileExistsError` before anything is written.
+            checkpoint until the new one is complete (unless
+            ``atomic_overwrite``). ``False`` raises :class:`FileExistsError`
+            before anything is written.
+        atomic_overwrite: Keep the old checkpoint loadable, unchanged, until
+            the new one is published (default False): the save's files get
+            names of their own (``__<rank>_<n>-<token>.distcp``), the new
+            ``.metadata`` replaces the old one in one PUT, and only then are
+            the old checkpoint's files deleted, with any leftovers of earlier
+            saves that were killed before they published. A save killed at
+            any moment leaves the old checkpoint or the new one, whole.
         single_file_per_rank: One file per thread (default) rather than one
             file per tensor.
         per_thread_copy_ahead, cache_staged_state_dict: As for torch's
@@ -117,6 +120,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         endpoint: str | None = None,
         client: S3Client | None = None,
         overwrite: bool = True,
+        atomic_overwrite: bool = False,
         single_file_per_rank: bool = True,
         per_thread_copy_ahead: int = 10_000_000,
         cache_staged_state_dict: bool = False,
@@ -124,6 +128,10 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         **kwargs: Any,
     ) -> None:
         require_thread_count(thread_count)
+        if not isinstance(atomic_overwrite, bool):
+            raise TypeError(
+                f"atomic_overwrite must be a bool, got {type(atomic_overwrite).__name__}"
+            )
         if prefix_strategy is not None and not isinstance(prefix_strategy, S3PrefixStrategyBase):
             raise TypeError(
                 "prefix_strategy must be an S3PrefixStrategyBase, "
@@ -139,13 +147,13 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             "overwrite": overwrite,
         }
         accepted = inspect.signature(FileSystemWriter.__init__).parameters
-        _check_torch_options(kwargs, accepted)
+        check_torch_options(kwargs, accepted)
         options = {name: value for name, value in options.items() if name in accepted}
         super().__init__(uri, **options, **kwargs)
         self.fs: S3FileSystem = S3FileSystem(  # type: ignore[assignment]
             region,
             endpoint=endpoint,
-            s3client_config=_save_config(s3client_config, client),
+            s3client_config=save_config(s3client_config, client),
             client=client,
         )
         self.path: str = uri
@@ -153,6 +161,9 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         self.sync_files = False
         self.thread_count = thread_count
         self.overwrite = overwrite
+        self.atomic_overwrite = atomic_overwrite
+        self._old_files: set[str] = set()  # named by the .metadata this save replaces
+        self._rank_prefixes: list[str] = []  # of the ranks this writer publishes for
         self.prefix_strategy = prefix_strategy or DefaultPrefixStrategy()
         self.rank: int | None = None
         self.use_collectives = True
@@ -197,25 +208,36 @@ class S3StorageWriter(FileSystemWriter, Closeable):
                         f"Checkpoint already exists at {self.path} ({metadata_uri}) and "
                         "overwrite=False: nothing was written"
                     )
-                # Unpublish first: until the new save completes, there is no
-                # checkpoint here rather than an old .metadata over new files.
                 log.info("overwriting the checkpoint at %s", self.path)
-                self.fs.rm_file(metadata_uri)
+                if self.atomic_overwrite:
+                    # Kept until the new .metadata replaces it; its files go after.
+                    self._old_files = files_named_at(self.fs, metadata_uri)
+                else:
+                    # Unpublish first: until the new save completes, there is no
+                    # checkpoint here rather than an old .metadata over new files.
+                    self.fs.rm_file(metadata_uri)
         if self._rank_local:
             assert self.rank is not None
-            plan = dataclasses.replace(
-                plan, storage_data=StoragePrefix(self.prefix_strategy(self.rank))
-            )
+            placed = self._place(self.prefix_strategy(self.rank))
+            self._rank_prefixes = [placed.prefix]
+            plan = dataclasses.replace(plan, storage_data=placed)
         return plan
+
+    def _place(self, prefix: str, token: str | None = None) -> StoragePrefix:
+        if not self.atomic_overwrite:
+            return StoragePrefix(prefix)
+        return StoragePrefix(prefix, token or new_token())
 
     def prepare_global_plan(self, plans: list[SavePlan]) -> list[SavePlan]:
         """Give each rank's plan its key prefix (a rank-local plan keeps its own)."""
         placed = []
+        token = new_token()  # one per save: every rank's files share it
         for index, plan in enumerate(plans):
             if plan.storage_data is None:
                 prefix = self.prefix_strategy(_plan_rank(index, len(plans)))
-                plan = dataclasses.replace(plan, storage_data=StoragePrefix(prefix))
+                plan = dataclasses.replace(plan, storage_data=self._place(prefix, token))
             placed.append(plan)
+        self._rank_prefixes = [plan.storage_data.prefix for plan in placed]
         return placed
 
     # -------------------------------------------------------------- writing
@@ -227,6 +249,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
                 every other upload of this rank has been aborted.
         """
         prefix = plan.storage_data.prefix
+        token = getattr(plan.storage_data, "token", "")
         if self.single_file_per_rank:
             groups = split_items(plan.items, self.thread_count)
         else:
@@ -234,7 +257,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
         jobs = []
         written: list[str] = []  # files complete so far (list.append is thread-safe)
         for number, items in enumerate(groups):
-            relative = f"{prefix}{number}{SUFFIX}"
+            relative = data_file_name(prefix, number, token)
             uri = self.fs.concat_path(self.path, relative)
             job = FileJob(self.fs, uri, relative, items, planner, written, self._transforms())
             jobs.append((uri, job))
@@ -270,7 +293,7 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             try:
                 self.fs.rm_file(uri)
             except Exception as error:
-                log.warning("could not remove %s of a failed save: %s", uri, error)
+                log.warning("could not remove %s: %s", uri, error)
 
     def _error_rank(self) -> int:
         if self.rank is not None:
@@ -299,22 +322,44 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             with self.fs.client.put_object(bucket, key) as writer:
                 writer.write(data)
         except Exception as error:
-            self._remove_unpublished(uri, metadata)
+            self._remove_unpublished(uri, metadata, data)
             raise S3CheckpointError(
                 f"rank {self._error_rank()} failed to write {uri}: {type(error).__name__}: {error}",
                 rank=self._error_rank(),
                 uri=uri,
             ) from error
         log.debug("published %s (%d bytes)", uri, len(data))
+        if self.atomic_overwrite:
+            self._remove_replaced(metadata)
 
-    def _remove_unpublished(self, metadata_uri: str, metadata: Metadata) -> None:
+    def _remove_replaced(self, metadata: Metadata) -> None:
+        """After an atomic overwrite is published: delete the files its ``.metadata`` does not name.
+
+        Those of the checkpoint it replaced, and leftovers of killed saves in
+        its rank directories. A failure here is logged: the checkpoint is
+        published and loads; the next save removes what is left.
+        """
+        keep = {info.relative_path for info in metadata.storage_data.values()}
+        try:
+            stale = stale_files(self.fs, self.path, self._rank_prefixes, keep, self._old_files)
+        except Exception as error:
+            log.warning("could not list the replaced files under %s: %s", self.path, error)
+            return
+        log.debug("removing %d replaced files under %s", len(stale), self.path)
+        self._remove(stale)
+        self._old_files = set()
+
+    def _remove_unpublished(self, metadata_uri: str, metadata: Metadata, data: bytes) -> None:
         """Delete the data files of a save whose ``.metadata`` could not be written.
 
         Unless a ``.metadata`` is there after all (a PUT the server took
         though the client saw it fail): then nothing is deleted.
         """
         try:
-            published = self.fs.exists(metadata_uri)
+            if self.atomic_overwrite:  # the old .metadata may be there: is it ours?
+                published = self._holds(metadata_uri, data)
+            else:
+                published = self.fs.exists(metadata_uri)
         except Exception as error:
             log.warning("could not tell whether %s exists: %s", metadata_uri, error)
             return
@@ -323,6 +368,12 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             return
         relative = sorted({info.relative_path for info in metadata.storage_data.values()})
         self._remove([self.fs.concat_path(self.path, name) for name in relative])
+
+    def _holds(self, uri: str, data: bytes) -> bool:
+        """Whether the object at ``uri`` is ``data`` (False if there is none)."""
+        if not self.fs.exists(uri):
+            return False
+        return read_bytes(self.fs, uri) == data
 
     @property
     def checkpoint_id(self) -> str:
@@ -333,35 +384,6 @@ class S3StorageWriter(FileSystemWriter, Closeable):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """Whether ``checkpoint_id`` is an ``s3://`` URI."""
         return S3FileSystem.validate_checkpoint_id(checkpoint_id)
-
-
-def _check_torch_options(kwargs: dict[str, Any], accepted: Mapping[str, Any]) -> None:
-    """Refuse keyword options torch's ``FileSystemWriter`` does not take, or that we cannot honour.
-
-    Raises:
-        TypeError: a name the installed torch's ``FileSystemWriter`` does not take.
-        ValueError: a ``serialization_format`` other than ``TORCH_SAVE``.
-    """
-    unknown = sorted(name for name in kwargs if name not in accepted)
-    if unknown:
-        names = ", ".join(repr(name) for name in unknown)
-        raise TypeError(
-            f"S3StorageWriter got unexpected keyword argument(s) {names}: neither it nor "
-            f"torch {torch.__version__}'s FileSystemWriter takes them"
-        )
-    form = kwargs.get("serialization_format")
-    if form is not None and getattr(form, "name", form) != "TORCH_SAVE":
-        raise ValueError(
-            f"S3StorageWriter writes items with torch.save only: serialization_format={form!r} "
-            "is not supported"
-        )
-
-
-def _save_config(config: S3ClientConfig | None, client: S3Client | None) -> S3ClientConfig | None:
-    """The settings of the client a writer makes: ``config``, or the save's defaults."""
-    if config is not None or client is not None:
-        return config
-    return S3ClientConfig(memory_limit=SAVE_MEMORY_LIMIT)
 
 
 def _plan_rank(index: int, plan_count: int) -> int:
