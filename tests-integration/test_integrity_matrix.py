@@ -21,7 +21,7 @@ from boto3.s3.transfer import TransferConfig
 
 from locals3 import FaultProxy, SeaweedFSServer
 from locals3.pytest_plugin import empty_and_remove, new_bucket_name
-from s3torch.client import S3ChecksumMismatchError, S3Client, S3ClientConfig
+from s3torch.client import S3ChecksumMismatchError, S3Client, S3ClientConfig, S3Exception
 from s3torch.readers import ItemRange, S3ReaderConstructor, get_object
 
 pytestmark = pytest.mark.seaweedfs
@@ -200,20 +200,21 @@ def test_a_flipped_byte_is_detected_by_every_read_that_has_a_checksum(
     assert flipped.bit_length() - (flipped & -flipped).bit_length() < 8  # within one byte
 
 
-def test_a_failed_checksum_head_is_reported_not_silently_skipped(
-    matrix: str, proxy: FaultProxy, caplog: pytest.LogCaptureFixture
+def test_a_checksum_head_that_keeps_failing_fails_the_download_closed(
+    matrix: str, proxy: FaultProxy
 ) -> None:
+    # Validation fails closed: the bytes are not handed out unvalidated.
     key = _key("boto3", "CRC32", "20MiB")
     proxy.clear()
     proxy.fail(500, "InternalError", when=lambda r: r.method == "HEAD")
     client = _client(proxy.endpoint)
-    with client.get_object_stream(matrix, key) as stream:
-        assert stream.read() == _data(key)
-        assert not stream.validated
-        assert stream.validation.startswith("not validated: the HEAD asking for the")
-    assert any(
-        record.levelname == "WARNING" and key in record.getMessage() for record in caplog.records
-    )
+    with (
+        client.get_object_stream(matrix, key) as stream,
+        pytest.raises(S3Exception, match="could not be fetched") as caught,
+    ):
+        stream.read()
+    assert (caught.value.bucket, caught.value.key, caught.value.status) == (matrix, key, 500)
+    assert "none are returned" in str(caught.value)
 
 
 def test_a_stream_not_read_to_its_end_is_not_validated(

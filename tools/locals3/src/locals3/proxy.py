@@ -64,6 +64,7 @@ class FaultProxy(Service):
         self._injections: list[tuple[Injection, Match]] = []
         self._lock = threading.Condition()
         self._hold_for = 0
+        self._hold_kinds: frozenset[RequestKind] | None = None
         self._held = 0
         self._hold_timeout = 0.0
         self.hold_reached = False
@@ -131,12 +132,22 @@ class FaultProxy(Service):
         """Flip one byte of the response body of the next ``times`` matching requests."""
         self.inject(Fault.flip_response(), times=times, when=when)
 
-    def hold_until_concurrent(self, count: int, timeout: float) -> None:
+    def hold_until_concurrent(
+        self,
+        count: int,
+        timeout: float,
+        kinds: Iterable[RequestKind] | RequestKind | None = None,
+    ) -> None:
         """Hold requests until ``count`` are waiting at once (or ``timeout`` passes).
 
+        ``kinds``: hold and count only requests of these kinds (default: any);
+        the others pass (a listing that must answer before GETs can start).
         ``hold_reached`` tells afterwards whether they ever were.
         """
+        if isinstance(kinds, RequestKind):
+            kinds = (kinds,)
         with self._lock:
+            self._hold_kinds = None if kinds is None else frozenset(kinds)
             self._hold_for = count
             self._held = 0
             self._hold_timeout = timeout
@@ -157,9 +168,11 @@ class FaultProxy(Service):
                 return injection.fault
         return None
 
-    def _hold(self) -> None:
+    def _hold(self, request: SeenRequest) -> None:
         with self._lock:
             if not self._hold_for:
+                return
+            if self._hold_kinds is not None and request.kind not in self._hold_kinds:
                 return
             self._held += 1
             if self._held >= self._hold_for:
@@ -194,7 +207,7 @@ class FaultProxy(Service):
                     proxy._concurrent += 1
                     proxy.max_concurrent = max(proxy.max_concurrent, proxy._concurrent)
                 try:
-                    proxy._hold()
+                    proxy._hold(seen)
                     self._play(proxy._take(seen), body)
                 finally:
                     with proxy._lock:
