@@ -19,6 +19,8 @@ import torch.distributed as dist
 
 from s3torch.client import require_int
 
+_MAX_KEY_BYTES = 1024  # S3's limit on a key, in bytes of UTF-8
+
 __all__ = [
     "BinaryPrefixStrategy",
     "DefaultPrefixStrategy",
@@ -77,13 +79,23 @@ class RoundRobinPrefixStrategy(S3PrefixStrategyBase):
     """
 
     def __init__(self, user_prefixes: Sequence[str], epoch_num: int | None = None) -> None:
-        if isinstance(user_prefixes, str) or not user_prefixes:
+        if (
+            isinstance(user_prefixes, (str, bytes, bytearray))
+            or not isinstance(user_prefixes, Sequence)
+            or not user_prefixes
+        ):
             raise ValueError(
                 f"user_prefixes must be a non-empty list of strings, got {user_prefixes!r}"
             )
         for prefix in user_prefixes:
             if not isinstance(prefix, str) or not prefix.strip("/"):
                 raise ValueError(f"user_prefixes must hold non-empty strings, got {prefix!r}")
+            try:
+                prefix.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"user_prefixes must hold UTF-8 text (S3 keys are), got {prefix!r}"
+                ) from None
         _check_epoch(epoch_num)
         self.user_prefixes = list(user_prefixes)
         self.epoch_num = epoch_num
@@ -110,6 +122,11 @@ class _NumericPrefixStrategy(S3PrefixStrategyBase):
     ) -> None:
         _check_epoch(epoch_num)
         require_int("min_prefix_length", min_prefix_length, minimum=1)
+        if min_prefix_length > _MAX_KEY_BYTES:
+            raise ValueError(
+                f"min_prefix_length must be at most {_MAX_KEY_BYTES} (S3's key limit in "
+                f"bytes), got {min_prefix_length!r}"
+            )
         require_int("prefix_count", prefix_count, minimum=1, optional=True)
         self.epoch_num = epoch_num
         self.min_prefix_length = min_prefix_length
@@ -117,22 +134,25 @@ class _NumericPrefixStrategy(S3PrefixStrategyBase):
         if prefix_count is None:
             prefix_count = dist.get_world_size() if dist.is_initialized() else 1
         self.prefix_count = prefix_count
-        self.prefixes = self._make_prefixes()
-
-    def _digits(self, number: int, length: int) -> str:
-        return f"{number:0{length}{self._format_code}}"
+        # Digits that tell prefix_count prefixes apart (each made when asked for, so a
+        # huge prefix_count costs nothing up front).
+        length, capacity = 1, self.base
+        while capacity < prefix_count:
+            length, capacity = length + 1, capacity * self.base
+        self._length = max(length, min_prefix_length)
 
     _format_code = "d"
 
-    def _make_prefixes(self) -> list[str]:
-        length, capacity = 1, self.base
-        while capacity < self.prefix_count:
-            length, capacity = length + 1, capacity * self.base
-        length = max(length, self.min_prefix_length)
-        return [self._digits(number, length)[::-1] for number in range(self.prefix_count)]
+    def _numeric(self, number: int) -> str:
+        return f"{number:0{self._length}{self._format_code}}"[::-1]
+
+    @property
+    def prefixes(self) -> list[str]:
+        """Every prefix, in the order of ``rank % prefix_count`` (built on each call)."""
+        return [self._numeric(number) for number in range(self.prefix_count)]
 
     def generate_prefix(self, rank: int) -> str:
-        numeric = self.prefixes[rank % self.prefix_count]
+        numeric = self._numeric(rank % self.prefix_count)
         return f"{numeric}/{_epoch_part(self.epoch_num)}__{rank}_"
 
 
