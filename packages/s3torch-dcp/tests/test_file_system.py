@@ -81,6 +81,17 @@ def test_validate_checkpoint_id(checkpoint_id: Any, valid: bool) -> None:
     assert S3FileSystem.validate_checkpoint_id(checkpoint_id) is valid
 
 
+@pytest.mark.parametrize("path", [False, 7, None, 1.5])
+@pytest.mark.parametrize("storage", ["S3StorageWriter", "S3StorageReader"])
+def test_a_path_of_another_type_is_refused_naming_it(path: Any, storage: str) -> None:
+    """Found by tests-integration/test_fuzz.py: os.fspath's TypeError named only the type."""
+    import s3torch.dcp
+
+    with pytest.raises(ValueError, match="Invalid checkpoint path") as raised:
+        getattr(s3torch.dcp, storage)("us-east-1", path)
+    assert repr(path) in str(raised.value)
+
+
 def test_exists_rename_rm_and_ls(fs: S3FileSystem, bucket: str, boto3_s3: Any) -> None:
     base = f"s3://{bucket}/ckpt"
     boto3_s3.put_object(Bucket=bucket, Key="ckpt/a", Body=b"1")

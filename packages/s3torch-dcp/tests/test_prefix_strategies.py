@@ -62,6 +62,32 @@ def test_bad_settings_are_refused(bad: Callable[[], Any]) -> None:
         bad()
 
 
+@pytest.mark.parametrize(
+    ("bad", "named"),
+    [
+        # Found by tests-integration/test_fuzz.py: a TypeError naming nothing, or the byte 0.
+        (lambda: RoundRobinPrefixStrategy(True), "True"),  # type: ignore[arg-type]
+        (lambda: RoundRobinPrefixStrategy(b"\x00"), "b'\\x00'"),
+        (lambda: RoundRobinPrefixStrategy(["ok", "\ud800"]), "'\\ud800'"),  # no UTF-8: no key
+        (lambda: HexPrefixStrategy(min_prefix_length=1025), "1025"),  # longer than any key
+    ],
+)
+def test_bad_settings_are_refused_naming_the_argument(bad: Callable[[], Any], named: str) -> None:
+    with pytest.raises(ValueError, match="must") as raised:
+        bad()
+    assert named in str(raised.value)
+
+
+def test_a_huge_prefix_count_costs_nothing_up_front() -> None:
+    """Found by the fuzz tests: 10**8 prefixes were built eagerly (74 s, then MemoryError)."""
+    strategy = HexPrefixStrategy(min_prefix_length=1, prefix_count=10**12)
+    assert strategy(17) == "1100000000/__17_"  # 10 hex digits tell 10**12 prefixes apart
+    assert strategy(10**12 + 1) == "1000000000/__1000000000001_"
+    assert BinaryPrefixStrategy(min_prefix_length=2, prefix_count=2**40)(6) == (
+        "011" + "0" * 37 + "/__6_"
+    )
+
+
 def test_a_custom_strategy(options: dict[str, Any], checkpoint_uri: str, keys_under: Any) -> None:
     class Dated(S3PrefixStrategyBase):
         def generate_prefix(self, rank: int) -> str:

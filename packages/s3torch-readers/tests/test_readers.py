@@ -61,6 +61,9 @@ def test_readers_are_read_only_seekable_file_objects(
         (lambda r: r.seek(1.5), TypeError, "seek offset must be an integer"),
         (lambda r: r.seek("10"), TypeError, "seek offset must be an integer"),
         (lambda r: r.seek(True), TypeError, "seek offset must be an integer"),
+        # Found by tests-integration/test_fuzz.py: a whence of 0.0 or True was taken as 0 or 1.
+        (lambda r: r.seek(0, 0.0), TypeError, r"whence must be an integer .*got 0\.0"),
+        (lambda r: r.seek(0, True), TypeError, r"whence must be an integer .*got True"),
         (lambda r: r.read(2.0), TypeError, "read size must be an integer or None"),
         (lambda r: r.read("1"), TypeError, "read size must be an integer or None"),
     ],

@@ -22,7 +22,7 @@ def to_uri(path: str | os.PathLike[str]) -> str:
             f"Invalid checkpoint path {str(path)!r}: a pathlib.Path is a local path; "
             "pass the S3 location as a string like 's3://bucket/checkpoints/step-100'"
         )
-    text = os.fspath(path)
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
     if not isinstance(text, str):
         raise ValueError(
             f"Invalid checkpoint path {text!r}: expected a string like 's3://bucket/key'"

@@ -19,6 +19,8 @@ import torch.distributed as dist
 
 from s3torch.client import require_int
 
+_MAX_KEY_BYTES = 1024  # S3's limit on a key, in bytes of UTF-8
+
 __all__ = [
     "BinaryPrefixStrategy",
     "DefaultPrefixStrategy",
@@ -77,13 +79,23 @@ class RoundRobinPrefixStrategy(S3PrefixStrategyBase):
     """
 
     def __init__(self, user_prefixes: Sequence[str], epoch_num: int | None = None) -> None:
-        if isinstance(user_prefixes, str) or not user_prefixes:
+        if (
+            isinstance(user_prefixes, (str, bytes, bytearray))
+            or not isinstance(user_prefixes, Sequence)
+            or not user_prefixes
+        ):
             raise ValueError(
                 f"user_prefixes must be a non-empty list of strings, got {user_prefixes!r}"
             )
         for prefix in user_prefixes:
             if not isinstance(prefix, str) or not prefix.strip("/"):
                 raise ValueError(f"user_prefixes must hold non-empty strings, got {prefix!r}")
+            try:
+                prefix.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(
+                    f"user_prefixes must hold UTF-8 text (S3 keys are), got {prefix!r}"
+                ) from None
         _check_epoch(epoch_num)
         self.user_prefixes = list(user_prefixes)
         self.epoch_num = epoch_num
@@ -110,6 +122,11 @@ class _NumericPrefixStrategy(S3PrefixStrategyBase):
     ) -> None:
         _check_epoch(epoch_num)
         require_int("min_prefix_length", min_prefix_length, minimum=1)
+        if min_prefix_length > _MAX_KEY_BYTES:
+            raise ValueError(
+                f"min_prefix_length must be at most {_MAX_KEY_BYTES} (S3's key limit in "
+                f"bytes), got {min_prefix_length!r}"
+            )
         require_int("prefix_count", prefix_count, minimum=1, optional=True)
         self.epoch_num = epoch_num
         self.min_prefix_length = min_prefix_length

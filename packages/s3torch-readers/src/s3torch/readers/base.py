@@ -142,10 +142,14 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         return ``b""``. Only ``SEEK_END`` needs the object's size.
 
         Raises:
-            TypeError: ``offset`` is not an integer.
+            TypeError: ``offset`` or ``whence`` is not an integer.
             ValueError: an unknown ``whence``, or a negative resulting position.
         """
         self._check_open()
+        if isinstance(whence, bool) or not isinstance(whence, int):
+            raise TypeError(
+                f"whence must be an integer (os.SEEK_SET, SEEK_CUR or SEEK_END), got {whence!r}"
+            )
         if isinstance(offset, bool):
             raise TypeError(f"seek offset must be an integer, got {offset!r}")
         try:
