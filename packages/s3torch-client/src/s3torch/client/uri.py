@@ -34,7 +34,8 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     if not _BUCKET.fullmatch(bucket) or ".." in bucket:
         raise ValueError(
             f"Invalid S3 URI {uri!r}: {bucket!r} is not a valid bucket name "
-            "(3-63 letters, digits, dots and hyphens, starting and ending with a letter or digit)"
+            "(3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter "
+            "or digit; legacy names may also hold upper case and underscores, up to 255)"
         )
     _require_utf8(key, f"Invalid S3 URI {uri!r}: the key {key!r}")
     if len(key.encode("utf-8")) > MAX_KEY_BYTES:
