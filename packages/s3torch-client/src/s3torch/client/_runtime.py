@@ -45,12 +45,12 @@ _runtime: Runtime | None = None
 # CRT objects inherited from a parent process: kept referenced so that their
 # destructors never run here. They hold no threads in this process.
 _inherited: list[Any] = []
-# awscrt's process-wide defaults: (class, attribute holding it, attribute holding its lock).
 # CPython discards (prints) whatever an at-fork hook raises, a KeyboardInterrupt
 # too: one raised in our before-fork hook is kept here, and delivered again
 # once the fork hooks are over (``_in_fork_hooks`` says when).
 _interrupted_in_fork_hook = False
 _in_fork_hooks = False
+# awscrt's process-wide defaults: (class, attribute holding it, attribute holding its lock).
 _STATIC_DEFAULTS = (
     (ClientBootstrap, "_static_client_bootstrap", "_static_client_bootstrap_lock"),
     (DefaultHostResolver, "_static_host_resolver", "_static_host_resolver_lock"),
