@@ -63,6 +63,13 @@ def _rank_error(raised: pytest.ExceptionInfo[BaseException]) -> BaseException:
     return error.__cause__
 
 
+def _load_error(reader: S3StorageReader, state: dict[str, Any]) -> BaseException:
+    """The rank's error of a ``dcp.load`` through ``reader`` that must fail (closing the reader)."""
+    with reader, pytest.raises(CheckpointException) as raised:
+        dcp.load(state, storage_reader=reader)
+    return _rank_error(raised)
+
+
 def _data_file_get(request: Any) -> bool:
     return request.path.split("?")[0].endswith(".distcp")
 
@@ -79,18 +86,14 @@ def test_a_byte_flipped_in_a_get_of_a_tensor_item_raises_naming_the_object_and_i
     _save(_state(), checkpoint_uri, options)
     flipped = fault_proxy.inject(Fault.flip_response(), kinds=RequestKind.GET, when=_data_file_get)
     loaded = _blank()
-    with (
-        S3StorageReader(
-            s3_region,
-            checkpoint_uri,
-            endpoint=fault_proxy.endpoint,
-            reader_constructor=READERS[kind](),
-        ) as reader,
-        pytest.raises(CheckpointException) as raised,
-    ):
-        dcp.load(loaded, storage_reader=reader)
+    reader = S3StorageReader(
+        s3_region,
+        checkpoint_uri,
+        endpoint=fault_proxy.endpoint,
+        reader_constructor=READERS[kind](),
+    )
+    error = _load_error(reader, loaded)
     assert flipped.hits == 1
-    error = _rank_error(raised)
     assert isinstance(error, S3ChecksumMismatchError), repr(error)
     assert (error.bucket, error.key) == (bucket, KEY)
     assert error.code == "ChecksumMismatch"
@@ -121,18 +124,16 @@ def test_a_partial_load_checks_the_items_it_loads(
     _save(_state(), checkpoint_uri, options)
     flipped = fault_proxy.inject(Fault.flip_response(), kinds=RequestKind.GET, when=_data_file_get)
     loaded = {"w": torch.zeros(MiB)}  # one item of three: for_items fetches only its range
-    with (
+    error = _load_error(
         S3StorageReader(
             s3_region,
             checkpoint_uri,
             endpoint=fault_proxy.endpoint,
             reader_constructor=READERS[kind](),
-        ) as reader,
-        pytest.raises(CheckpointException) as raised,
-    ):
-        dcp.load(loaded, storage_reader=reader)
+        ),
+        loaded,
+    )
     assert flipped.hits == 1
-    error = _rank_error(raised)
     assert isinstance(error, S3ChecksumMismatchError), repr(error)
     assert (error.bucket, error.key) == (bucket, KEY)
     assert "item 'w'" in str(error)
@@ -154,15 +155,13 @@ def test_a_byte_flipped_in_a_byte_item_raises_naming_it(
         flipped = fault_proxy.inject(
             Fault.flip_response(), kinds=RequestKind.GET, when=_data_file_get
         )
-        with (
+        error = _load_error(
             S3StorageReader(
                 s3_region, checkpoint_uri, endpoint=fault_proxy.endpoint, weights_only=not trusted
-            ) as reader,
-            pytest.raises(CheckpointException) as raised,
-        ):
-            dcp.load(loaded, storage_reader=reader)
+            ),
+            loaded,
+        )
         assert flipped.hits == 1
-        error = _rank_error(raised)
         assert isinstance(error, S3ChecksumMismatchError), repr(error)
         assert (error.bucket, error.key) == (bucket, KEY)
         assert "item 'blob' at bytes" in str(error)
@@ -206,12 +205,9 @@ def test_an_item_damaged_in_storage_raises_on_every_reader(
 
     info = _rewrite_item(boto3_s3, bucket, checkpoint_uri, options, "w", flip_in_data)
     for kind, make in READERS.items():
-        with (
-            S3StorageReader(path=checkpoint_uri, reader_constructor=make(), **options) as reader,
-            pytest.raises(CheckpointException) as raised,
-        ):
-            dcp.load(_blank(), storage_reader=reader)
-        error = _rank_error(raised)
+        error = _load_error(
+            S3StorageReader(path=checkpoint_uri, reader_constructor=make(), **options), _blank()
+        )
         assert isinstance(error, S3ChecksumMismatchError), (kind, repr(error))
         assert f"at bytes {info.offset}-" in str(error), kind
 
@@ -252,14 +248,10 @@ def test_an_item_whose_records_cannot_be_checked_raises(
 
     info = _rewrite_item(boto3_s3, bucket, checkpoint_uri, options, "w", make)
     for kind, constructor in READERS.items():
-        with (
-            S3StorageReader(
-                path=checkpoint_uri, reader_constructor=constructor(), **options
-            ) as reader,
-            pytest.raises(CheckpointException) as raised,
-        ):
-            dcp.load(_blank(), storage_reader=reader)
-        error = _rank_error(raised)
+        error = _load_error(
+            S3StorageReader(path=checkpoint_uri, reader_constructor=constructor(), **options),
+            _blank(),
+        )
         assert isinstance(error, S3ChecksumMismatchError), (kind, repr(error))
         assert (error.bucket, error.key) == (bucket, KEY)
         assert f"item 'w' (chunk at [0]) at bytes {info.offset}-" in str(error), kind
