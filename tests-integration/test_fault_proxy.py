@@ -105,6 +105,17 @@ def test_requests_are_named_by_their_s3_operation(proxy: FaultProxy, bucket: str
     ]
 
 
+def test_each_request_records_the_body_bytes_sent_back(
+    proxy: FaultProxy, bucket: str, stored: str
+) -> None:
+    status, whole = request(proxy, "GET", bucket, stored)
+    ranged_status, part = request(proxy, "GET", bucket, stored, headers={"Range": "bytes=0-99"})
+    head_status, _ = request(proxy, "HEAD", bucket, stored)
+    assert (status, ranged_status, head_status) == (200, 206, 200)
+    assert (len(whole), len(part)) == (len(BODY), 100)
+    assert [seen.response_bytes for seen in proxy.seen] == [len(BODY), 100, 0]
+
+
 def test_an_error_answers_instead_of_the_server(
     proxy: FaultProxy, bucket: str, stored: str
 ) -> None:

@@ -39,6 +39,8 @@ class SeenRequest:
     headers: dict[str, str]
     body_size: int
     kind: RequestKind = RequestKind.OTHER
+    response_bytes: int = 0
+    """Body bytes the proxy sent back for it (set once the response is written)."""
 
 
 Match = Callable[[SeenRequest], bool]
@@ -208,12 +210,12 @@ class FaultProxy(Service):
                     proxy.max_concurrent = max(proxy.max_concurrent, proxy._concurrent)
                 try:
                     proxy._hold(seen)
-                    self._play(proxy._take(seen), body)
+                    self._play(proxy._take(seen), body, seen)
                 finally:
                     with proxy._lock:
                         proxy._concurrent -= 1
 
-            def _play(self, fault: Fault | None, body: bytes) -> None:
+            def _play(self, fault: Fault | None, body: bytes, seen: SeenRequest) -> None:
                 kind = fault.kind if fault is not None else None
                 if fault is not None and kind == FaultKind.ERROR:
                     self._send_error(fault.status, fault.code)
@@ -239,6 +241,8 @@ class FaultProxy(Service):
                     assert fault is not None
                     proxy._stopping.wait(fault.seconds)
                 self._respond(status, response_headers, data, fault)
+                if self.command != "HEAD":
+                    seen.response_bytes = len(data)
 
             def _send_error(self, status: int, code: str) -> None:
                 document = (
