@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run every job without the counting proxy (times only): the proxy is "
-        "Python and binds the times at 0 ms on a small machine (default: on)",
+        "Python and binds the times on a small machine (default: on)",
     )
     parser.add_argument(
         "--checkpoint-mib",
