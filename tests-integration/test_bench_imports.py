@@ -20,6 +20,7 @@ MODULES = sorted(path.stem for path in (BENCH / "s3bench").glob("*.py"))
 
 def test_the_bench_package_has_its_modules() -> None:
     assert {"__init__", "case", "cases", "data_cases", "dcp_cases", "worker"} <= set(MODULES)
+    assert {"job_cli", "job_rank", "job_report", "job_run"} <= set(MODULES)
 
 
 @pytest.mark.parametrize("module", MODULES)
