@@ -74,10 +74,13 @@ class LatencyProxy(Service):
                 loop.run_forever()
             finally:  # stopped: end every connection's relay before the loop goes
                 server.close()
-                relays = asyncio.all_tasks(loop)
-                for relay in relays:
-                    relay.cancel()
-                loop.run_until_complete(asyncio.gather(*relays, return_exceptions=True))
+                # Cancelling a relay can start more tasks (a connection accepted
+                # meanwhile, the relay's own copies): repeat until none is left,
+                # so none is destroyed pending when the loop closes.
+                while relays := asyncio.all_tasks(loop):
+                    for relay in relays:
+                        relay.cancel()
+                    loop.run_until_complete(asyncio.gather(*relays, return_exceptions=True))
                 loop.close()
 
         self._loop = loop
