@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from locals3 import Fault, FaultProxy, RequestKind
-from s3torch.client import S3Client, S3NotFoundError, S3PreconditionFailedError
+from s3torch.client import ObjectInfo, S3Client, S3NotFoundError, S3PreconditionFailedError
 from s3torch.readers import (
     ItemRange,
     RangedS3Reader,
@@ -247,6 +247,37 @@ def test_the_dcp_reader_never_mixes_versions_either(
             assert reader.read(1000) == first[item.start : item.end]
         except S3PreconditionFailedError:
             break
+
+
+@pytest.mark.parametrize("reader_kind", [*KINDS, "dcp_optimized"])
+@pytest.mark.parametrize("described", [90, 120, 6 * MiB])
+def test_an_object_of_another_size_than_its_info_says_raises_before_any_byte(
+    make_client: Callable[..., S3Client],
+    bucket: str,
+    upload: Callable[..., bytes],
+    reader_kind: str,
+    described: int,
+) -> None:
+    """A stale or wrong listing (or manifest) whose ETag still matches: never cut or padded."""
+    client = make_client(part_size=PART)
+    upload("obj", 100)
+    info = client.head_object(bucket, "obj")
+    stale = ObjectInfo(bucket, "obj", described, info.etag)
+    if reader_kind == "dcp_optimized":
+        constructor: Any = S3ReaderConstructor.dcp_optimized()
+        constructor.set_item_ranges({f"s3://{bucket}/obj": [ItemRange(0, 10), ItemRange(50, 90)]})
+    else:
+        constructor = KINDS[reader_kind]
+    with constructor(client, bucket, "obj", stale) as reader:
+        reader.seek(50)
+        with pytest.raises(S3PreconditionFailedError) as raised:
+            reader.read(40)
+    error = raised.value
+    assert (error.key, error.code) == ("obj", "SizeMismatch")
+    assert f"has 100 bytes, but {described} were expected" in str(error)
+    with constructor(client, bucket, "obj", info) as reader:  # the right size reads
+        reader.seek(50)
+        assert len(reader.read(40)) == 40
 
 
 def _rss(field: str) -> int:

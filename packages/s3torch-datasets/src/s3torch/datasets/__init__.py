@@ -9,14 +9,29 @@
 """
 
 from ._base import DEFAULT_PREFETCH, identity
+from ._manifest import (
+    MANIFEST_VERSION,
+    ManifestError,
+    ManifestHeader,
+    ManifestMismatchError,
+    read_manifest,
+)
+from ._manifest_writer import ManifestSummary, write_manifest
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
 
 __all__ = [
     "DEFAULT_PREFETCH",
+    "MANIFEST_VERSION",
+    "ManifestError",
+    "ManifestHeader",
+    "ManifestMismatchError",
+    "ManifestSummary",
     "S3IterableDataset",
     "S3MapDataset",
     "__version__",
     "identity",
+    "read_manifest",
+    "write_manifest",
 ]

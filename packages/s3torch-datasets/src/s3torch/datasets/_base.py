@@ -14,18 +14,21 @@ from s3torch.client import (
     S3Client,
     S3ClientConfig,
     S3Exception,
+    S3PreconditionFailedError,
     check_shared_client,
     require_int,
 )
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
+from ._manifest import ManifestMismatchError
 from ._shared_listing import Keep, SharedListing, kept
-from ._source import DatasetObject, PrefixListing
+from ._source import DatasetObject, ManifestListing, PagedSource
 
 __all__ = [
     "DEFAULT_PREFETCH",
     "DatasetSource",
     "S3DatasetBase",
+    "changed_since",
     "identity",
     "name_object_in",
 ]
@@ -57,6 +60,21 @@ def name_object_in(error: BaseException, uri: str) -> None:
     else:  # pragma: no cover - Python 3.10
         notes = getattr(error, "__notes__", None)
         error.__notes__ = [*(notes or ()), note]  # type: ignore[attr-defined]
+
+
+def changed_since(error: S3PreconditionFailedError, manifest: str) -> ManifestMismatchError:
+    """The error for an object that ``error`` found changed since ``manifest`` was written."""
+    return ManifestMismatchError(
+        f"s3://{error.bucket}/{error.key} changed since the manifest {manifest} was written "
+        f"(write the manifest again): {error.reason}",
+        manifest=manifest,
+        operation=error.operation,
+        bucket=error.bucket,
+        key=error.key,
+        status=error.status,
+        code=error.code,
+        request_id=error.request_id,
+    )
 
 
 class S3DatasetBase:
@@ -102,9 +120,40 @@ class S3DatasetBase:
         self._client: S3Client | None = client
         self._shared_listing = (
             SharedListing.for_dataset(self, get_dataset_objects.bucket)
-            if isinstance(get_dataset_objects, PrefixListing) and SharedListing.available()
+            if isinstance(get_dataset_objects, PagedSource) and SharedListing.available()
             else None
         )
+
+    @staticmethod
+    def _open_manifest(
+        s3_uri: str,
+        region: str,
+        endpoint: str | None,
+        s3client_config: S3ClientConfig | None,
+        client: S3Client | None,
+    ) -> tuple[ManifestListing, S3Client]:
+        """The source of the manifest at ``s3_uri`` (its header read) and the client that read it.
+
+        With no ``client`` given, a new one, for the dataset to keep (see
+        :meth:`_keep_client`), so this process makes no second client.
+        """
+        if not isinstance(region, str) or not region:
+            raise ValueError(f"region must be a non-empty string, got {region!r}")
+        check_shared_client(
+            client, region=region, endpoint=endpoint, s3client_config=s3client_config
+        )
+        reader = client or S3Client(region, endpoint=endpoint, s3client_config=s3client_config)
+        try:
+            return ManifestListing.open(s3_uri, reader), reader
+        except BaseException:
+            if client is None:
+                reader.close()
+            raise
+
+    def _keep_client(self, client: S3Client) -> None:
+        """Use ``client`` in this process (one made for the dataset: it never pickles)."""
+        if self._client is None:
+            self._client = client
 
     @property
     def region(self) -> str:
@@ -150,7 +199,7 @@ class S3DatasetBase:
         """
         source, client = self._get_dataset_objects, self._get_client()
         shared = self._shared_listing
-        if shared is not None and isinstance(source, PrefixListing) and self._listing_is_shared():
+        if shared is not None and isinstance(source, PagedSource) and self._listing_is_shared():
             return shared.objects(lambda: source.pages(client), generation, keep)
         return kept(source(client), keep)
 
@@ -164,6 +213,11 @@ class S3DatasetBase:
     def _apply(self, reader: S3Reader) -> Any:
         try:
             return self._transform(reader)
+        except S3PreconditionFailedError as error:
+            source = self._get_dataset_objects
+            if isinstance(source, ManifestListing) and not isinstance(error, ManifestMismatchError):
+                raise changed_since(error, source.uri) from error
+            raise
         except S3Exception:
             raise  # already names the bucket and key
         except Exception as error:

@@ -1,15 +1,26 @@
-"""Which objects a dataset holds: a prefix to list, or a fixed list of URIs."""
+"""Which objects a dataset holds: a prefix to list, a manifest to read, or a fixed list of URIs."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import NamedTuple
 
 from s3torch.client import ObjectInfo, S3Client, parse_s3_uri
 
-__all__ = ["DatasetObject", "ObjectList", "PrefixListing", "is_folder_marker"]
+from ._manifest import read_manifest, read_manifest_header
+
+__all__ = [
+    "MANIFEST_PAGE",
+    "DatasetObject",
+    "ManifestListing",
+    "ObjectList",
+    "PagedSource",
+    "PrefixListing",
+    "is_folder_marker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +83,57 @@ class PrefixListing:
                     for info in page.objects
                     if not is_folder_marker(info)
                 ]
+
+
+MANIFEST_PAGE = 1000
+"""Objects per page of a manifest (as many as a full listing page)."""
+
+
+@dataclass(frozen=True)
+class ManifestListing:
+    """The objects a manifest names, in its (key) order, read from it: no LIST request.
+
+    ``bucket`` is the bucket of the objects (the header's prefix's); ``etag``
+    pins the version of the manifest read when the dataset was made, so
+    every process and pass reads that same version (one replaced since
+    raises ``S3PreconditionFailedError`` naming the manifest). The manifest
+    is streamed, parsed a chunk at a time, whatever its length.
+    """
+
+    uri: str
+    bucket: str
+    etag: str | None = None
+
+    @classmethod
+    def open(cls, uri: str, client: S3Client) -> ManifestListing:
+        """Read the header of the manifest at ``uri`` (one GET, cancelled after line 1).
+
+        Raises:
+            ValueError: a malformed URI.
+            ManifestError: not a manifest (naming the URI and line 1).
+            S3Exception: the GET failed (``S3NotFoundError``: no manifest there).
+        """
+        header, etag = read_manifest_header(uri, client)
+        return cls(header.uri, header.bucket, etag)
+
+    def __call__(self, client: S3Client) -> Iterator[DatasetObject]:
+        for page in self.pages(client):
+            yield from page
+
+    def pages(self, client: S3Client) -> Iterator[list[DatasetObject]]:
+        """The objects, :data:`MANIFEST_PAGE` at a time."""
+        log.debug("reading the manifest %s", self.uri)
+        _, infos = read_manifest(self.uri, client, etag=self.etag)
+        try:
+            objects = (DatasetObject(info.bucket, info.key, info) for info in infos)
+            while page := list(islice(objects, MANIFEST_PAGE)):
+                yield page
+        finally:  # stopped early: the manifest's GET is cancelled now
+            infos.close()
+
+
+PagedSource = (PrefixListing, ManifestListing)
+"""The sources that list page by page, whose listing DataLoader workers share."""
 
 
 @dataclass(frozen=True)

@@ -161,6 +161,61 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         )
 
     @classmethod
+    def from_manifest(
+        cls,
+        s3_uri: str,
+        *,
+        region: str,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        enable_sharding: bool = False,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        shuffle: bool = False,
+        seed: int = 0,
+        shuffle_buffer_size: int | None = None,
+        client: S3Client | None = None,
+        cache_listing: bool = False,
+    ) -> S3IterableDataset:
+        """The objects the manifest at ``s3_uri`` names, in its (key) order: no LIST request.
+
+        A manifest is written by :func:`s3torch.datasets.write_manifest` (or
+        ``python -m s3torch.datasets manifest``). Its header is read now (one
+        GET, which fails early on a missing or malformed manifest, and pins
+        the manifest's version: every process reads that one); the objects are
+        read again each pass, as a prefix is listed (with ``cache_listing=True``,
+        once), the DataLoader workers of a pass sharing one read; sharding,
+        shuffling and resuming work as over a prefix.
+        Each object is read with the manifest's ETag as ``If-Match``: one
+        changed since raises :class:`~s3torch.datasets.ManifestMismatchError`
+        naming it and the manifest.
+
+        Raises:
+            ValueError: ``s3_uri`` is not an ``s3://bucket/key`` URI.
+            ManifestError: the object is not a manifest (naming it and the line).
+            S3Exception: the manifest cannot be read (``S3NotFoundError``: none there).
+        """
+        source, reader = cls._open_manifest(s3_uri, region, endpoint, s3client_config, client)
+        dataset = cls(
+            region,
+            source,
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            enable_sharding=enable_sharding,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+            shuffle=shuffle,
+            seed=seed,
+            shuffle_buffer_size=shuffle_buffer_size,
+            client=client,
+            cache_listing=cache_listing,
+        )
+        dataset._keep_client(reader)
+        return dataset
+
+    @classmethod
     def from_objects(
         cls,
         object_uris: str | Iterable[str],

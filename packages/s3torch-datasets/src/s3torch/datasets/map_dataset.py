@@ -79,6 +79,50 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
         )
 
     @classmethod
+    def from_manifest(
+        cls,
+        s3_uri: str,
+        *,
+        region: str,
+        endpoint: str | None = None,
+        transform: Callable[[S3Reader], Any] = identity,
+        s3client_config: S3ClientConfig | None = None,
+        reader_constructor: S3ReaderConstructorProtocol | None = None,
+        prefetch: int = DEFAULT_PREFETCH,
+        client: S3Client | None = None,
+    ) -> S3MapDataset:
+        """The objects the manifest at ``s3_uri`` names, in its (key) order: no LIST request.
+
+        A manifest is written by :func:`s3torch.datasets.write_manifest` (or
+        ``python -m s3torch.datasets manifest``). Its header is read now (one
+        GET, which fails early on a missing or malformed manifest, and pins
+        the manifest's version: every process reads that one); the objects are
+        read once per process on first use, as a prefix is listed (DataLoader
+        workers started without it share one read).
+        Each object is read with the manifest's ETag as ``If-Match``: one
+        changed since raises :class:`~s3torch.datasets.ManifestMismatchError`
+        naming it and the manifest.
+
+        Raises:
+            ValueError: ``s3_uri`` is not an ``s3://bucket/key`` URI.
+            ManifestError: the object is not a manifest (naming it and the line).
+            S3Exception: the manifest cannot be read (``S3NotFoundError``: none there).
+        """
+        source, reader = cls._open_manifest(s3_uri, region, endpoint, s3client_config, client)
+        dataset = cls(
+            region,
+            source,
+            endpoint=endpoint,
+            transform=transform,
+            s3client_config=s3client_config,
+            reader_constructor=reader_constructor,
+            prefetch=prefetch,
+            client=client,
+        )
+        dataset._keep_client(reader)
+        return dataset
+
+    @classmethod
     def from_objects(
         cls,
         object_uris: str | Iterable[str],

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from s3torch.client import ObjectInfo
+from s3torch.client import ObjectInfo, S3PreconditionFailedError
 
 from .protocols import RawGetClient
 
@@ -66,6 +66,8 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
         self._bucket = bucket
         self._key = key
         self._info = object_info
+        # The size a listing or manifest gave: the object must still have it.
+        self._described_size = object_info.size if object_info is not None else None
         self._position = 0
         self._closing = False  # set before close() frees anything, for reads racing it
         # An error a read raised into torch's C++ file adapter, which would
@@ -95,6 +97,33 @@ class S3Reader(io.BufferedIOBase, abc.ABC):
     def _discover_info(self) -> ObjectInfo:
         """Learn size and ETag; subclasses with a response at hand override this."""
         return self._client.head_object(self._bucket, self._key)
+
+    def _check_described_size(self, reported: ObjectInfo) -> None:
+        """Raise if the server's object is not the size the ``object_info`` given said.
+
+        The bytes of an object of another size than its listing (or manifest)
+        says are never handed out: the reader would cut them short or wait for
+        bytes that do not come. (With the ``object_info``'s ETag, every GET
+        also carries ``If-Match``: a changed object usually fails with a 412
+        before this.)
+
+        Raises:
+            S3PreconditionFailedError: the sizes differ (code ``SizeMismatch``).
+        """
+        expected = self._described_size
+        if expected is None:
+            return
+        if reported.size == expected:
+            self._described_size = None  # checked: once per reader is enough
+            return
+        raise S3PreconditionFailedError(
+            f"the object has {reported.size} bytes, but {expected} were expected "
+            "(the listing or manifest that described it is out of date)",
+            operation="GetObject",
+            bucket=self._bucket,
+            key=self._key,
+            code="SizeMismatch",
+        )
 
     def prefetch(self) -> None:
         """Start downloading now, without waiting, so that a later read finds bytes ready.

@@ -338,6 +338,7 @@ class DCPOptimizedS3Reader(S3Reader):
             opened.take(position - opened.position, None)  # a gap: never copied
             wanted = min(item.end, opened.fetch.end) - position
             count = opened.take(wanted, pieces)
+            self._check_described_size(opened.stream.object_info)
             self._etag = self._etag or opened.stream.object_info.etag
             if count != wanted:
                 raise S3Exception(

@@ -77,6 +77,7 @@ class RangedS3Reader(S3Reader):
         )
         try:
             count = stream.readinto(view)
+            self._check_described_size(stream.object_info)
             if self._etag is None:  # the first response pins the version for all later ones
                 self._etag = stream.object_info.etag
         finally:

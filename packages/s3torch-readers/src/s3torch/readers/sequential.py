@@ -70,6 +70,7 @@ class SequentialS3Reader(S3Reader):
         filling = self._filling
         if filling is None:
             first = next(stream, None)
+            self._check_described_size(stream.object_info)
             if isinstance(first, bytes) and len(first) == size:
                 self._complete(first)  # the whole object came as one part: keep it, no copy
                 return
