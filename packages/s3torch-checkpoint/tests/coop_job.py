@@ -5,10 +5,11 @@ Usage: ``python coop_job.py ENDPOINT REGION BUCKET INIT_FILE RANK WORLD OUT_DIR`
 The ranks join a gloo group through INIT_FILE. Each rank loads ``good.pt``
 alone (its client's user agent says ``plain``, so the test can count those
 requests), then ``good.pt`` and ``single.pt`` shared with the group (user
-agent ``shared``), then ``bad.pt`` shared (the test corrupts one GET of it).
-It writes what it saw to ``OUT_DIR/RANK.json``: whether each load equals
-the expected state dict, and the type and message of the error ``bad.pt``
-raised. Expected errors are recorded, not printed.
+agent ``shared``), then ``bad.pt`` shared (the test corrupts one GET of it)
+and ``missing.pt`` (which does not exist). It writes what it saw to
+``OUT_DIR/RANK.json``: whether each load equals the expected state dict, and
+the type and message of the errors ``bad.pt`` and ``missing.pt`` raised.
+Expected errors are recorded, not printed.
 """
 
 from __future__ import annotations
@@ -63,12 +64,19 @@ def main() -> None:
                 shared, bucket, name, block_size=MiB, process_group=group
             ) as reader:
                 result[name] = equal(torch.load(reader), state_dict(name))
-        try:
-            with checkpoint.reader(f"s3://{bucket}/bad.pt", process_group=group) as reader:
-                torch.load(reader)
-            result["bad.pt"] = None
-        except Exception as error:
-            result["bad.pt"] = [type(error).__name__, str(error)]
+        for name in ("bad.pt", "missing.pt"):
+            try:
+                # bad.pt in shares of 1 MiB blocks; missing.pt through reader().
+                reader = (
+                    S3CheckpointReader(shared, bucket, name, block_size=MiB, process_group=group)
+                    if name == "bad.pt"
+                    else checkpoint.reader(f"s3://{bucket}/{name}", process_group=group)
+                )
+                with reader:
+                    torch.load(reader)
+                result[name] = None
+            except Exception as error:
+                result[name] = [type(error).__name__, str(error)]
     Path(out, f"{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 

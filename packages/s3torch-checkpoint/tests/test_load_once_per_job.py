@@ -101,6 +101,10 @@ def test_three_ranks_read_a_checkpoint_about_once(
         kind, message = result["bad.pt"]
         assert kind == "S3ChecksumMismatchError", (rank, message)
         assert f"s3://{bucket}/bad.pt" in message, message
+        assert f"the bytes the {RANKS} ranks fetched" in message, message  # their shares' CRCs
+        kind, message = result["missing.pt"]  # rank 0's HEAD failed: every rank raises it
+        assert kind == "S3NotFoundError", (rank, message)
+        assert f"s3://{bucket}/missing.pt" in message, message
 
 
 def test_a_process_group_needs_torch_distributed(checkpoint: S3Checkpoint, bucket: str) -> None:
