@@ -121,3 +121,17 @@ def test_only_the_default_reader_shares_a_load(s3_region: str, s3_endpoint: str)
         pytest.raises(ValueError, match=r"process_group needs the default reader.*s3://bkt/k\.pt"),
     ):
         checkpoint.reader("s3://bkt/k.pt", process_group=object())
+
+
+@pytest.mark.parametrize(("blocks", "ranks"), [(7, 3), (3, 3), (2, 3), (1, 8), (64, 8), (10, 4)])
+def test_blocks_are_dealt_in_contiguous_shares_as_even_as_they_allow(
+    blocks: int, ranks: int
+) -> None:
+    from s3torch.checkpoint._cooperative import owners
+
+    dealt = owners(blocks, ranks)
+    assert len(dealt) == blocks
+    assert dealt == sorted(dealt)  # contiguous: one ranged GET per rank
+    assert set(dealt) <= set(range(ranks))
+    counts = [dealt.count(rank) for rank in range(ranks)]
+    assert max(counts) - min(counts) <= 1
