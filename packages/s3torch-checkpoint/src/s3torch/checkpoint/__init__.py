@@ -10,7 +10,9 @@
 
 Uploads stream while ``torch.save`` serialises and carry a full-object
 checksum; a failed or interrupted save leaves nothing behind. Loads are
-validated against that checksum before ``torch.load`` reads a byte.
+validated against that checksum before ``torch.load`` reads a byte. The ranks
+of a data-parallel job read a checkpoint about once between them with
+``checkpoint.reader(uri, process_group=group)``.
 """
 
 from ._version import __version__

@@ -7,6 +7,7 @@ import logging
 from s3torch.client import S3Client, S3ClientConfig, check_shared_client
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
+from ._exchange import Group
 from ._uri import parse_object_uri
 from .reader import S3CheckpointReader
 from .writer import S3CheckpointWriter
@@ -117,17 +118,34 @@ class S3Checkpoint:
         bucket, key = parse_object_uri(s3_uri)
         return S3CheckpointWriter(self._client.put_object(bucket, key))
 
-    def reader(self, s3_uri: str) -> S3Reader:
+    def reader(self, s3_uri: str, *, process_group: Group | None = None) -> S3Reader:
         """A seekable file to ``torch.load`` the checkpoint ``s3_uri`` from.
 
         Nothing is requested until the first read.
 
+        Args:
+            s3_uri: ``s3://bucket/key`` of the checkpoint.
+            process_group: Every rank of this ``torch.distributed`` group
+                loads the same checkpoint (a data-parallel job): the object is
+                then read from S3 about once for the whole group, each rank
+                fetching a share and the ranks exchanging them (gloo: CPU
+                tensors; NCCL: through the current CUDA device). Every rank
+                must ``torch.load`` it. ``None``: this process reads it alone.
+
         Raises:
-            ValueError: ``s3_uri`` is not ``s3://bucket/key``; the message quotes it.
+            ValueError: ``s3_uri`` is not ``s3://bucket/key`` (the message
+                quotes it); a ``process_group`` with a ``reader_constructor``
+                (only the default reader shares a load), or before
+                ``torch.distributed`` is initialized.
         """
         bucket, key = parse_object_uri(s3_uri)
+        if process_group is not None and self._reader_constructor is not None:
+            raise ValueError(
+                f"process_group needs the default reader; this S3Checkpoint has "
+                f"reader_constructor={self._reader_constructor!r} ({s3_uri})"
+            )
         if self._reader_constructor is None:
-            return S3CheckpointReader(self._client, bucket, key)
+            return S3CheckpointReader(self._client, bucket, key, process_group=process_group)
         return self._reader_constructor(self._client, bucket, key)
 
     # ---------------------------------------------------------------- lifetime

@@ -31,14 +31,17 @@ from __future__ import annotations
 
 import logging
 from contextlib import closing
-from dataclasses import dataclass
 
+import torch.distributed as dist
 from awscrt import checksums
 
 from s3torch.client import ObjectInfo, S3Client, S3Exception, require_int
 from s3torch.readers import RawGetStream, S3Reader, join_views, slice_views
 
+from ._blocks import Block
+from ._cooperative import cooperative_download
 from ._copy import copy_into
+from ._exchange import Group, rank_and_size
 from ._format import HEAD_BYTES, TAIL_BYTES, check_checkpoint_format
 from ._trim import trim_heap
 
@@ -52,25 +55,6 @@ DEFAULT_BLOCK_SIZE = 16 * 1024 * 1024
 _UNREAD_SLACK = 16
 # Downloads from this size on give the heap back to the OS before they start.
 _TRIM_BEFORE_BYTES = 64 * 1024 * 1024
-
-
-@dataclass
-class _Block:
-    """Bytes ``[start, end)`` of the object: in memory, or given back with their CRC32C.
-
-    In memory, they are ``pieces``: views of the chunks the client received,
-    in order (a chunk that straddles two blocks is viewed by both).
-    """
-
-    start: int
-    end: int
-    pieces: list[memoryview] | None = None
-    crc: int | None = None  # taken when the pieces were given back
-    read: int = 0  # bytes handed out from it (counted again when read again)
-
-    @property
-    def size(self) -> int:
-        return self.end - self.start
 
 
 class S3CheckpointReader(S3Reader):
@@ -91,6 +75,13 @@ class S3CheckpointReader(S3Reader):
         copy_threads: Threads that share a large read's copy into the
             caller's buffer (the page faults of a tensor's fresh storage);
             default: one per core this process may use, at most 8.
+        process_group: A ``torch.distributed`` process group whose ranks all
+            load this checkpoint: the first read is then a collective (every
+            rank of the group must load the same checkpoint), the object is
+            read from S3 about once for the whole group and the ranks exchange
+            the blocks (see :mod:`s3torch.checkpoint._cooperative`). ``None``
+            (the default), or a group of one rank: each reader downloads the
+            object itself. A pickled reader loses it (a copy loads alone).
 
     Raises:
         S3NotFoundError: (at the first read) no such bucket or key.
@@ -111,6 +102,7 @@ class S3CheckpointReader(S3Reader):
         *,
         block_size: int = DEFAULT_BLOCK_SIZE,
         copy_threads: int | None = None,
+        process_group: Group | None = None,
     ) -> None:
         super().__init__(client, bucket, key, object_info)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2**20:
@@ -118,7 +110,13 @@ class S3CheckpointReader(S3Reader):
         require_int("copy_threads", copy_threads, minimum=1, optional=True)
         self._block_size = block_size
         self._copy_threads = copy_threads
-        self._blocks: list[_Block] | None = None
+        if process_group is not None and not dist.is_initialized():
+            raise ValueError(
+                f"process_group was given for {self.uri}, but torch.distributed is not "
+                "initialized (call torch.distributed.init_process_group first)"
+            )
+        self._group = process_group
+        self._blocks: list[Block] | None = None
         self._touched: set[int] = set()  # blocks read from and still in memory
 
     def _settings(self) -> dict[str, int | None]:
@@ -135,24 +133,17 @@ class S3CheckpointReader(S3Reader):
         super().prefetch()
         self._download()
 
-    def _download(self) -> list[_Block]:
+    def _download(self) -> list[Block]:
         """Fetch the whole object into blocks, validated; once."""
         if self._blocks is not None:
             return self._blocks
-        # Knowing the size up front is what makes the client validate every
-        # download path: a small object comes in one checksummed GET, a large
-        # one is summed window by window against the full-object checksum.
-        info = self._info or self._client.head_object(self._bucket, self._key)
-        if info.size >= _TRIM_BEFORE_BYTES:
-            # Memory the process freed before (an earlier checkpoint's
-            # tensors, say) goes back to the OS first, so that this download's
-            # chunks do not pile on top of it: the load peaks at one
-            # checkpoint's size.
-            trim_heap()
-        with closing(
-            self._client.get_object_stream(self._bucket, self._key, object_info=info)
-        ) as stream:
-            blocks = self._file_chunks(stream, info.size)
+        if self._group is not None and rank_and_size(self._group)[1] > 1:
+            info, blocks = cooperative_download(
+                self._client, self._bucket, self._key, self._block_size, self._group
+            )
+        else:
+            info = self._info or self._client.head_object(self._bucket, self._key)
+            blocks = self._download_alone(info)
         check_checkpoint_format(
             self.uri,
             info.size,
@@ -166,10 +157,26 @@ class S3CheckpointReader(S3Reader):
         self._blocks = blocks
         return blocks
 
-    def _file_chunks(self, stream: RawGetStream, size: int) -> list[_Block]:
+    def _download_alone(self, info: ObjectInfo) -> list[Block]:
+        """This process's own download of the whole object, validated by the client."""
+        # Knowing the size up front is what makes the client validate every
+        # download path: a small object comes in one checksummed GET, a large
+        # one is summed window by window against the full-object checksum.
+        if info.size >= _TRIM_BEFORE_BYTES:
+            # Memory the process freed before (an earlier checkpoint's
+            # tensors, say) goes back to the OS first, so that this download's
+            # chunks do not pile on top of it: the load peaks at one
+            # checkpoint's size.
+            trim_heap()
+        with closing(
+            self._client.get_object_stream(self._bucket, self._key, object_info=info)
+        ) as stream:
+            return self._file_chunks(stream, info.size)
+
+    def _file_chunks(self, stream: RawGetStream, size: int) -> list[Block]:
         """Take every chunk of the stream as it is and file views of it by block."""
         starts = range(0, size, self._block_size)
-        blocks = [_Block(start, min(start + self._block_size, size), []) for start in starts]
+        blocks = [Block(start, min(start + self._block_size, size), []) for start in starts]
         position = 0
         index = 0
         while (chunk := next(stream, None)) is not None:
@@ -236,12 +243,12 @@ class S3CheckpointReader(S3Reader):
         self._release_behind(blocks, position + copied)
         return copied
 
-    def _pieces_of(self, block: _Block) -> list[memoryview]:
+    def _pieces_of(self, block: Block) -> list[memoryview]:
         if block.pieces is None:
             block.pieces = [self._refetch(block)]
         return block.pieces
 
-    def _refetch(self, block: _Block) -> memoryview:
+    def _refetch(self, block: Block) -> memoryview:
         """Fetch a block given back earlier, and check it is what was there."""
         log.debug("s3://%s/%s: fetching bytes %d-%d again", *self._where(), block.start, block.end)
         memory = memoryview(bytearray(block.size))
@@ -261,7 +268,7 @@ class S3CheckpointReader(S3Reader):
         block.read = 0
         return memory
 
-    def _release_behind(self, blocks: list[_Block], position: int) -> None:
+    def _release_behind(self, blocks: list[Block], position: int) -> None:
         """Give back the blocks before ``position`` that have been read (nearly) through."""
         current = position // self._block_size
         released = False
@@ -290,7 +297,7 @@ class S3CheckpointReader(S3Reader):
         self._touched.clear()
 
 
-def _bytes_of(blocks: list[_Block], start: int, size: int) -> bytes:
+def _bytes_of(blocks: list[Block], start: int, size: int) -> bytes:
     """Bytes ``[start, start + size)`` of the downloaded object (fewer at its end)."""
     views: list[memoryview] = []
     for block in blocks:

@@ -11,14 +11,14 @@ from typing import Any
 from urllib.parse import quote
 
 from . import _runtime, _xml
-from ._checksums import ALGORITHMS
+from ._checksums import ALGORITHMS, stored_checksum
 from ._endpoint import resolve_endpoint, validate_region
 from ._streaming_writer import StreamingWriter
 from ._transport import COPY_OBJECT, CrtClient, Response, user_agent
 from .config import S3ClientConfig
 from .errors import S3Exception
 from .listing import ObjectListing
-from .models import ObjectInfo, parse_http_date
+from .models import ObjectChecksum, ObjectInfo, parse_http_date
 from .stream import ObjectStream
 from .uri import validate_bucket, validate_key, validate_text
 from .writer import S3Writer
@@ -179,6 +179,26 @@ class S3Client:
         validate_key(bucket, key)
         response = self._client().call("HeadObject", "HEAD", bucket, key)
         return _object_info(bucket, key, response)
+
+    def head_object_checksum(
+        self, bucket: str, key: str
+    ) -> tuple[ObjectInfo, ObjectChecksum | None]:
+        """What :meth:`head_object` says, and the checksum the server stored for the object.
+
+        One HEAD with ``x-amz-checksum-mode: ENABLED``. The checksum is
+        ``None`` when the server stored none (or does not return it). Use it
+        to validate bytes fetched in pieces (see :mod:`s3torch.client.checksums`):
+        a ``FULL_OBJECT`` CRC is the combination of the CRCs of the pieces.
+
+        Raises:
+            S3NotFoundError: no such bucket or key (also a FileNotFoundError).
+            S3Exception: any other failure.
+        """
+        validate_key(bucket, key)
+        response = self._client().call(
+            "HeadObject", "HEAD", bucket, key, headers=[("x-amz-checksum-mode", "ENABLED")]
+        )
+        return _object_info(bucket, key, response), stored_checksum(response.headers)
 
     def get_object_stream(
         self,
