@@ -76,6 +76,7 @@ class FakePages:
         self.in_flight = 0
         self.most_in_flight = 0
         self.requests: list[tuple[str | None, str | None, int]] = []
+        self.delimited: list[tuple[str | None, str]] = []
         self.handles: list[_Request] = []
         self._pool = None if synchronous else ThreadPoolExecutor(threads)
 
@@ -84,26 +85,59 @@ class FakePages:
             self._pool.shutdown(wait=True)
 
     def request(
-        self, start_after: str | None, token: str | None, max_keys: int, done: PageDone
+        self,
+        start_after: str | None,
+        token: str | None,
+        max_keys: int,
+        done: PageDone,
+        delimiter: str | None = None,
     ) -> _Request:
         with self.lock:
-            self.requests.append((start_after, token, max_keys))
+            if delimiter is not None:
+                self.delimited.append((start_after, delimiter))
+            else:
+                self.requests.append((start_after, token, max_keys))
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         handle = _Request(self, done)
         self.handles.append(handle)
         if self.synchronous:
-            self._answer(handle, start_after, token, max_keys)
+            self._answer(handle, start_after, token, max_keys, delimiter)
         else:
             assert self._pool is not None
-            self._pool.submit(self._answer, handle, start_after, token, max_keys)
+            self._pool.submit(self._answer, handle, start_after, token, max_keys, delimiter)
         return handle
 
+    def _delimited(self, start_after: str | None, delimiter: str, max_keys: int) -> ListObjectsPage:
+        position = 0 if start_after is None else bisect_right(self.keys, start_after)
+        objects: list[ObjectInfo] = []
+        prefixes: list[str] = []
+        while position < len(self.keys) and len(objects) + len(prefixes) < max_keys:
+            key = self.keys[position]
+            rest = key[len(self.prefix) :]
+            if delimiter in rest:
+                common = self.prefix + rest[: rest.index(delimiter) + len(delimiter)]
+                prefixes.append(common)
+                while position < len(self.keys) and self.keys[position].startswith(common):
+                    position += 1
+            else:
+                objects.append(ObjectInfo(self.bucket, key, len(key)))
+                position += 1
+        return ListObjectsPage(tuple(objects), tuple(prefixes))
+
     def _answer(
-        self, handle: _Request, start_after: str | None, token: str | None, max_keys: int
+        self,
+        handle: _Request,
+        start_after: str | None,
+        token: str | None,
+        max_keys: int,
+        delimiter: str | None,
     ) -> None:
         if self.delay_s:
             time.sleep(self.delay_s)
+        if delimiter is not None:  # one page of "directories" and keys, as S3 rolls them up
+            handle.answer(self._delimited(start_after, delimiter, max_keys), None, None)
+            return
         if token is not None:
             position = int(token)
         elif start_after is None:
@@ -382,3 +416,14 @@ def test_split_points_fall_strictly_inside_the_range_in_order(
     for point in points:
         assert low is None or point > low
         assert high is None or point < high
+
+
+def test_directories_found_by_one_delimiter_request_start_ranges() -> None:
+    keys = [f"train/shard-{i // 300:03d}/s-{i:06d}.jpg" for i in range(3000)]
+    source = FakePages(keys, "train/", synchronous=True)
+    listing = _listing(source, concurrency=4, pages_ahead=16, max_keys=100, fan_out_after=2)
+    _check_all(source, listing)
+    assert source.delimited == [(keys[199], "/")]  # once, after the first two pages
+    started = {after for after, token, _ in source.requests if token is None and after}
+    assert {f"train/shard-{n:03d}/" for n in range(1, 10)} <= started
+    assert listing.ranges >= 10

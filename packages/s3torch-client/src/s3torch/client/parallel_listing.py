@@ -11,6 +11,10 @@ the alphabet of the keys seen so far):
 - The listing starts as one walk of the whole prefix, like a serial one: the
   first page arrives after one request, and a prefix of up to
   ``fan_out_after`` pages costs exactly the requests of a serial listing.
+- When it first fans out, one request with ``delimiter="/"`` after the keys
+  seen so far asks for the prefix's "directories": two or more, and each
+  starts a range of its own (keys grouped in directories are where guessing
+  by density does worst: see below).
 - Then the ranges are a window that moves with the reader. Whenever a
   connection and room for pages are free, the nearest range larger than a
   *chunk* (``pages_ahead // concurrency`` pages' worth of keys, by the density
@@ -73,13 +77,20 @@ class ListPageSource(Protocol):
     prefix: str
 
     def request(
-        self, start_after: str | None, token: str | None, max_keys: int, done: PageDone
+        self,
+        start_after: str | None,
+        token: str | None,
+        max_keys: int,
+        done: PageDone,
+        delimiter: str | None = None,
     ) -> Cancellable:
         """Start the request of one page of the prefix's keys, in key order.
 
         With ``token`` the page after that continuation token, else the first
-        keys after ``start_after`` (from the prefix's start if None). ``done``
-        is called exactly once, on any thread (possibly before this returns).
+        keys after ``start_after`` (from the prefix's start if None); with
+        ``delimiter``, keys with it after the prefix are rolled up into the
+        page's ``common_prefixes``. ``done`` is called exactly once, on any
+        thread (possibly before this returns).
         """
         ...
 
@@ -93,11 +104,18 @@ class CrtPageSource:
         self.prefix = prefix
 
     def request(
-        self, start_after: str | None, token: str | None, max_keys: int, done: PageDone
+        self,
+        start_after: str | None,
+        token: str | None,
+        max_keys: int,
+        done: PageDone,
+        delimiter: str | None = None,
     ) -> Cancellable:
         query = {"list-type": "2", "encoding-type": "url", "max-keys": str(max_keys)}
         if self.prefix:
             query["prefix"] = self.prefix
+        if delimiter:
+            query["delimiter"] = delimiter
         if token is not None:
             query["continuation-token"] = token
         elif start_after is not None:
@@ -128,6 +146,7 @@ class _Range:
     hint: str | None = None  # a key known to be the range's first, before it is listed
     guess: float = 0.0  # the density of keys of the range it was cut from
     blind: int = 0  # ranges cut in a row, each from one not listed yet
+    probe: bool = False  # not a range: the request for the prefix's "directories"
     last: str | None = None  # the last key received
     first: str | None = None  # the first key received
     keys: int = 0
@@ -183,6 +202,9 @@ class ParallelListing(Iterator[ListObjectsPage]):
         # when such a guess comes back empty (keys in clumps), grown back when
         # one holds keys (keys spread evenly).
         self._blind_limit = concurrency
+        # One delimiter request, when the listing first fans out: the prefix's
+        # "directories" after the keys seen so far are the first cuts.
+        self._probe: _Range | None = None
         self._recent: deque[tuple[str | None, str | None, int]] = deque(maxlen=16)
         self._pump()
 
@@ -290,11 +312,19 @@ class ParallelListing(Iterator[ListObjectsPage]):
                     total += 1
                     in_flight += 1
             if (
-                self._received < self._fan_out_after
+                self._concurrency < 2  # a serial walk: one range, never cut
+                or self._received < self._fan_out_after
                 or in_flight >= self._concurrency
                 or total >= 2 * limit
-                or not self._carve(reach)
             ):
+                break
+            if self._probe is None and self._ranges and not self._ranges[0].done:
+                self._probe = _Range(self._ranges[0].last, None, probe=True)
+                starts.append(self._probe)
+                break
+            if self._probe is not None and (self._probe.requesting or self._probe in starts):
+                break  # cut by the directories first
+            if not self._carve(reach):
                 break
         for walk in starts:
             walk.requesting = True
@@ -381,7 +411,10 @@ class ParallelListing(Iterator[ListObjectsPage]):
             self._arrived(walk, page, token, error)
 
         try:
-            handle = self._source.request(walk.low, walk.token, max_keys, done)
+            if walk.probe:
+                handle = self._source.request(walk.low, None, max_keys, done, delimiter="/")
+            else:
+                handle = self._source.request(walk.low, walk.token, max_keys, done)
         except BaseException as error:
             self._arrived(walk, None, None, error)
             if not isinstance(error, Exception):
@@ -412,37 +445,80 @@ class ParallelListing(Iterator[ListObjectsPage]):
             if self._closed:
                 self._lock.notify_all()
                 return
-            if error is not None or page is None:
+            if walk.probe:
+                if page is not None:
+                    self._cut_at_directories(page.common_prefixes)
+                else:  # not needed: the walkers meet the same error, if it lasts
+                    log.debug(
+                        "listing s3://%s/%s: no directories: %s",
+                        self._source.bucket,
+                        self._source.prefix,
+                        error,
+                    )
+            elif error is not None or page is None:
                 self._fail(error)
                 return
-            objects = page.objects
-            high = walk.high
-            past = False
-            if high is not None and objects and objects[-1].key > high:
-                kept = tuple(o for o in objects if o.key <= high)
-                self._skip_gap(walk, objects[len(kept)].key)
-                objects = kept
-                past = True
-            if walk.pages_received == 0 and walk.blind:
-                if objects:
-                    self._blind_limit = min(self._concurrency, self._blind_limit + 1)
-                else:
-                    self._blind_limit = max(1, self._blind_limit // 2)
-            walk.pages_received += 1
-            self._received += 1
-            if objects:
-                if walk.first is None:
-                    walk.first = objects[0].key
-                walk.last = objects[-1].key
-                walk.keys += len(objects)
-                walk.pages.append(ListObjectsPage(objects))
-                self._held += 1
-                keys = [o.key for o in objects]
-                self._space.learn(keys if self._received <= 4 else [keys[0], keys[-1]])
-            walk.token = token
-            walk.done = past or token is None
+            else:
+                self._take(walk, page, token)
             self._lock.notify_all()
         self._pump()
+
+    def _take(self, walk: _Range, page: ListObjectsPage, token: str | None) -> None:
+        """Keep the keys of ``walk``'s page that are in its range. Call with the lock held."""
+        objects = page.objects
+        high = walk.high
+        past = False
+        if high is not None and objects and objects[-1].key > high:
+            kept = tuple(o for o in objects if o.key <= high)
+            self._skip_gap(walk, objects[len(kept)].key)
+            objects = kept
+            past = True
+        if walk.pages_received == 0 and walk.blind:
+            if objects:
+                self._blind_limit = min(self._concurrency, self._blind_limit + 1)
+            else:
+                self._blind_limit = max(1, self._blind_limit // 2)
+        walk.pages_received += 1
+        self._received += 1
+        if objects:
+            if walk.first is None:
+                walk.first = objects[0].key
+            walk.last = objects[-1].key
+            walk.keys += len(objects)
+            walk.pages.append(ListObjectsPage(objects))
+            self._held += 1
+            keys = [o.key for o in objects]
+            self._space.learn(keys if self._received <= 4 else [keys[0], keys[-1]])
+        walk.token = token
+        walk.done = past or token is None
+
+    def _cut_at_directories(self, directories: tuple[str, ...]) -> None:
+        """Cut the open end at each of ``directories`` (2 or more). Call with the lock held.
+
+        A directory ``d`` is a cut ``(previous, d]``, ``(d, next]``: its keys
+        start a range of their own (its folder marker, if any, ends the one before).
+        """
+        tail = self._ranges[-1] if self._ranges else None
+        if len(directories) < 2 or tail is None or tail.done or tail.high is not None:
+            return
+        position = tail.last or tail.hint or tail.low
+        cuts = [d for d in directories if position is None or d > position]
+        if not cuts:
+            return
+        guess = self._density(tail)
+        made = [
+            _Range(low, high, hint=low, guess=guess)
+            for low, high in zip(cuts, [*cuts[1:], None], strict=True)
+        ]
+        tail.high = cuts[0]
+        self._ranges.extend(made)
+        self._made_ranges += len(made)
+        log.debug(
+            "listing s3://%s/%s: cut at %d directories",
+            self._source.bucket,
+            self._source.prefix,
+            len(made),
+        )
 
     def _skip_gap(self, walk: _Range, following: str) -> None:
         """No key lies between ``walk``'s end and ``following``: the ranges there are empty.
@@ -478,7 +554,8 @@ class ParallelListing(Iterator[ListObjectsPage]):
 
     def _stop(self) -> list[Cancellable]:
         self._closed = True
-        handles = [walk.handle for walk in self._ranges if walk.handle is not None]
+        walks = [*self._ranges, *([self._probe] if self._probe is not None else [])]
+        handles = [walk.handle for walk in walks if walk.handle is not None]
         for walk in self._ranges:
             walk.pages.clear()
         self._held = 0
