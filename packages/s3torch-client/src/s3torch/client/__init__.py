@@ -23,6 +23,7 @@ from .errors import (
     S3TransportError,
 )
 from .models import ListObjectsPage, ObjectChecksum, ObjectInfo
+from .parallel_listing import ListPageSource, ParallelListing
 from .settings import require_int
 from .sharing import check_shared_client
 from .stream import ObjectStream
@@ -31,9 +32,11 @@ from .writer import S3Writer
 
 __all__ = [
     "ListObjectsPage",
+    "ListPageSource",
     "ObjectChecksum",
     "ObjectInfo",
     "ObjectStream",
+    "ParallelListing",
     "S3AccessDeniedError",
     "S3ChecksumMismatchError",
     "S3Client",

@@ -19,6 +19,7 @@ from .config import S3ClientConfig
 from .errors import S3Exception
 from .listing import ObjectListing
 from .models import ObjectChecksum, ObjectInfo, parse_http_date
+from .parallel_listing import FAN_OUT_AFTER, CrtPageSource, ParallelListing
 from .stream import ObjectStream
 from .uri import validate_bucket, validate_key, validate_text
 from .writer import S3Writer
@@ -300,6 +301,78 @@ class S3Client:
             self._client(), bucket, prefix, delimiter, max_keys, first_page_keys=first_page_keys
         )
 
+    def list_objects_parallel(
+        self,
+        bucket: str,
+        prefix: str = "",
+        max_keys: int = 1000,
+        *,
+        first_page_keys: int | None = None,
+        concurrency: int | None = None,
+        pages_ahead: int | None = None,
+        fan_out_after: int = FAN_OUT_AFTER,
+    ) -> ParallelListing:
+        """List every key under ``prefix`` with several requests at once, in key order.
+
+        Like :meth:`list_objects` without a delimiter, but once ``fan_out_after``
+        pages have come and more remain, the rest of the key space is cut into
+        ranges (``start-after`` split points chosen from the keys seen so far)
+        listed side by side. Pages still come in key order, the first one after
+        one request, each key exactly once; no page is empty. A prefix of up to
+        ``fan_out_after`` pages costs the requests of a serial listing; a larger
+        one costs a few more (ranges that turn out empty, and at most one page
+        per range read past its end) and takes a fraction of the time.
+
+        Args:
+            prefix: Only keys starting with this.
+            max_keys: Keys per page, 1 to 1000.
+            first_page_keys: Keys in the first page only (1 to ``max_keys``).
+            concurrency: Page requests in flight at most (the first range's
+                walker may take one more so the reader is never starved).
+                Default: half the client's connections
+                (:attr:`S3ClientConfig.max_connections`), at least 2; 1 lists
+                serially.
+            pages_ahead: Room for pages received or requested but not yet
+                handed out, given in key order: the ranges the reader reaches
+                first get it first, and all together hold at most twice this
+                (memory: about 1,000 keys a page); default ``2 * concurrency``.
+                A range being cut gets ``pages_ahead // concurrency`` pages'
+                worth of keys.
+            fan_out_after: Pages to receive before splitting (at least 1).
+
+        Raises:
+            ValueError: a setting out of range (named).
+            S3NotFoundError: the bucket does not exist (on iteration); every
+                failure is an :class:`S3Exception` of the failing page's type
+                whose message names the bucket and prefix.
+        """
+        validate_bucket(bucket)
+        validate_text("prefix", prefix, bucket)
+        _require_range("max_keys", max_keys, 1, 1000)
+        if first_page_keys is not None:
+            _require_range("first_page_keys", first_page_keys, 1, max_keys)
+        crt = self._client()
+        if concurrency is None:
+            concurrency = max(2, crt.config.max_connections // 2)
+        _require_range("concurrency", concurrency, 1, 10_000)
+        if pages_ahead is None:
+            pages_ahead = 2 * concurrency
+        _require_range("pages_ahead", pages_ahead, 1, 1_000_000)
+        _require_range("fan_out_after", fan_out_after, 1, 1_000_000)
+
+        def in_this_process() -> None:
+            crt.require_this_process(f"the listing of s3://{bucket}/{prefix}")
+
+        return ParallelListing(
+            CrtPageSource(crt, bucket, prefix),
+            concurrency=concurrency,
+            pages_ahead=pages_ahead,
+            max_keys=max_keys,
+            first_page_keys=first_page_keys,
+            fan_out_after=fan_out_after,
+            in_this_process=in_this_process,
+        )
+
     def delete_object(self, bucket: str, key: str) -> None:
         """Delete ``s3://bucket/key``. Deleting a key that does not exist succeeds."""
         validate_key(bucket, key)
@@ -388,6 +461,11 @@ class S3Client:
                 size=source.size,
                 request_type=COPY_OBJECT,
             )
+
+
+def _require_range(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
 
 
 def _object_info(bucket: str, key: str, response: Response) -> ObjectInfo:

@@ -25,7 +25,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FIRST_PAGE_KEYS = 100
-"""Keys in a prefix listing's first page (later pages hold 1,000)."""
+"""Keys in a prefix listing's first page."""
+
+PAGE_KEYS = 1000
+"""Keys in each later page."""
 
 
 class DatasetObject(NamedTuple):
@@ -69,13 +72,18 @@ class PrefixListing:
             yield from page
 
     def pages(self, client: S3Client) -> Iterator[list[DatasetObject]]:
-        """The objects, a listing page at a time."""
+        """The objects, a listing page at a time.
+
+        Listed with :meth:`S3Client.list_objects_parallel`: serially for the
+        first two pages, then, if more remain, by several walkers at once over
+        ranges of the key space, still in key order.
+        """
         log.debug("listing s3://%s/%s", self.bucket, self.prefix)
         # A small first page: the first objects start downloading sooner.
         # A generator stopped early (an epoch cut short) closes the listing:
-        # the pages it ran ahead for are cancelled, not left to arrive.
-        with client.list_objects(
-            self.bucket, self.prefix, first_page_keys=FIRST_PAGE_KEYS
+        # the requests in flight are cancelled, not left to arrive.
+        with client.list_objects_parallel(
+            self.bucket, self.prefix, max_keys=PAGE_KEYS, first_page_keys=FIRST_PAGE_KEYS
         ) as listing:
             for page in listing:
                 yield [
