@@ -79,7 +79,7 @@ def write_manifest(
     log.info("writing the manifest of %s to %s", prefix_uri, manifest_uri)
     with client.put_object(out_bucket, out_key) as writer:
         writer.write(packer.compress(header_line(prefix_uri, written)))
-        with client.list_objects(bucket, prefix) as listing:
+        with client.list_objects_parallel(bucket, prefix) as listing:
             for page in listing:
                 records = [object_line(info) for info in page.objects if not is_folder_marker(info)]
                 writer.write(packer.compress(b"".join(records)))
