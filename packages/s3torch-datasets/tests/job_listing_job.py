@@ -3,7 +3,8 @@
 Usage: python job_listing_job.py RANK WORLD_SIZE INIT_FILE ENDPOINT REGION PREFIX_URI WORKDIR
 WORKERS PHASES
 
-PHASES is a comma-separated list of phase names (see ``PHASES`` below). Once
+PHASES is a comma-separated list of phase names (see ``PHASES`` below), each
+with ``:<workers>`` if it has not WORKERS DataLoader workers. Once
 in the process group, the rank writes ``ready-<rank>`` in WORKDIR. Before
 each phase the rank waits for the file ``go-<phase>`` in WORKDIR (the test
 counts the requests of each phase between them); after it, it writes
@@ -117,8 +118,10 @@ def main() -> None:
         "reader_constructor": S3ReaderConstructor.range_based(),
         "prefetch": 0,
     }
-    for phase in phases:
-        _wait_for(Path(workdir, f"go-{phase}"))
+    for name in phases:  # "phase" or "phase:workers"
+        _wait_for(Path(workdir, f"go-{name}"))
+        phase, _, count = name.partition(":")
+        workers = int(count or sys.argv[8])
         result: dict[str, Any] = {"rank": rank}
         uri = "s3://s3torch-no-such-bucket/x/" if phase == "missing" else prefix
         if phase == "own":
@@ -135,7 +138,7 @@ def main() -> None:
         except S3Exception as error:
             result["error"] = [type(error).__name__, str(error), error.bucket]
         dist.barrier()
-        Path(workdir, f"{phase}-{rank}.json").write_text(json.dumps(result))
+        Path(workdir, f"{name}-{rank}.json").write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
