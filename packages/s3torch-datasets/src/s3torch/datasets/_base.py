@@ -20,9 +20,10 @@ from s3torch.client import (
 )
 from s3torch.readers import S3Reader, S3ReaderConstructor, S3ReaderConstructorProtocol
 
+from ._job_listing import JOB_GENERATION, in_group, in_job, list_for_job
 from ._manifest import ManifestMismatchError
 from ._shared_listing import Keep, SharedListing, kept
-from ._source import DatasetObject, ManifestListing, PagedSource
+from ._source import DatasetObject, ManifestListing, PagedSource, PrefixListing
 
 __all__ = [
     "DEFAULT_PREFETCH",
@@ -123,6 +124,8 @@ class S3DatasetBase:
             if isinstance(get_dataset_objects, PagedSource) and SharedListing.available()
             else None
         )
+        self._job_listings = 0  # collective listings this process took part in
+        self._job_file = False  # whether this rank's processes read the job's listing file
 
     @staticmethod
     def _open_manifest(
@@ -199,9 +202,32 @@ class S3DatasetBase:
         """
         source, client = self._get_dataset_objects, self._get_client()
         shared = self._shared_listing
-        if shared is not None and isinstance(source, PagedSource) and self._listing_is_shared():
-            return shared.objects(lambda: source.pages(client), generation, keep)
+        if shared is not None and isinstance(source, PagedSource):
+            if self._job_file:  # the job's listing, received at the last collective point
+                return shared.objects(lambda: source.pages(client), JOB_GENERATION, keep)
+            if in_group() and isinstance(source, PrefixListing):
+                log.debug(
+                    "%r: no listing shared by the job's ranks (no collective point reached on "
+                    "every rank yet, see docs/datasets.md): this rank lists for itself",
+                    self,
+                )
+            if self._listing_is_shared():
+                return shared.objects(lambda: source.pages(client), generation, keep)
         return kept(source(client), keep)
+
+    def _list_for_job(self) -> None:
+        """A collective point: with a process group of several ranks, list once for the job.
+
+        Call it only where every rank's main process passes, the same number
+        of times (see :mod:`._job_listing`). Does nothing for a dataset of
+        URIs, without a process group, or in a DataLoader worker.
+        """
+        source, shared = self._get_dataset_objects, self._shared_listing
+        if shared is None or not isinstance(source, PrefixListing) or not in_job():
+            return
+        self._job_listings += 1
+        self._job_file = False
+        self._job_file = list_for_job(source, self._get_client, shared)
 
     def _listing_is_shared(self) -> bool:
         """Whether :meth:`_list` reads the listing the DataLoader workers share."""

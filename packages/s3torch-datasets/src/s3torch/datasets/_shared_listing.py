@@ -56,7 +56,7 @@ try:
 except ImportError:  # pragma: no cover - not POSIX: each worker lists for itself
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LISTING_DIR_ENV", "Keep", "SharedListing", "kept"]
+__all__ = ["LISTING_DIR_ENV", "Keep", "SharedListing", "encode_listing", "kept"]
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,25 @@ class SharedListing:
                         yield obj
                     position += 1
 
+    def put(self, generation: str, data: bytes | bytearray | memoryview) -> bool:
+        """Make ``data`` (a whole file of :func:`encode_listing`) listing ``generation``.
+
+        Written under a temporary name and renamed, so a reader sees either
+        no file or the complete one; a file of that generation is replaced.
+        Whether it was written (a warning says why not).
+        """
+        path = self.path(generation)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            with open(temporary, "wb") as file:
+                file.write(data)
+            os.replace(temporary, path)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            self._warn_unshared(path, error)
+            return False
+        return True
+
     def _warn_unshared(self, path: Path, error: OSError) -> None:
         log.warning("cannot share the listing of s3://%s through %s: %s", self.bucket, path, error)
 
@@ -252,25 +271,36 @@ def _decode(bucket: str, line: bytes) -> DatasetObject:
     return DatasetObject(bucket, key, info)
 
 
+def encode_listing(pages: Iterable[list[DatasetObject]]) -> Iterator[bytes]:
+    """The bytes of a listing file of ``pages``: one piece per page, then the end.
+
+    Each piece can be written (and read back) as soon as it is made; the
+    last one holds the end record and the trailer that mark the file complete.
+    """
+    count = 0
+    packer = zlib.compressobj(1)
+    for page in pages:
+        records = b"".join(_encode(obj) for obj in page)
+        yield packer.compress(records) + packer.flush(zlib.Z_SYNC_FLUSH)
+        count += len(page)
+    end = _END + str(count).encode() + b"\n"
+    yield packer.compress(end) + packer.flush(zlib.Z_FINISH) + _TRAILER
+
+
 def _write_pages(
     file: IO[bytes], path: Path, list_pages: Callable[[], Iterator[list[DatasetObject]]]
 ) -> None:
     """Write every page, then the end record; stop without one if the listing fails."""
-    count = 0
-    packer = zlib.compressobj(1)
+    pieces = 0
     try:
         with file:
-            for page in list_pages():
-                records = b"".join(_encode(obj) for obj in page)
-                file.write(packer.compress(records) + packer.flush(zlib.Z_SYNC_FLUSH))
+            for piece in encode_listing(list_pages()):
+                file.write(piece)
                 file.flush()
-                count += len(page)
-            end = _END + str(count).encode() + b"\n"
-            file.write(packer.compress(end) + packer.flush(zlib.Z_FINISH) + _TRAILER)
-            file.flush()
-        log.debug("shared listing %s: %d objects", path, count)
+                pieces += 1
+        log.debug("shared listing %s: %d pages", path, pieces - 1)
     except Exception as error:  # the readers list for themselves, and meet it there
-        log.debug("shared listing %s stopped after %d objects: %r", path, count, error)
+        log.debug("shared listing %s stopped after %d pages: %r", path, pieces, error)
 
 
 # ------------------------------------------------------------------ reading

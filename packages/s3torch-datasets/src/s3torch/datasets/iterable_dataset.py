@@ -62,7 +62,11 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
     workers, keeps its share in memory). Without shuffling (or with a
     shuffle buffer) the first items come after one listing page, and an
     ordered process keeps at most its share in memory. A whole-listing
-    shuffle needs the listing (keys and sizes) first.
+    shuffle needs the listing (keys and sizes) first. With a
+    ``torch.distributed`` process group of several ranks, the job lists once
+    instead of once per rank, at each :meth:`set_epoch` (call it on every
+    rank): rank 0 lists and broadcasts the listing (see "One listing per
+    job" in docs/datasets.md).
 
     Pass ``client`` to share one :class:`~s3torch.client.S3Client` (its
     connection pool and memory budget) between datasets; the dataset never
@@ -269,10 +273,21 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` with the next pass (a different shuffle each epoch)."""
+        """Start ``epoch`` with the next pass (a different shuffle each epoch).
+
+        With a process group of several ranks, a collective: call it on every
+        rank. A dataset from a prefix is listed there once for the job, for
+        the passes until the next ``set_epoch`` (only the first, with
+        ``cache_listing``).
+
+        Raises:
+            S3Exception: the job's listing failed (the same error on every rank).
+        """
         require_int("epoch", epoch)
         self._epoch = epoch
         self._consumed = self._resume_from = 0
+        if not (self._cache_listing and self._job_listings):
+            self._list_for_job()  # a collective point (see docs/datasets.md)
 
     # ----------------------------------------------------------- resumption
     def state_dict(self) -> dict[str, Any]:

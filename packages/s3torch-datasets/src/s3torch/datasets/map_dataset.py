@@ -12,6 +12,7 @@ from s3torch.client import S3Client, S3ClientConfig
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
 from ._base import DEFAULT_PREFETCH, S3DatasetBase, identity
+from ._job_listing import called_by_distributed_sampler
 from ._source import DatasetObject, ObjectList, PrefixListing
 
 __all__ = ["S3MapDataset"]
@@ -32,7 +33,12 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
 
     The listing is made once per process and kept for the dataset's life (a
     map dataset's indices must not move under its sampler): make a new
-    dataset to see objects added since.
+    dataset to see objects added since. With a ``torch.distributed`` process
+    group of several ranks, the first ``len()`` that a
+    ``DistributedSampler`` asks for (it is made on every rank) is a collective:
+    rank 0 lists once for the job and every rank gets that listing, so an
+    index means the same object on every rank (see "One listing per job" in
+    docs/datasets.md). Any other ``len()`` (on rank 0 alone, say) is not.
 
     Pickling (for spawned DataLoader workers) carries the settings and the
     object source, never a client of its own or the listing, and writes
@@ -161,6 +167,10 @@ class S3MapDataset(S3DatasetBase, torch.utils.data.Dataset[Any]):
         return self._objects
 
     def __len__(self) -> int:
+        if not self._job_listings and called_by_distributed_sampler():
+            self._list_for_job()  # DistributedSampler is made on every rank: a collective point
+            if self._job_file:
+                self._objects = None  # every rank the same objects: the job's listing
         return len(self._dataset_objects)
 
     def _object_at(self, index: int) -> DatasetObject:
