@@ -19,7 +19,6 @@ from locals3.proxy import RequestKind
 from s3torch.datasets import S3IterableDataset, S3MapDataset
 from s3torch.datasets._shared_listing import LISTING_DIR_ENV
 
-PAGES = 3
 OBJECTS = 1110
 """Three listing pages: the short first one (100 keys), 1,000, then 10."""
 
@@ -95,20 +94,20 @@ def test_three_ranks_with_two_workers_list_the_prefix_once_per_epoch(
     tmp_path: Path,
 ) -> None:
     keys = sorted(upload([f"{i:04d}" for i in range(OBJECTS)], size=1))
-    fault_proxy.clear()
+    walk = _one_walk(fault_proxy, s3_region, f"s3://{bucket}/")
     phases = ["ordered", "shuffled", "buffered", "cached", "unset", "own", "alone", "map"]
     phases.append("missing")
     counts, results = _run_job(3, 2, phases, fault_proxy, s3_region, f"s3://{bucket}/", tmp_path)
     # One walk of the prefix per epoch for the whole job, not one per rank.
     assert counts == {
-        "ordered": 2 * PAGES,
-        "shuffled": 2 * PAGES,
-        "buffered": 2 * PAGES,
-        "cached": PAGES,
-        "unset": 2 * 3 * PAGES,  # no set_epoch: each rank lists, as without a group
+        "ordered": 2 * walk,
+        "shuffled": 2 * walk,
+        "buffered": 2 * walk,
+        "cached": walk,
+        "unset": 2 * 3 * walk,  # no set_epoch: each rank lists, as without a group
         "own": 2 * 3,  # each rank its own one-page prefix, each epoch
-        "alone": 2 * PAGES,  # rank 0 lists for itself: neither len() waits for the others
-        "map": PAGES,
+        "alone": 2 * walk,  # rank 0 lists for itself: neither len() waits for the others
+        "map": walk,
         "missing": 1,
     }
     for phase in ("ordered", "shuffled", "buffered", "cached", "unset"):
@@ -160,6 +159,17 @@ def test_without_a_process_group_each_process_lists_as_before(
     assert len(mapped) == len(keys)
     assert len(mapped) == len(keys)
     assert _listings_after(fault_proxy, 6) == 2  # once per process
+
+
+def _one_walk(proxy: FaultProxy, region: str, prefix: str) -> int:
+    """The LIST requests of one listing of ``prefix`` by one process (the unit of the counts)."""
+    proxy.clear()
+    dataset = S3IterableDataset.from_prefix(prefix, region=region, endpoint=proxy.endpoint)
+    assert sum(1 for _ in dataset._get_dataset_objects(dataset.client)) == OBJECTS
+    walk = _lists(proxy)
+    assert walk == 3  # 100 keys, 1,000, then 10: serial (it is below FAN_OUT_AFTER_PAGES)
+    proxy.clear()
+    return walk
 
 
 def _listings_after(proxy: FaultProxy, before: int) -> int:

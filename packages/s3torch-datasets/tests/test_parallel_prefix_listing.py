@@ -24,6 +24,7 @@ def small_pages(monkeypatch: pytest.MonkeyPatch) -> None:
     # would be with S3's 1,000. DataLoader workers fork and inherit this.
     monkeypatch.setattr(_source, "PAGE_KEYS", 4)
     monkeypatch.setattr(_source, "FIRST_PAGE_KEYS", 2)
+    monkeypatch.setattr(_source, "FAN_OUT_AFTER_PAGES", 2)
 
 
 def _lists(proxy: FaultProxy) -> list[str]:

@@ -30,6 +30,14 @@ FIRST_PAGE_KEYS = 100
 PAGE_KEYS = 1000
 """Keys in each later page."""
 
+FAN_OUT_AFTER_PAGES = 10
+"""Pages listed serially before the rest of a prefix is split into ranges.
+
+A walk of this many pages is a few hundred milliseconds on S3; below that,
+splitting saves little and its guessed ranges cost requests that come back
+empty (a 1,110-key prefix took 15 requests instead of 3 when the cuts were
+made after two pages while the dataset's GETs kept the reader busy)."""
+
 
 class DatasetObject(NamedTuple):
     """One object of a dataset; ``info`` (size, ETag) when a listing provided it."""
@@ -75,15 +83,19 @@ class PrefixListing:
         """The objects, a listing page at a time.
 
         Listed with :meth:`S3Client.list_objects_parallel`: serially for the
-        first two pages, then, if more remain, by several walkers at once over
-        ranges of the key space, still in key order.
+        first :data:`FAN_OUT_AFTER_PAGES` pages, then, if more remain, by
+        several walkers at once over ranges of the key space, still in key order.
         """
         log.debug("listing s3://%s/%s", self.bucket, self.prefix)
         # A small first page: the first objects start downloading sooner.
         # A generator stopped early (an epoch cut short) closes the listing:
         # the requests in flight are cancelled, not left to arrive.
         with client.list_objects_parallel(
-            self.bucket, self.prefix, max_keys=PAGE_KEYS, first_page_keys=FIRST_PAGE_KEYS
+            self.bucket,
+            self.prefix,
+            max_keys=PAGE_KEYS,
+            first_page_keys=FIRST_PAGE_KEYS,
+            fan_out_after=FAN_OUT_AFTER_PAGES,
         ) as listing:
             for page in listing:
                 yield [
