@@ -9,6 +9,7 @@
 """
 
 from ._base import DEFAULT_PREFETCH, identity
+from ._resume import merge_states
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
@@ -19,4 +20,5 @@ __all__ = [
     "S3MapDataset",
     "__version__",
     "identity",
+    "merge_states",
 ]
