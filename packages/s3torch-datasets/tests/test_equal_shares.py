@@ -124,9 +124,10 @@ def test_ddp_over_three_ranks_of_two_workers_finishes_its_epoch(
     s3_endpoint: str,
     tmp_path: Path,
 ) -> None:
-    # 10 objects: round-robin gave the ranks 4, 4 and 2 samples, and the third
-    # rank left the epoch a step early while the others waited on its gradients.
-    upload([f"{i:02d}" for i in range(10)])
+    # 13 objects: round-robin gave rank 0's workers 3 and 2 samples (3 batches
+    # of at most 2) and the other ranks' 2 and 2 (2 batches): rank 0 waited at
+    # its last step for gradients the others, done with the epoch, never sent.
+    upload([f"{i:02d}" for i in range(13)])
     task = {
         "kind": "equal",
         "workers": 2,
@@ -135,7 +136,7 @@ def test_ddp_over_three_ranks_of_two_workers_finishes_its_epoch(
         "limit": 280,  # DDP's first use imports torch._dynamo: slow on a busy machine
     }
     results = _run_ranks(3, task, tmp_path, s3_endpoint, s3_region, limit=300)
-    assert [result["steps"] for result in results] == [2, 2, 2]  # batches of 2, per worker
+    assert [result["steps"] for result in results] == [4, 4, 4]  # 2 workers x 3 samples
 
 
 @pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")  # torchdata's own
@@ -220,6 +221,7 @@ def test_states_of_any_progress_merge_and_resume_at_another_sharding(
         merged = merge_states(states)
         assert (merged["epoch"], merged["consumed"]) == (2, 0)
         dataset.load_state_dict(merged)
+        dataset.set_epoch(2)  # as a training loop does: the resume point stays
     assert len(read) == len(set(read)) > 5  # each object once across three resumes
     rest: list[str] = []
     for rank in range(2):
@@ -273,3 +275,14 @@ def test_merge_states_refuses_what_it_cannot_merge(bucket: str, options: dict[st
         )
     with pytest.raises(ValueError, match="not an S3IterableDataset state"):
         merge_states([{"epoch": 1}])
+
+
+def test_a_state_written_before_elastic_resume_still_loads(
+    upload: Callable[..., dict[str, bytes]], bucket: str, options: dict[str, Any]
+) -> None:
+    keys = sorted(upload([f"{i:02d}" for i in range(6)]))
+    dataset = S3IterableDataset.from_prefix(f"s3://{bucket}", transform=key_of, **options)
+    old = {"version": 1, "epoch": 4, "consumed": 2, "shard": None, "seed": 0, "shuffle": False}
+    dataset.load_state_dict(old | {"shuffle_buffer_size": None})
+    assert list(dataset) == keys[2:]
+    assert dataset.state_dict()["finished"] == {"epoch": 4, "consumed": 6, "history": []}

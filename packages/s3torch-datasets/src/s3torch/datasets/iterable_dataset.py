@@ -130,6 +130,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         self._listing: tuple[tuple[Shard, Balance] | None, list[DatasetObject]] | None = None
         self._history: tuple[Generation, ...] = ()  # of this epoch, from a merged state
         self._finished: dict[str, Any] | None = None  # the last epoch a pass completed
+        self._loaded = False  # a state was loaded and no pass has started since
         self._parent_rank: tuple[int, int] | None = None  # see __getstate__
 
     @classmethod
@@ -241,13 +242,20 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         return self._epoch
 
     def set_epoch(self, epoch: int) -> None:
-        """Start ``epoch`` with the next pass (a different shuffle each epoch)."""
+        """Start ``epoch`` with the next pass (a different shuffle each epoch).
+
+        The epoch of a state just loaded (see :meth:`load_state_dict`) keeps
+        its resume point, so a training loop may call ``set_epoch`` first.
+        """
         require_int("epoch", epoch)
+        if self._loaded and epoch == self._epoch:
+            return
         if self._finished is not None and self._finished["epoch"] + 1 != epoch:
             self._finished = None
         self._epoch = epoch
         self._consumed = self._resume_from = 0
         self._history = ()
+        self._loaded = False
 
     # ----------------------------------------------------------- resumption
     def state_dict(self) -> dict[str, Any]:
@@ -303,6 +311,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         self._history = history_of(state)
         finished = state.get("finished")
         self._finished = dict(finished) if finished is not None else None
+        self._loaded = True
 
     # ------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
@@ -317,6 +326,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
                 "to resume at another sharding)"
             )
         self._shard = shard
+        self._loaded = False
         self._passes += 1
         skip, self._resume_from = self._resume_from, 0
         epoch, history = self._epoch, self._history
