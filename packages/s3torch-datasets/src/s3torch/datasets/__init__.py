@@ -17,6 +17,7 @@ from ._manifest import (
     read_manifest,
 )
 from ._manifest_writer import ManifestSummary, write_manifest
+from ._resume import merge_states
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
@@ -32,6 +33,7 @@ __all__ = [
     "S3MapDataset",
     "__version__",
     "identity",
+    "merge_states",
     "read_manifest",
     "write_manifest",
 ]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch.distributed
 import torch.utils.data
@@ -12,10 +12,14 @@ __all__ = ["Shard", "current_shard", "distributed_rank"]
 
 @dataclass(frozen=True)
 class Shard:
-    """Share ``index`` of ``count``: every ``count``-th object, starting at ``index``."""
+    """Share ``index`` of ``count``: every ``count``-th object, starting at ``index``.
+
+    ``ranks`` is the world size it was drawn from (not part of its identity).
+    """
 
     index: int
     count: int
+    ranks: int = field(default=1, compare=False)
 
 
 def distributed_rank() -> tuple[int, int] | None:
@@ -36,4 +40,4 @@ def current_shard(inherited_rank: tuple[int, int] | None = None) -> Shard:
     rank, world_size = distributed_rank() or inherited_rank or (0, 1)
     worker = torch.utils.data.get_worker_info()
     worker_id, workers = (worker.id, worker.num_workers) if worker is not None else (0, 1)
-    return Shard(rank * workers + worker_id, world_size * workers)
+    return Shard(rank * workers + worker_id, world_size * workers, world_size)

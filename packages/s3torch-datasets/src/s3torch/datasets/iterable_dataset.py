@@ -12,7 +12,10 @@ import torch.utils.data
 from s3torch.client import S3Client, S3ClientConfig, require_int
 from s3torch.readers import S3Reader, S3ReaderConstructorProtocol
 
+from ._balance import Balance, balanced, balanced_slice, check_balance
 from ._base import DEFAULT_PREFETCH, DatasetSource, S3DatasetBase, identity
+from ._order import Deal, buffer_shuffled, every, round_robin, skip_first
+from ._resume import STATE_VERSION, Generation, history_of, remaining_places, validate_state
 from ._sharding import Shard, current_shard, distributed_rank
 from ._shared_listing import Keep, kept
 from ._source import DatasetObject, ObjectList, PrefixListing
@@ -20,8 +23,6 @@ from ._source import DatasetObject, ObjectList, PrefixListing
 __all__ = ["S3IterableDataset"]
 
 log = logging.getLogger(__name__)
-
-_STATE_VERSION = 1
 
 
 class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
@@ -34,7 +35,12 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
     * ``enable_sharding=True``: each (distributed rank, DataLoader worker)
       reads a disjoint share, every object exactly once per epoch across all
       of them. Rank and world size are read when iteration starts, so a
-      process group initialised after construction counts.
+      process group initialised after construction counts. With more than
+      one rank, every share holds the same number of objects by default, so
+      every rank takes the same number of steps: ``shard_balance`` says how
+      (``"pad"``, the default there: repeat the epoch's first objects;
+      ``"drop"``: leave out the last ``N mod shares``; ``"uneven"``: shares
+      differ by one at most, as with one rank by default).
     * ``shuffle=True``: each epoch reads the objects in a random order drawn
       from ``seed`` and the epoch (the same on every rank, so shares stay
       disjoint). By default the whole listing is permuted. With
@@ -51,7 +57,10 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
       after each complete pass.
     * :meth:`state_dict` / :meth:`load_state_dict`: how far this process has
       got in the epoch, so a job resumes without repeating or skipping an
-      object (also inside torchdata's ``StatefulDataLoader`` workers).
+      object (also inside torchdata's ``StatefulDataLoader`` workers). The
+      states of all the shares of a job, merged by
+      :func:`~s3torch.datasets.merge_states`, resume it at any other number
+      of ranks and workers.
 
     The prefix is listed lazily, each pass (epoch), once for all the
     DataLoader workers of that pass: the first worker to need it lists, into
@@ -88,6 +97,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle_buffer_size: int | None = None,
         client: S3Client | None = None,
         cache_listing: bool = False,
+        shard_balance: Balance | None = None,
     ) -> None:
         super().__init__(
             region,
@@ -110,6 +120,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
                 f"shuffle_buffer_size must be None or an int >= 1, got {shuffle_buffer_size!r}"
             )
         self._enable_sharding = bool(enable_sharding)
+        self._shard_balance = check_balance(shard_balance)
         self._cache_listing = bool(cache_listing)
         self._passes = 0  # passes started in this process (see _generation)
         self._shuffle = bool(shuffle)
@@ -119,7 +130,11 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         self._consumed = 0  # objects handed out in this epoch, by this process
         self._resume_from = 0  # objects to skip at the start of the next pass
         self._shard: Shard | None = None  # of the current or last pass
-        self._listing: tuple[Shard | None, list[DatasetObject]] | None = None
+        # The whole listing (key None), or one share of it (key: shard, balance).
+        self._listing: tuple[tuple[Shard, Balance] | None, list[DatasetObject]] | None = None
+        self._history: tuple[Generation, ...] = ()  # of this epoch, from a merged state
+        self._finished: dict[str, Any] | None = None  # the last epoch a pass completed
+        self._loaded = False  # a state was loaded and no pass has started since
         self._parent_rank: tuple[int, int] | None = None  # see __getstate__
 
     @classmethod
@@ -139,6 +154,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle_buffer_size: int | None = None,
         client: S3Client | None = None,
         cache_listing: bool = False,
+        shard_balance: Balance | None = None,
     ) -> S3IterableDataset:
         """Every object under the prefix ``s3_uri`` (recursively, in key order).
 
@@ -162,6 +178,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle_buffer_size=shuffle_buffer_size,
             client=client,
             cache_listing=cache_listing,
+            shard_balance=shard_balance,
         )
 
     @classmethod
@@ -181,6 +198,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle_buffer_size: int | None = None,
         client: S3Client | None = None,
         cache_listing: bool = False,
+        shard_balance: Balance | None = None,
     ) -> S3IterableDataset:
         """The objects the manifest at ``s3_uri`` names, in its (key) order: no LIST request.
 
@@ -215,6 +233,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle_buffer_size=shuffle_buffer_size,
             client=client,
             cache_listing=cache_listing,
+            shard_balance=shard_balance,
         )
         dataset._keep_client(reader)
         return dataset
@@ -236,6 +255,7 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         shuffle_buffer_size: int | None = None,
         client: S3Client | None = None,
         cache_listing: bool = False,
+        shard_balance: Balance | None = None,
     ) -> S3IterableDataset:
         """The objects ``object_uris`` (one URI or many), in the order given.
 
@@ -256,12 +276,22 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             shuffle_buffer_size=shuffle_buffer_size,
             client=client,
             cache_listing=cache_listing,
+            shard_balance=shard_balance,
         )
 
     # ------------------------------------------------------------- settings
     @property
     def enable_sharding(self) -> bool:
         return self._enable_sharding
+
+    @property
+    def shard_balance(self) -> Balance | None:
+        """How shares are made equal: ``"pad"``, ``"drop"``, ``"uneven"``, or None (the default).
+
+        None is ``"pad"`` when iteration starts with a process group of more
+        than one rank, ``"uneven"`` otherwise.
+        """
+        return self._shard_balance
 
     @property
     def shuffle(self) -> bool:
@@ -275,6 +305,9 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` with the next pass (a different shuffle each epoch).
 
+        The epoch of a state just loaded (see :meth:`load_state_dict`) keeps
+        its resume point, so a training loop may call ``set_epoch`` first.
+
         With a process group of several ranks, a collective: call it on every
         rank. A dataset from a prefix is listed there once for the job, for
         the passes until the next ``set_epoch`` (only the first, with
@@ -284,37 +317,53 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             S3Exception: the job's listing failed (the same error on every rank).
         """
         require_int("epoch", epoch)
-        self._epoch = epoch
-        self._consumed = self._resume_from = 0
+        if not (self._loaded and epoch == self._epoch):
+            if self._finished is not None and self._finished["epoch"] + 1 != epoch:
+                self._finished = None
+            self._epoch = epoch
+            self._consumed = self._resume_from = 0
+            self._history = ()
+            self._loaded = False
+        # A collective point (see docs/datasets.md): every rank passes here,
+        # whether or not it keeps a resume point.
         if not (self._cache_listing and self._job_listings):
-            self._list_for_job()  # a collective point (see docs/datasets.md)
+            self._list_for_job()
 
     # ----------------------------------------------------------- resumption
     def state_dict(self) -> dict[str, Any]:
-        """Where this process is: epoch, objects consumed in it, and its shard."""
+        """Where this process is: epoch, objects consumed in it, and its shard.
+
+        Also what an elastic resume needs (see
+        :func:`~s3torch.datasets.merge_states`): the shardings this epoch ran
+        at before, if it was resumed from a merged state (``history``), and
+        the epoch this process last completed (``finished``).
+        """
         shard = self._shard
         return {
-            "version": _STATE_VERSION,
+            "version": STATE_VERSION,
             "epoch": self._epoch,
             "consumed": self._consumed,
             "shard": [shard.index, shard.count] if shard is not None else None,
             "seed": self._seed,
             "shuffle": self._shuffle,
             "shuffle_buffer_size": self._shuffle_buffer_size,
+            "shard_balance": self._shard_balance,
+            "history": _history_state(self._history),
+            "finished": self._finished,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume where :meth:`state_dict` was taken: the next pass skips what was consumed.
 
+        ``state`` is this process's own state (resume at the same ranks and
+        workers), or :func:`~s3torch.datasets.merge_states` of the states of
+        all the shares of a job (resume at any ranks and workers).
+
         Raises:
             ValueError: the state is not one of this dataset's, or was taken
-                with other shuffle settings.
+                with other shuffle or shard_balance settings.
         """
-        missing = {"version", "epoch", "consumed", "seed", "shuffle"} - set(state)
-        if missing or state["version"] != _STATE_VERSION:
-            raise ValueError(
-                f"not an S3IterableDataset state (missing {sorted(missing)}): {dict(state)!r}"
-            )
+        validate_state(state)
         taken = (state["shuffle"], state["seed"], state.get("shuffle_buffer_size"))
         ours = (self._shuffle, self._seed, self._shuffle_buffer_size)
         if taken != ours:
@@ -322,10 +371,19 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
                 "the state was taken with shuffle={}, seed={}, shuffle_buffer_size={}; "
                 "this dataset has shuffle={}, seed={}, shuffle_buffer_size={}".format(*taken, *ours)
             )
+        if state.get("shard_balance", self._shard_balance) != self._shard_balance:
+            raise ValueError(
+                f"the state was taken with shard_balance={state['shard_balance']!r}; "
+                f"this dataset has shard_balance={self._shard_balance!r}"
+            )
         self._epoch = int(state["epoch"])
         self._consumed = self._resume_from = int(state["consumed"])
         shard = state.get("shard")
         self._shard = Shard(*shard) if shard is not None else None
+        self._history = history_of(state)
+        finished = state.get("finished")
+        self._finished = dict(finished) if finished is not None else None
+        self._loaded = True
 
     # ------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
@@ -335,45 +393,89 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
             raise ValueError(
                 f"cannot resume: the state was taken in share {self._shard.index} of "
                 f"{self._shard.count}, but this process reads {now} (a different number "
-                "of ranks or DataLoader workers changes which objects each one reads)"
+                "of ranks or DataLoader workers changes which objects each one reads: "
+                "merge the states of all the shares with s3torch.datasets.merge_states "
+                "to resume at another sharding)"
             )
         self._shard = shard
+        self._loaded = False
         self._passes += 1
         skip, self._resume_from = self._resume_from, 0
-        epoch = self._epoch
+        epoch, history = self._epoch, self._history
         self._consumed = skip
         objects = self._epoch_objects(shard, epoch)
         if skip:
             log.debug("%r: resuming epoch %d after %d objects", self, epoch, skip)
-            objects = _drop(objects, skip)
+            objects = skip_first(objects, skip)
         for item in self._read_all(objects):
             self._consumed += 1
             yield item
-        self._epoch = epoch + 1  # a complete pass: the next one is a new epoch
+        # A complete pass: the next one is a new epoch.
+        self._finished = {
+            "epoch": epoch,
+            "consumed": self._consumed,
+            "history": _history_state(history),
+        }
+        self._epoch = epoch + 1
         self._consumed = 0
+        self._history = ()
 
     def _epoch_objects(self, shard: Shard | None, epoch: int) -> Iterator[DatasetObject]:
         """This process's objects for ``epoch``, in reading order."""
+        balance = self._balance(shard)
         if not self._shuffle:
-            return self._share(shard)
+            return self._share(shard, balance)
         if self._shuffle_buffer_size is not None:
             # Streaming: the listing is dealt out to the shares in a new order
             # each epoch, and each share mixed through a bounded buffer. Workers
             # read their siblings' shared listing again; a lone process may keep it.
-            deal = _Deal(shard, random.Random(f"s3torch:{self._seed}:{epoch}")) if shard else None
+            rng = random.Random(f"s3torch:{self._seed}:{epoch}")
+            deal = Deal(shard, rng) if shard is not None else every
+            listed: Callable[[Keep], Iterator[DatasetObject]]
             if self._listing_is_shared() or not self._cache_listing:
-                objects = self._list(deal, self._generation())
+                generation = self._generation()
+                listed = lambda keep: self._list(keep, generation)  # noqa: E731
             else:
-                objects = kept(self._share(None), deal)
+                whole = self._share(None, "uneven")
+                listed = lambda keep: kept(whole, keep)  # noqa: E731
+            objects = self._balanced(listed, deal, shard, balance)
             stream = f":{shard.index}" if shard is not None else ""
             rng = random.Random(f"s3torch:{self._seed}:{epoch}:buffer{stream}")
-            return _buffer_shuffled(objects, self._shuffle_buffer_size, rng)
+            return buffer_shuffled(objects, self._shuffle_buffer_size, rng)
         everything = self._listed()
         order = list(range(len(everything)))
         random.Random(f"s3torch:{self._seed}:{epoch}").shuffle(order)
+        if self._history:
+            left = remaining_places(self._history)
+            order = [index for place, index in enumerate(order) if left(place) is not None]
         if shard is not None:
-            order = order[shard.index :: shard.count]
+            order = balanced_slice(order, shard.index, shard.count, balance)
         return (everything[index] for index in order)
+
+    def _balance(self, shard: Shard | None) -> Balance:
+        """How ``shard`` is made equal to the others (the default: pad with several ranks)."""
+        if shard is None:
+            return "uneven"
+        if self._shard_balance is None:
+            return "pad" if shard.ranks > 1 else "uneven"
+        return self._shard_balance
+
+    def _balanced(
+        self,
+        listed: Callable[[Keep], Iterator[DatasetObject]],
+        own: Keep,
+        shard: Shard | None,
+        balance: Balance,
+    ) -> Iterator[DatasetObject]:
+        """``shard``'s objects of what is left of the epoch, made equal by ``balance``.
+
+        ``listed`` lists the epoch's sequence (see :func:`._balance.balanced`);
+        ``own`` keeps the shard's places in what is left of it.
+        """
+        positions = remaining_places(self._history) if self._history else None
+        if shard is None and positions is None:
+            return listed(every)
+        return balanced(listed, own, shard.count if shard else 1, balance, positions)
 
     def _generation(self) -> str:
         """Which shared listing this pass reads: its sibling workers' of this pass.
@@ -389,23 +491,31 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         base_seed = worker.seed - worker.id if worker is not None else 0
         return f"{base_seed:x}-{self._passes}"
 
-    def _share(self, shard: Shard | None) -> Iterator[DatasetObject]:
+    def _share(self, shard: Shard | None, balance: Balance) -> Iterator[DatasetObject]:
         """The listing, or this shard's share of it: cached after one, with ``cache_listing``."""
+        own = round_robin(shard) if shard is not None else every
         if not self._cache_listing:
-            return self._list(_round_robin(shard), self._generation())
-        if self._listing is not None and self._listing[0] in (shard, None):
-            objects = self._listing[1]
-            if self._listing[0] is None and shard is not None:
-                return iter(objects[shard.index :: shard.count])
-            return iter(objects)
-        return self._list_share(shard)
+            generation = self._generation()
+            return self._balanced(lambda keep: self._list(keep, generation), own, shard, balance)
+        if self._listing is not None and self._listing[0] is None:
+            whole = self._listing[1]
+            return self._balanced(lambda keep: kept(whole, keep), own, shard, balance)
+        key = (shard, balance) if shard is not None else None
+        if self._listing is not None and self._listing[0] == key and not self._history:
+            return iter(self._listing[1])
+        return self._list_share(key, own, shard, balance)
 
-    def _list_share(self, shard: Shard | None) -> Iterator[DatasetObject]:
+    def _list_share(
+        self, key: tuple[Shard, Balance] | None, own: Keep, shard: Shard | None, balance: Balance
+    ) -> Iterator[DatasetObject]:
         share: list[DatasetObject] = []
-        for obj in self._list(_round_robin(shard), self._generation()):
+        history = self._history
+        generation = self._generation()
+        for obj in self._balanced(lambda keep: self._list(keep, generation), own, shard, balance):
             share.append(obj)
             yield obj
-        self._listing = (shard, share)
+        if not history:  # what is left of a resumed epoch is not the share of the next
+            self._listing = (key, share)
 
     def _listed(self) -> list[DatasetObject]:
         """The whole listing (kept, with ``cache_listing``)."""
@@ -431,53 +541,5 @@ class S3IterableDataset(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         )
 
 
-def _drop(objects: Iterator[DatasetObject], count: int) -> Iterator[DatasetObject]:
-    for _ in range(count):
-        if next(objects, None) is None:
-            return
-    yield from objects
-
-
-def _round_robin(shard: Shard | None) -> Keep | None:
-    """Keeps ``shard``'s objects: every ``count``-th, from ``index`` (all, without a shard)."""
-    if shard is None:
-        return None
-    count, index = shard.count, shard.index
-    return lambda position: position % count == index
-
-
-class _Deal:
-    """Keeps ``shard``'s objects when each run of ``shard.count`` is dealt out in a random order.
-
-    Every share gets one object of each full run (the sizes of the shares
-    differ by one at most, as with round-robin), and which one changes with
-    ``rng``, which every share draws from alike. Called for every position,
-    in order, from 0 (a :data:`Keep`).
-    """
-
-    def __init__(self, shard: Shard, rng: random.Random) -> None:
-        self._shard = shard
-        self._rng = rng
-        self._takers = list(range(shard.count))
-
-    def __call__(self, position: int) -> bool:
-        offset = position % self._shard.count
-        if offset == 0:
-            self._rng.shuffle(self._takers)
-        return self._takers[offset] == self._shard.index
-
-
-def _buffer_shuffled(
-    objects: Iterator[DatasetObject], size: int, rng: random.Random
-) -> Iterator[DatasetObject]:
-    """``objects`` in a random order that never holds more than ``size`` of them."""
-    buffer: list[DatasetObject] = []
-    for obj in objects:
-        if len(buffer) < size:
-            buffer.append(obj)
-            continue
-        slot = rng.randrange(size)
-        yield buffer[slot]
-        buffer[slot] = obj
-    rng.shuffle(buffer)
-    yield from buffer
+def _history_state(history: tuple[Generation, ...]) -> list[list[Any]]:
+    return [[shares, list(counts)] for shares, counts in history]
