@@ -226,10 +226,17 @@ class S3StorageReader(FileSystemReader, Closeable):
         The owners and the rounds of the exchange (:func:`plan_shared_reads`)
         travel to every rank in its plan's ``storage_data``. Nothing is
         recorded where no item is read by two ranks (a sharded load), with
-        ``share_reads=False``, or with a reader kind other than the
-        DCP-optimized one.
+        ``share_reads=False``, with a reader kind other than the
+        DCP-optimized one, or where the ranks planned from their own
+        rank-local metadata (``__<rank>.metadata``: the coordinator cannot
+        tell where another rank's items lie).
         """
-        if not (self.share_reads and self._for_items() is not None and len(plans) > 1):
+        if not (
+            self.share_reads
+            and self.use_collectives  # False: each rank planned from its own rank-local metadata
+            and self._for_items() is not None
+            and len(plans) > 1
+        ):
             return plans
         shared = plan_shared_reads(plans, self.storage_data)
         if shared is None:
