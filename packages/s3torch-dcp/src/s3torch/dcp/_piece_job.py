@@ -34,7 +34,15 @@ from ._item_crc import check_item
 from ._parallel import Cancelled, Stop
 from ._tensor_item import copy_stored_tensor
 
-__all__ = ["Piece", "PieceJob", "item_label", "read_views"]
+__all__ = [
+    "ItemLoader",
+    "Piece",
+    "PieceJob",
+    "check_views",
+    "item_label",
+    "read_item",
+    "read_views",
+]
 
 
 @dataclass(frozen=True)
@@ -45,126 +53,80 @@ class Piece:
     items: tuple[ReadItem, ...]
 
 
-class PieceJob:
-    """Loads the items of one piece of a file, in offset order, through one reader."""
+class ItemLoader:
+    """Hands one item's bytes to the load's planner: checked, then copied or ``torch.load``-ed.
+
+    Shared by the jobs of one load (a piece's reader, or the bytes another
+    rank sent): whatever thread calls :meth:`load`, ``lock`` is held around
+    every call of the planner.
+    """
 
     def __init__(
         self,
-        piece: Piece,
         *,
-        open_reader: Callable[[str, Sequence[ReadItem]], S3Reader],
-        storage_data: Mapping[Any, Any],
         transforms: Any,
         chunk_sizes: Callable[[MetadataIndex], tuple[int, ...] | None],
         planner: LoadPlanner,
         lock: threading.Lock,
         weights_only: bool,
     ) -> None:
-        """``open_reader(relative, items)`` opens the file's reader for ``items``;
-        ``storage_data`` and ``transforms`` are the storage reader's (where
-        each item lies, and torch's stream transforms); ``chunk_sizes(index)``
-        is the shape the metadata records for a stored chunk; ``lock`` is held
-        around every call of ``planner`` (shared by the load's jobs);
-        ``weights_only``: check byte items with torch's restricted unpickler
-        before the planner loads them."""
-        self.piece = piece
-        self.open_reader = open_reader
-        self.storage_data = storage_data
+        """``transforms`` are the storage reader's (torch's stream transforms);
+        ``chunk_sizes(index)`` is the shape the metadata records for a stored
+        chunk; ``lock`` is held around every call of ``planner`` (shared by
+        the load's jobs); ``weights_only``: check byte items with torch's
+        restricted unpickler before the planner loads them."""
         self.transforms = transforms
         self.chunk_sizes = chunk_sizes
         self.planner = planner
         self.lock = lock
         self.weights_only = weights_only
 
-    def __call__(self, stop: Stop) -> None:
-        with (
-            self.open_reader(self.piece.relative, self.piece.items) as reader,
-            stop.cancelling(reader.close),  # a stop cuts short a read blocked on the network
-        ):
-            try:
-                self._load(reader, stop)
-            except Exception as error:
-                if stop.is_set():
-                    # Closed by the stop (or failing on another thread's failure).
-                    raise Cancelled(reader.uri) from error
-                raise
-
-    def _load(self, reader: S3Reader, stop: Stop) -> None:
-        for item in self.piece.items:
-            if stop.is_set():
-                raise Cancelled(reader.uri)
-            info = self.storage_data[item.storage_index]
-            views = self._read(reader, item, info)
-            descriptors = getattr(info, "transform_descriptors", None)
-            if not descriptors:
-                self._check(reader, item, info, views)
-            target = None
-            if item.type != LoadItemType.BYTE_IO:
-                with self.lock:
-                    target = self.planner.resolve_tensor(item).detach()
-                if not descriptors and copy_stored_tensor(
-                    views, target, item.storage_offsets, item.lengths
-                ):
-                    # Straight from the chunks received into the state dict.
-                    del views
-                    with self.lock:
-                        self.planner.commit_tensor(item, target)
-                    continue
-            data = join_views(views)
-            del views
-            if descriptors:
-                data = self._untransform(reader.uri, item, info, descriptors, data)
-                self._check(reader, item, info, [memoryview(data)])
-            fqn = item.storage_index.fqn
-            if target is None:
-                if self.weights_only:
-                    check_byte_item(data, fqn, info.offset, reader.uri)
-                with self.lock:
-                    self.planner.load_bytes(item, io.BytesIO(data))
-                continue
-            self._load_tensor(reader.uri, item, info, data, target)
-
-    def _check(
-        self, reader: S3Reader, item: ReadItem, info: Any, views: Sequence[memoryview]
+    def load(
+        self,
+        item: ReadItem,
+        info: Any,
+        views: list[memoryview],
+        *,
+        uri: str,
+        bucket: str,
+        key: str,
     ) -> None:
-        """Check ``item``'s archive against its CRC-32s (raises ``S3ChecksumMismatchError``)."""
-        check_item(
-            views,
-            bucket=reader.bucket,
-            key=reader.key,
-            item=item_label(item.storage_index, info.offset, info.length),
-            archive=item.type != LoadItemType.BYTE_IO,
-        )
+        """Deliver ``item`` (stored at ``info`` in object ``uri``) from its bytes ``views``.
 
-    def _read(self, reader: S3Reader, item: ReadItem, info: Any) -> list[memoryview]:
-        """The bytes of ``item``, all of them.
+        ``views`` is emptied as soon as its bytes are no longer needed.
 
         Raises:
-            ValueError: the file ends before the item does (naming both).
+            S3ChecksumMismatchError: the bytes fail the CRC-32 check.
+            ValueError: they are damaged, or hold what the state dict cannot take.
         """
-        reader.seek(info.offset)
-        try:
-            views = read_views(reader, info.length)
-        except S3Exception as error:
-            if error.code != "IncompleteBody":
-                raise
-            raise item_error(
-                item.storage_index.fqn,
-                info.offset,
-                info.length,
-                reader.uri,
-                "ends early: the file is shorter than the metadata says",
-            ) from error
-        received = sum(view.nbytes for view in views)
-        if received != info.length:
-            raise item_error(
-                item.storage_index.fqn,
-                info.offset,
-                info.length,
-                reader.uri,
-                f"ends after {received} bytes: the file is shorter than the metadata says",
-            )
-        return views
+        descriptors = getattr(info, "transform_descriptors", None)
+        if not descriptors:
+            check_views(views, item, info, bucket=bucket, key=key)
+        target = None
+        if item.type != LoadItemType.BYTE_IO:
+            with self.lock:
+                target = self.planner.resolve_tensor(item).detach()
+            if not descriptors and copy_stored_tensor(
+                views, target, item.storage_offsets, item.lengths
+            ):
+                # Straight from the chunks received into the state dict.
+                views.clear()
+                with self.lock:
+                    self.planner.commit_tensor(item, target)
+                return
+        data = join_views(views)
+        views.clear()
+        if descriptors:
+            data = self._untransform(uri, item, info, descriptors, data)
+            check_views([memoryview(data)], item, info, bucket=bucket, key=key)
+        fqn = item.storage_index.fqn
+        if target is None:
+            if self.weights_only:
+                check_byte_item(data, fqn, info.offset, uri)
+            with self.lock:
+                self.planner.load_bytes(item, io.BytesIO(data))
+            return
+        self._load_tensor(uri, item, info, data, target)
 
     def _untransform(
         self, uri: str, item: ReadItem, info: Any, descriptors: Any, data: bytes
@@ -216,6 +178,93 @@ class PieceJob:
         del tensor
         with self.lock:
             self.planner.commit_tensor(item, target)
+
+
+class PieceJob:
+    """Loads the items of one piece of a file, in offset order, through one reader."""
+
+    def __init__(
+        self,
+        piece: Piece,
+        *,
+        open_reader: Callable[[str, Sequence[ReadItem]], S3Reader],
+        storage_data: Mapping[Any, Any],
+        loader: ItemLoader,
+    ) -> None:
+        """``open_reader(relative, items)`` opens the file's reader for ``items``;
+        ``storage_data`` is the storage reader's (where each item lies);
+        ``loader`` delivers each item's bytes."""
+        self.piece = piece
+        self.open_reader = open_reader
+        self.storage_data = storage_data
+        self.loader = loader
+
+    def __call__(self, stop: Stop) -> None:
+        with (
+            self.open_reader(self.piece.relative, self.piece.items) as reader,
+            stop.cancelling(reader.close),  # a stop cuts short a read blocked on the network
+        ):
+            try:
+                self._load(reader, stop)
+            except Exception as error:
+                if stop.is_set():
+                    # Closed by the stop (or failing on another thread's failure).
+                    raise Cancelled(reader.uri) from error
+                raise
+
+    def _load(self, reader: S3Reader, stop: Stop) -> None:
+        for item in self.piece.items:
+            if stop.is_set():
+                raise Cancelled(reader.uri)
+            info = self.storage_data[item.storage_index]
+            views = read_item(reader, item, info)
+            self.loader.load(
+                item, info, views, uri=reader.uri, bucket=reader.bucket, key=reader.key
+            )
+
+
+def check_views(
+    views: Sequence[memoryview], item: ReadItem, info: Any, *, bucket: str, key: str
+) -> None:
+    """Check ``item``'s archive against its CRC-32s (raises ``S3ChecksumMismatchError``)."""
+    check_item(
+        views,
+        bucket=bucket,
+        key=key,
+        item=item_label(item.storage_index, info.offset, info.length),
+        archive=item.type != LoadItemType.BYTE_IO,
+    )
+
+
+def read_item(reader: S3Reader, item: ReadItem, info: Any) -> list[memoryview]:
+    """The bytes of ``item`` (stored at ``info``), all of them, from ``reader``.
+
+    Raises:
+        ValueError: the file ends before the item does (naming both).
+    """
+    reader.seek(info.offset)
+    try:
+        views = read_views(reader, info.length)
+    except S3Exception as error:
+        if error.code != "IncompleteBody":
+            raise
+        raise item_error(
+            item.storage_index.fqn,
+            info.offset,
+            info.length,
+            reader.uri,
+            "ends early: the file is shorter than the metadata says",
+        ) from error
+    received = sum(view.nbytes for view in views)
+    if received != info.length:
+        raise item_error(
+            item.storage_index.fqn,
+            info.offset,
+            info.length,
+            reader.uri,
+            f"ends after {received} bytes: the file is shorter than the metadata says",
+        )
+    return views
 
 
 def item_label(index: MetadataIndex, offset: int, length: int) -> str:

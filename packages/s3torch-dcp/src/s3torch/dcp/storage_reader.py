@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch.distributed as dist
 from torch.distributed.checkpoint.filesystem import FileSystemReader
 from torch.distributed.checkpoint.metadata import Metadata, MetadataIndex
 from torch.distributed.checkpoint.planner import LoadPlan, LoadPlanner, ReadItem
@@ -27,7 +29,9 @@ from ._item_checks import chunk_sizes
 from ._lifetime import Closeable
 from ._metadata_pickle import load_metadata
 from ._parallel import require_thread_count, run_jobs
-from ._piece_job import Piece, PieceJob
+from ._piece_job import ItemLoader, Piece, PieceJob
+from ._shared_load import load_shared
+from ._shared_plan import SharedReads, plan_shared_reads
 from .file_system import S3FileSystem
 
 __all__ = ["S3StorageReader"]
@@ -88,6 +92,17 @@ class S3StorageReader(FileSystemReader, Closeable):
             instead where you can. Tensor items are always read by torch's
             restricted unpickler, and ``.metadata`` by an allow-list of what
             a DCP ``Metadata`` holds.
+        share_reads: In a load of several ranks, whether a stored item that
+            several ranks read (a data-parallel model's, replicated on every
+            rank) is fetched from S3 by one of them and sent to the others
+            through ``torch.distributed`` (default True): each rank then reads
+            about ``1/world_size`` of the replicated bytes. Items only one
+            rank reads (a sharded model's) are read as without it, with no
+            collective. The coordinator's setting decides for the whole load.
+        process_group: The process group the load runs in (the
+            ``process_group`` given to ``dcp.load``; default: the default
+            group). The exchange uses it; a load whose number of ranks
+            differs from this group's reads every item on every rank.
 
     Example::
 
@@ -109,6 +124,8 @@ class S3StorageReader(FileSystemReader, Closeable):
         thread_count: int = 4,
         readahead_parts: int = READAHEAD_PARTS,
         weights_only: bool = True,
+        share_reads: bool = True,
+        process_group: dist.ProcessGroup | None = None,
     ) -> None:
         require_thread_count(thread_count)
         require_int("readahead_parts", readahead_parts, minimum=1)
@@ -126,6 +143,8 @@ class S3StorageReader(FileSystemReader, Closeable):
         self.thread_count = thread_count
         self.readahead_parts = readahead_parts
         self.weights_only = bool(weights_only)
+        self.share_reads = bool(share_reads)
+        self.process_group = process_group
         self._metadata: Metadata | None = None
         self.sync_files = False
         self.rank: int | None = None  # type: ignore[assignment]
@@ -201,6 +220,34 @@ class S3StorageReader(FileSystemReader, Closeable):
         plan.items.sort(key=self._position)
         return plan
 
+    def prepare_global_plan(self, plans: list[LoadPlan]) -> list[LoadPlan]:
+        """On the coordinator: give each stored item that several ranks read one owner rank.
+
+        The owners and the rounds of the exchange (:func:`plan_shared_reads`)
+        travel to every rank in its plan's ``storage_data``. Nothing is
+        recorded where no item is read by two ranks (a sharded load), with
+        ``share_reads=False``, with a reader kind other than the
+        DCP-optimized one, or where the ranks planned from their own
+        rank-local metadata (``__<rank>.metadata``: the coordinator cannot
+        tell where another rank's items lie).
+        """
+        if not (
+            self.share_reads
+            and self.use_collectives  # False: each rank planned from its own rank-local metadata
+            and self._for_items() is not None
+            and len(plans) > 1
+        ):
+            return plans
+        shared = plan_shared_reads(plans, self.storage_data)
+        if shared is None:
+            return plans
+        log.debug(
+            "%d stored items are read by several ranks: %d rounds of exchange",
+            len(shared.keys()),
+            len(shared.rounds),
+        )
+        return [dataclasses.replace(plan, storage_data=shared) for plan in plans]
+
     def _chunk_sizes(self, index: MetadataIndex) -> tuple[int, ...] | None:
         return chunk_sizes(self._metadata, index)
 
@@ -215,28 +262,68 @@ class S3StorageReader(FileSystemReader, Closeable):
         Raises:
             S3CheckpointError: a file could not be read (rank, URI and cause).
         """
-        pieces = self._pieces(plan.items)
-        lock = threading.Lock()  # planners are not meant to be called from threads at once
+        loader = ItemLoader(
+            transforms=self.transforms,
+            chunk_sizes=self._chunk_sizes,
+            planner=planner,
+            lock=threading.Lock(),  # planners are not meant to be called from threads at once
+            weights_only=self.weights_only,
+        )
+        shared = self._shared_reads(plan)
+        if shared is None:
+            self._read_items(plan.items, loader)
+        else:
+            load_shared(
+                shared,
+                plan.items,
+                rank=self.rank or 0,
+                group=self.process_group,
+                path=self.path,
+                storage_data=self.storage_data,
+                read_unshared=lambda items: self._read_items(items, loader),
+                open_reader=self._open,
+                loader=loader,
+                threads=self.thread_count,
+            )
+        future: Future[None] = Future()
+        future.set_result(None)
+        return future
+
+    def _read_items(self, items: Sequence[ReadItem], loader: ItemLoader) -> None:
+        """Load ``items`` from S3 through ``loader``, ``thread_count`` files or pieces at once."""
         jobs = [
             (
                 self.fs.concat_path(self.path, piece.relative),
                 PieceJob(
-                    piece,
-                    open_reader=self._open,
-                    storage_data=self.storage_data,
-                    transforms=self.transforms,
-                    chunk_sizes=self._chunk_sizes,
-                    planner=planner,
-                    lock=lock,
-                    weights_only=self.weights_only,
+                    piece, open_reader=self._open, storage_data=self.storage_data, loader=loader
                 ),
             )
-            for piece in pieces
+            for piece in self._pieces(items)
         ]
         run_jobs(jobs, threads=self.thread_count, rank=self.rank or 0, verb="read")
-        future: Future[None] = Future()
-        future.set_result(None)
-        return future
+
+    def _shared_reads(self, plan: LoadPlan) -> SharedReads | None:
+        """The exchange the coordinator planned for this load, if this process can take part.
+
+        Every rank decides alike (the group's size is the same everywhere):
+        a load run in a group other than this reader's ``process_group``
+        reads every item itself.
+        """
+        shared = plan.storage_data
+        if not isinstance(shared, SharedReads):
+            return None
+        size = dist.get_world_size(self.process_group) if dist.is_initialized() else 1
+        if size != shared.world_size:
+            log.warning(
+                "the load of %s has %d ranks but the reader's process group %d: every rank "
+                "reads its items itself (pass the load's group as S3StorageReader(..., "
+                "process_group=...))",
+                self.path,
+                shared.world_size,
+                size,
+            )
+            return None
+        return shared
 
     def _pieces(self, items: Sequence[ReadItem]) -> list[Piece]:
         by_file: dict[str, list[ReadItem]] = {}
