@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 __all__ = ["S3CheckpointError"]
 
 
@@ -24,8 +26,21 @@ class S3CheckpointError(RuntimeError):
         self.uri = uri
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild, (str(self), self.rank, self.uri))
+        # torch gathers a multi-rank load's failures by pickling them: the
+        # cause travels too (an S3ChecksumMismatchError, say), unless it
+        # cannot be pickled, when the message alone still names it.
+        cause = self.__cause__
+        if cause is not None:
+            try:
+                pickle.dumps(cause)
+            except Exception:
+                cause = None
+        return (_rebuild, (str(self), self.rank, self.uri, cause))
 
 
-def _rebuild(message: str, rank: int, uri: str) -> S3CheckpointError:
-    return S3CheckpointError(message, rank=rank, uri=uri)
+def _rebuild(
+    message: str, rank: int, uri: str, cause: BaseException | None = None
+) -> S3CheckpointError:
+    error = S3CheckpointError(message, rank=rank, uri=uri)
+    error.__cause__ = cause
+    return error
