@@ -21,6 +21,9 @@ reader serves that pattern with three promises:
   from the allocator's arenas where the C library can): while ``torch.load``
   builds the tensors, the checkpoint's bytes are released behind it, so the
   load peaks near one checkpoint size, not two.
+* **Or overlapped, still validated** (``overlap=True``): the tail first,
+  then each record handed out once it matches its CRC-32, and the last read
+  held until the full-object checksum matches (:mod:`._overlap`).
 * **Any access pattern still works.** A read of a block already given back
   fetches that block again with a ranged GET pinned to the same version
   (``If-Match``), and checks it against the CRC32C taken of it when it was
@@ -85,11 +88,23 @@ class S3CheckpointReader(S3Reader):
             the blocks (see :mod:`s3torch.checkpoint._cooperative`). ``None``
             (the default), or a group of one rank: each reader downloads the
             object itself. A pickled reader loses it (a copy loads alone).
+        overlap: Let ``torch.load`` read while the rest downloads, each
+            record handed out once its CRC-32 (from the archive's central
+            directory, read first) matches, and the last read answered once
+            the whole object matches its stored ``FULL_OBJECT`` CRC (see
+            :mod:`s3torch.checkpoint._overlap`). An object without such a
+            checksum is loaded whole first, as by default; one that is not
+            laid out as ``torch.save`` writes is validated whole before any
+            byte is handed out. Ignored with a ``process_group`` of several
+            ranks. Default False (see docs/checkpoint.md for why).
 
     Raises:
         S3NotFoundError: (at the first read) no such bucket or key.
         S3ChecksumMismatchError: (at the first read) the bytes downloaded do
-            not match the object's full-object checksum.
+            not match the object's full-object checksum; with ``overlap``, at
+            the read of a record whose CRC-32 or local header differs from the
+            archive's directory, or at the last read when the full-object
+            checksum does not match.
         ValueError: (at the first read) the object is not something
             ``torch.load`` reads (a zip archive, a pickle, a tar archive),
             or is a zip archive cut short; the message names it and shows
@@ -156,26 +171,36 @@ class S3CheckpointReader(S3Reader):
                 self._client, self._bucket, self._key, self._block_size, self._group
             )
         elif (load := self._start_overlap()) is not None:
-            self._info, self._blocks, self._load = load[0], load[1].blocks, load[1]
-            if load[1].layout is not None:
-                return self._blocks  # torch.save's layout, checked (see ._overlap)
-            load[1].wait_verified()  # anything else: no byte out before all are validated
-            info, blocks = load[0], load[1].blocks
+            info, self._load = load
+            blocks = self._load.blocks
+            if self._load.layout is not None:  # torch.save's layout, checked (see ._overlap)
+                self._info, self._blocks = info, blocks
+                return blocks
+            try:  # anything else: no byte out before all are validated
+                self._load.wait_verified()
+                self._check_format(info, blocks)
+            except BaseException:
+                self._load.close()
+                self._load = None
+                raise
         else:
             info = self._info or self._client.head_object(self._bucket, self._key)
             blocks = self._download_alone(info)
-        check_checkpoint_format(
-            self.uri,
-            info.size,
-            _bytes_of(blocks, 0, HEAD_BYTES),
-            _bytes_of(blocks, max(0, info.size - TAIL_BYTES), TAIL_BYTES),
-        )
+        self._check_format(info, blocks)
         log.debug(
             "downloaded s3://%s/%s: %d bytes in %d blocks", *self._where(), info.size, len(blocks)
         )
         self._info = info
         self._blocks = blocks
         return blocks
+
+    def _check_format(self, info: ObjectInfo, blocks: list[Block]) -> None:
+        check_checkpoint_format(
+            self.uri,
+            info.size,
+            _bytes_of(blocks, 0, HEAD_BYTES),
+            _bytes_of(blocks, max(0, info.size - TAIL_BYTES), TAIL_BYTES),
+        )
 
     def _start_overlap(self) -> tuple[ObjectInfo, OverlappedLoad] | None:
         """Start an overlapped load (see :mod:`._overlap`), or None where it cannot validate.
