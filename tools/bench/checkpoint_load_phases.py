@@ -14,6 +14,11 @@ case's state: int32 tensors of 4-64 MiB) with ``S3Checkpoint``, then, for
   ``--copy-threads``; phase 1 is ``prefetch()`` (HEAD, the parallel ranged
   GETs, the full-object checksum), phase 2 ``torch.load`` from the validated
   bytes.
+* ``overlap``: ``S3CheckpointReader(overlap=True)``: no phase 1; phase 2 is
+  ``torch.load`` straight from S3, the download overlapped with it (still
+  validated: every record against its CRC-32, the whole object against its
+  CRC64NVME before the last read is answered). Compare its phase 2 with the
+  sum of ``s3torch``'s two phases (the ``total`` column).
 * ``boto3``: phase 1 is ``get_object(...)["Body"].read()`` into a
   ``BytesIO``, phase 2 ``torch.load`` from it (the benchmark's boto3 way).
 
@@ -111,7 +116,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument(
         "--event-loops", type=int, default=0, help="CRT event-loop threads (default: awscrt's)"
     )
-    parser.add_argument("--clients", default="s3torch,boto3")
+    parser.add_argument("--clients", default="s3torch,overlap,boto3")
     args = parser.parse_args()
     if args.size_mib < 1 or args.rounds < 1 or args.event_loops < 0:
         parser.error("--size-mib and --rounds must be >= 1, --event-loops >= 0")
@@ -155,6 +160,10 @@ def main() -> None:
 
                 return download, reader.close
 
+            def overlapped() -> tuple[Callable[[], object], Callable[[], None]]:
+                reader = S3CheckpointReader(client, BUCKET, KEY, overlap=True)
+                return (lambda: reader), reader.close
+
             def theirs() -> tuple[Callable[[], object], Callable[[], None]]:
                 return (
                     lambda: io.BytesIO(s3.get_object(Bucket=BUCKET, Key=KEY)["Body"].read()),
@@ -167,10 +176,12 @@ def main() -> None:
                     for copies in copy_counts:
                         label = f"s3torch/c{copies}" if copies else "s3torch"
                         variants[label] = functools.partial(ours, copies)
+                elif name == "overlap":
+                    variants["overlap"] = overlapped
                 elif name == "boto3":
                     variants["boto3"] = theirs
                 else:
-                    raise SystemExit(f"unknown client {name!r}: s3torch or boto3")
+                    raise SystemExit(f"unknown client {name!r}: s3torch, overlap or boto3")
             results: dict[str, list[tuple[Phase, Phase]]] = {label: [] for label in variants}
             for round_index in range(args.rounds):
                 for label, make in variants.items():
@@ -201,7 +212,9 @@ def main() -> None:
                 f"{label:11s} download {statistics.median(p.wall for p in fetches):.2f} s wall "
                 f"{statistics.median(p.cpu for p in fetches):.2f} CPU-s (busiest thread "
                 f"{busiest:.2f}) | torch.load {statistics.median(p.wall for p in loads):.2f} s "
-                f"wall {statistics.median(p.cpu for p in loads):.2f} CPU-s"
+                f"wall {statistics.median(p.cpu for p in loads):.2f} CPU-s | total "
+                f"{statistics.median(f.wall + p.wall for f, p in runs):.2f} s wall "
+                f"{statistics.median(f.cpu + p.cpu for f, p in runs):.2f} CPU-s"
             )
     finally:
         server.stop()

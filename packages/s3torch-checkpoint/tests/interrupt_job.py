@@ -1,6 +1,8 @@
 """A child process for test_interrupts.py: torch.save or torch.load through S3Checkpoint, Ctrl-C'd.
 
-Usage: ``python interrupt_job.py save|load ENDPOINT BUCKET KEY ROUNDS``
+Usage: ``python interrupt_job.py save|load|load-overlap ENDPOINT BUCKET KEY ROUNDS``
+
+(``load-overlap``: a load with ``S3CheckpointReader(overlap=True)``.)
 
 It first times the operation once, uninterrupted (a load: its download
 alone, then the whole load), and spreads ROUNDS moments over it (a load: a
@@ -45,7 +47,11 @@ EXPECTED = state_dict()
 def copy_threads() -> list[str]:
     deadline = time.monotonic() + 1.0  # one whose start was interrupted may still be ending
     while True:
-        alive = [t.name for t in threading.enumerate() if t.name.startswith("s3torch-copy")]
+        alive = [
+            t.name
+            for t in threading.enumerate()
+            if t.name.startswith(("s3torch-copy", "s3torch-checkpoint-fetch"))
+        ]
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.001)
@@ -66,7 +72,10 @@ def operation(mode: str, checkpoint: S3Checkpoint, uri: str) -> dict[str, Any]:
             torch.save(EXPECTED, writer)
         return {}
     bucket, key = uri.removeprefix("s3://").split("/", 1)
-    with S3CheckpointReader(checkpoint.client, bucket, key, copy_threads=8) as reader:
+    overlap = mode == "load-overlap"
+    with S3CheckpointReader(
+        checkpoint.client, bucket, key, copy_threads=8, overlap=overlap
+    ) as reader:
         loaded = torch.load(reader)
     return {"equal": all(torch.equal(loaded[k], v) for k, v in EXPECTED.items())}
 
@@ -126,7 +135,7 @@ def one_round(
         result["message"] = str(error)[:200]
         if signalled:
             result["latency"] = time.monotonic() - signalled[0]
-        if mode == "load":
+        if mode.startswith("load"):
             result["threads_left"] = copy_threads()
             result["memory_untouched"] = untouched_after_free()
     return result
@@ -161,7 +170,7 @@ def moments(
             reader.prefetch()
 
     fetch = timed(download)
-    total = timed(lambda: operation("load", checkpoint, uri))
+    total = timed(lambda: operation(mode, checkpoint, uri))
     quarter = rounds // 4
     late = rounds - 2 * quarter
     timed_moments = [fetch * (n + 0.5) / quarter for n in range(quarter)] + [
@@ -179,7 +188,7 @@ def main() -> None:
     with S3Checkpoint("us-east-1", endpoint=endpoint) as checkpoint:
         planned = moments(mode, checkpoint, base, int(rounds))
         for number, (moment, trigger) in enumerate(planned):
-            uri = base if mode == "load" else f"{base}-{number}"
+            uri = base if mode.startswith("load") else f"{base}-{number}"
             result = one_round(mode, checkpoint, uri, trigger, moment)
             result["uri"] = uri
             print(json.dumps(result), flush=True)

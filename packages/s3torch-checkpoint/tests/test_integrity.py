@@ -9,6 +9,7 @@ big objects).
 from __future__ import annotations
 
 import base64
+import functools
 import io
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,7 +19,7 @@ import torch
 from awscrt import checksums
 
 from locals3 import FaultProxy, SeaweedFSServer
-from s3torch.checkpoint import S3Checkpoint
+from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader
 from s3torch.client import S3ChecksumMismatchError, S3ClientConfig, S3Exception
 
 pytestmark = pytest.mark.seaweedfs
@@ -143,3 +144,36 @@ def test_a_one_gib_tensor_round_trip(
     assert loaded["big"].dtype == torch.int64
     assert torch.equal(loaded["big"], tensor)
     checkpoint.close()
+
+
+def test_an_overlapped_load_is_validated_on_seaweedfs_too(
+    make_checkpoint: Callable[..., S3Checkpoint],
+    seaweed_proxy: FaultProxy,
+    seaweedfs_bucket: str,
+) -> None:
+    """SeaweedFS stores the FULL_OBJECT CRC64NVME the overlapped load combines its sums into."""
+    uri = f"s3://{seaweedfs_bucket}/c.pt"
+    state = {
+        f"t{index}": torch.rand(MiB, generator=torch.Generator().manual_seed(index))
+        for index in range(4)
+    }
+    with make_checkpoint().writer(uri) as writer:
+        torch.save(state, writer)  # 16 MiB in 5 MiB parts
+    client = make_checkpoint().client
+    overlapping = S3Checkpoint(
+        "us-east-1",
+        client=client,
+        reader_constructor=functools.partial(S3CheckpointReader, overlap=True),
+    )
+    with overlapping.reader(uri) as reader:
+        loaded = torch.load(reader, weights_only=True)
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in state.items())
+    gets = [seen for seen in seaweed_proxy.seen if seen.method == "GET" and "range" in seen.headers]
+    assert not gets[0].headers["range"].startswith("bytes=0-")  # the tail first: overlapped
+    seaweed_proxy.corrupt_response(
+        when=lambda request: "bytes=0-" in request.headers.get("range", "")
+    )
+    with overlapping.reader(uri) as reader, pytest.raises(S3ChecksumMismatchError) as caught:
+        torch.load(reader, weights_only=True)
+    assert "record 'archive/data/0'" in str(caught.value)
+    assert (caught.value.bucket, caught.value.key) == (seaweedfs_bucket, "c.pt")

@@ -48,12 +48,13 @@ def state_dict() -> dict[str, torch.Tensor]:
     return {f"t{i}": torch.rand(4 * MiB, generator=generator) for i in range(4)}
 
 
+@pytest.mark.parametrize("mode", ["load", "load-overlap"])
 def test_ctrl_c_at_any_moment_of_torch_load_raises_keyboard_interrupt(
-    checkpoint: S3Checkpoint, s3_endpoint: str, bucket: str
+    checkpoint: S3Checkpoint, s3_endpoint: str, bucket: str, mode: str
 ) -> None:
     with checkpoint.writer(f"s3://{bucket}/ckpt.pt") as writer:
         torch.save(state_dict(), writer)
-    rounds = run_job("load", s3_endpoint, bucket, "ckpt.pt")
+    rounds = run_job(mode, s3_endpoint, bucket, "ckpt.pt")
     assert len(rounds) == ROUNDS
     interrupted = [r for r in rounds if r["outcome"] != "done"]
     assert all(r["outcome"] == "KeyboardInterrupt" for r in interrupted), interrupted

@@ -121,7 +121,7 @@ def test_it_pickles_as_what_reopens_it(client: Any, bucket: str, data: bytes) ->
     copy = pickle.loads(pickle.dumps(reader))
     assert isinstance(copy, S3CheckpointReader)
     assert (copy.tell(), copy.read(5)) == (5, data[5:10])
-    assert copy._settings() == {"block_size": 2 * BLOCK, "copy_threads": 3}
+    assert copy._settings() == {"block_size": 2 * BLOCK, "copy_threads": 3, "overlap": False}
 
 
 def test_bad_block_size(client: Any, bucket: str) -> None:

@@ -21,6 +21,9 @@ reader serves that pattern with three promises:
   from the allocator's arenas where the C library can): while ``torch.load``
   builds the tensors, the checkpoint's bytes are released behind it, so the
   load peaks near one checkpoint size, not two.
+* **Or overlapped, still validated** (``overlap=True``): the tail first,
+  then each record handed out once it matches its CRC-32, and the last read
+  held until the full-object checksum matches (:mod:`._overlap`).
 * **Any access pattern still works.** A read of a block already given back
   fetches that block again with a ranged GET pinned to the same version
   (``If-Match``), and checks it against the CRC32C taken of it when it was
@@ -29,6 +32,7 @@ reader serves that pattern with three promises:
 
 from __future__ import annotations
 
+import bisect
 import logging
 from contextlib import closing
 
@@ -36,6 +40,7 @@ import torch.distributed as dist
 from awscrt import checksums
 
 from s3torch.client import ObjectInfo, S3Client, S3Exception, require_int
+from s3torch.client.checksums import crc_for
 from s3torch.readers import RawGetStream, S3Reader, join_views, slice_views
 
 from ._blocks import Block
@@ -43,6 +48,7 @@ from ._cooperative import cooperative_download
 from ._copy import copy_into
 from ._exchange import Group, rank_and_size
 from ._format import HEAD_BYTES, TAIL_BYTES, check_checkpoint_format
+from ._overlap import OverlappedLoad, start_overlapped
 from ._trim import trim_heap
 
 __all__ = ["DEFAULT_BLOCK_SIZE", "S3CheckpointReader"]
@@ -82,11 +88,23 @@ class S3CheckpointReader(S3Reader):
             the blocks (see :mod:`s3torch.checkpoint._cooperative`). ``None``
             (the default), or a group of one rank: each reader downloads the
             object itself. A pickled reader loses it (a copy loads alone).
+        overlap: Let ``torch.load`` read while the rest downloads, each
+            record handed out once its CRC-32 (from the archive's central
+            directory, read first) matches, and the last read answered once
+            the whole object matches its stored ``FULL_OBJECT`` CRC (see
+            :mod:`s3torch.checkpoint._overlap`). An object without such a
+            checksum is loaded whole first, as by default; one that is not
+            laid out as ``torch.save`` writes is validated whole before any
+            byte is handed out. Ignored with a ``process_group`` of several
+            ranks. Default False (see docs/checkpoint.md for why).
 
     Raises:
         S3NotFoundError: (at the first read) no such bucket or key.
         S3ChecksumMismatchError: (at the first read) the bytes downloaded do
-            not match the object's full-object checksum.
+            not match the object's full-object checksum; with ``overlap``, at
+            the read of a record whose CRC-32 or local header differs from the
+            archive's directory, or at the last read when the full-object
+            checksum does not match.
         ValueError: (at the first read) the object is not something
             ``torch.load`` reads (a zip archive, a pickle, a tar archive),
             or is a zip archive cut short; the message names it and shows
@@ -103,11 +121,16 @@ class S3CheckpointReader(S3Reader):
         block_size: int = DEFAULT_BLOCK_SIZE,
         copy_threads: int | None = None,
         process_group: Group | None = None,
+        overlap: bool = False,
     ) -> None:
         super().__init__(client, bucket, key, object_info)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 2**20:
             raise ValueError(f"block_size must be an int >= 1 MiB (1048576), got {block_size!r}")
         require_int("copy_threads", copy_threads, minimum=1, optional=True)
+        if not isinstance(overlap, bool):
+            raise TypeError(f"overlap must be True or False, got {overlap!r}")
+        self._overlap = overlap
+        self._load: OverlappedLoad | None = None
         self._block_size = block_size
         self._copy_threads = copy_threads
         if process_group is not None and not dist.is_initialized():
@@ -120,7 +143,11 @@ class S3CheckpointReader(S3Reader):
         self._touched: set[int] = set()  # blocks read from and still in memory
 
     def _settings(self) -> dict[str, int | None]:
-        return {"block_size": self._block_size, "copy_threads": self._copy_threads}
+        return {
+            "block_size": self._block_size,
+            "copy_threads": self._copy_threads,
+            "overlap": self._overlap,
+        }
 
     # -------------------------------------------------------------- download
     def _discover_info(self) -> ObjectInfo:
@@ -132,6 +159,8 @@ class S3CheckpointReader(S3Reader):
         """Download and validate the whole checkpoint now (blocks until done)."""
         super().prefetch()
         self._download()
+        if self._load is not None:
+            self._load.wait_verified()
 
     def _download(self) -> list[Block]:
         """Fetch the whole object into blocks, validated; once."""
@@ -141,21 +170,65 @@ class S3CheckpointReader(S3Reader):
             info, blocks = cooperative_download(
                 self._client, self._bucket, self._key, self._block_size, self._group
             )
+        elif (load := self._start_overlap()) is not None:
+            info, self._load = load
+            blocks = self._load.blocks
+            if self._load.layout is not None:  # torch.save's layout, checked (see ._overlap)
+                self._info, self._blocks = info, blocks
+                return blocks
+            try:  # anything else: no byte out before all are validated
+                self._load.wait_verified()
+                self._check_format(info, blocks)
+            except BaseException:
+                self._load.close()
+                self._load = None
+                raise
         else:
             info = self._info or self._client.head_object(self._bucket, self._key)
             blocks = self._download_alone(info)
-        check_checkpoint_format(
-            self.uri,
-            info.size,
-            _bytes_of(blocks, 0, HEAD_BYTES),
-            _bytes_of(blocks, max(0, info.size - TAIL_BYTES), TAIL_BYTES),
-        )
+        self._check_format(info, blocks)
         log.debug(
             "downloaded s3://%s/%s: %d bytes in %d blocks", *self._where(), info.size, len(blocks)
         )
         self._info = info
         self._blocks = blocks
         return blocks
+
+    def _check_format(self, info: ObjectInfo, blocks: list[Block]) -> None:
+        check_checkpoint_format(
+            self.uri,
+            info.size,
+            _bytes_of(blocks, 0, HEAD_BYTES),
+            _bytes_of(blocks, max(0, info.size - TAIL_BYTES), TAIL_BYTES),
+        )
+
+    def _start_overlap(self) -> tuple[ObjectInfo, OverlappedLoad] | None:
+        """Start an overlapped load (see :mod:`._overlap`), or None where it cannot validate.
+
+        It needs the object's ``FULL_OBJECT`` CRC (what :class:`S3CheckpointWriter`
+        uploads), to validate what no record's CRC-32 covers: without one
+        (another checksum, none, ``checksum_algorithm=None``, a client of
+        your own), the load is the whole, client-validated download.
+        """
+        client = self._client
+        if not self._overlap or not isinstance(client, S3Client):
+            return None
+        if client.s3client_config.checksum_algorithm is None:
+            return None
+        info, checksum = client.head_object_checksum(self._bucket, self._key)
+        self._check_described_size(info)
+        crc = crc_for(checksum.algorithm) if checksum is not None else None
+        if checksum is None or checksum.type != "FULL_OBJECT" or crc is None or info.size == 0:
+            log.debug("s3://%s/%s: no full-object CRC stored: not overlapped", *self._where())
+            self._info = self._info or info
+            return None
+        etag = self._info.etag if self._info is not None and self._info.etag else info.etag
+        if not etag:  # nothing to pin the ranged GETs to
+            self._info = self._info or info
+            return None
+        if info.size >= _TRIM_BEFORE_BYTES:
+            trim_heap()
+        return info, start_overlapped(client, info, etag, crc, checksum.value, self._block_size)
 
     def _download_alone(self, info: ObjectInfo) -> list[Block]:
         """This process's own download of the whole object, validated by the client."""
@@ -224,8 +297,14 @@ class S3CheckpointReader(S3Reader):
     def _readinto_at(self, position: int, view: memoryview) -> int:
         blocks = self._download()
         end = min(position + len(view), self.size)
+        if self._load is not None:
+            try:
+                self._load.wait(position, end)
+            except BaseException:
+                self._load.close()  # a failed or interrupted load downloads no further
+                raise
         copied = 0
-        index = position // self._block_size
+        index = self._block_at(position)
         sources: list[tuple[int, memoryview]] = []
         while position + copied < end:
             block = blocks[index]
@@ -242,6 +321,12 @@ class S3CheckpointReader(S3Reader):
         copy_into(view[:copied], sources, self._copy_threads)
         self._release_behind(blocks, position + copied)
         return copied
+
+    def _block_at(self, position: int) -> int:
+        """The index of the block holding byte ``position``."""
+        if self._load is not None:  # blocks up to the tail, then the tail
+            return bisect.bisect_right(self._load.starts, position) - 1
+        return position // self._block_size
 
     def _pieces_of(self, block: Block) -> list[memoryview]:
         if block.pieces is None:
@@ -270,7 +355,7 @@ class S3CheckpointReader(S3Reader):
 
     def _release_behind(self, blocks: list[Block], position: int) -> None:
         """Give back the blocks before ``position`` that have been read (nearly) through."""
-        current = position // self._block_size
+        current = len(blocks) if position >= self.size else self._block_at(position)
         released = False
         for index in [index for index in self._touched if index < current]:
             block = blocks[index]
@@ -289,6 +374,8 @@ class S3CheckpointReader(S3Reader):
             trim_heap()  # freed chunks go back to the OS, not to the network threads' arenas
 
     def _release(self) -> None:
+        if self._load is not None:
+            self._load.close()
         for block in self._blocks or ():
             block.pieces = None
         if self._blocks:
