@@ -154,7 +154,12 @@ def run_dataset(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
-    """``torch.load`` the checkpoint through the client's ``S3Checkpoint.reader``."""
+    """``torch.load`` the checkpoint through the client's ``S3Checkpoint.reader``.
+
+    s3torch's reader is given the job's process group, as at job scale: each
+    rank fetches a share and the ranks exchange the rest (the reference has
+    no such option: each rank reads the whole checkpoint).
+    """
     import torch
     import torch.distributed as dist
 
@@ -175,7 +180,8 @@ def run_checkpoint(settings: dict[str, Any]) -> dict[str, Any]:
     dist.barrier()
     cpu_before = _cpu_seconds()
     start = time.time()
-    with checkpoint.reader(uri) as reader:
+    shared = {"process_group": dist.group.WORLD} if settings["client"] == "s3torch" else {}
+    with checkpoint.reader(uri, **shared) as reader:
         state = torch.load(reader, weights_only=True)
     end = time.time()
     cpu = _cpu_seconds() - cpu_before
