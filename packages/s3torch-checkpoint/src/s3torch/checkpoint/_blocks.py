@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Block", "block_ranges"]
+from s3torch.client import S3Exception
+from s3torch.readers import RawGetStream
+
+__all__ = ["Block", "block_ranges", "fill"]
 
 
 @dataclass
@@ -30,3 +33,23 @@ class Block:
 def block_ranges(size: int, block_size: int) -> list[tuple[int, int]]:
     """``[start, end)`` of each block of an object of ``size`` bytes."""
     return [(start, min(start + block_size, size)) for start in range(0, size, block_size)]
+
+
+def fill(stream: RawGetStream, view: memoryview, offset: int, bucket: str, key: str) -> None:
+    """Read exactly ``len(view)`` bytes of ``stream`` (object bytes from ``offset``) into ``view``.
+
+    Raises:
+        S3Exception: ``IncompleteBody``: the stream ended first.
+    """
+    filled = 0
+    while filled < len(view):
+        count = stream.readinto(view[filled:])
+        if count == 0:
+            raise S3Exception(
+                f"the object ended after {offset + filled} bytes",
+                operation="GetObject",
+                bucket=bucket,
+                key=key,
+                code="IncompleteBody",
+            )
+        filled += count

@@ -38,7 +38,7 @@ from s3torch.client import (
 from s3torch.client.checksums import Crc, crc_for
 from s3torch.readers import RawGetClient
 
-from ._blocks import Block, block_ranges
+from ._blocks import Block, block_ranges, fill
 from ._exchange import (
     Group,
     broadcast_block,
@@ -169,19 +169,7 @@ def _fetch(
         for index in mine:
             block_start, block_end = ranges[index]
             buffer = torch.empty(block_end - block_start, dtype=torch.uint8)
-            view = _view(buffer)
-            filled = 0
-            while filled < len(view):
-                count = stream.readinto(view[filled:])
-                if count == 0:
-                    raise S3Exception(
-                        f"the object ended after {block_start + filled} bytes",
-                        operation="GetObject",
-                        bucket=info.bucket,
-                        key=info.key,
-                        code="IncompleteBody",
-                    )
-                filled += count
+            fill(stream, _view(buffer), block_start, info.bucket, info.key)
             into[index] = buffer
         if whole and stream.readinto(bytearray(1)):
             raise S3Exception(

@@ -38,7 +38,7 @@ from s3torch.client.checksums import Crc
 from s3torch.client.threads import ThreadGroup
 from s3torch.readers import RawGetStream
 
-from ._blocks import Block
+from ._blocks import Block, fill
 from ._record_check import RecordCheck
 from ._zip_layout import END_SCAN_BYTES, Layout, directory_start, parse_layout
 
@@ -114,18 +114,7 @@ def _get(client: S3Client, info: ObjectInfo, etag: str, start: int, end: int) ->
     with closing(
         client.get_object_stream(info.bucket, info.key, start=start, end=end, etag=etag)
     ) as stream:
-        filled = 0
-        while filled < len(view):
-            count = stream.readinto(view[filled:])
-            if count == 0:
-                raise S3Exception(
-                    f"the object ended after {start + filled} bytes",
-                    operation="GetObject",
-                    bucket=info.bucket,
-                    key=info.key,
-                    code="IncompleteBody",
-                )
-            filled += count
+        fill(stream, view, start, info.bucket, info.key)
     return bytes(buffer)
 
 

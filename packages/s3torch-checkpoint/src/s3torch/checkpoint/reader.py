@@ -43,7 +43,7 @@ from s3torch.client import ObjectInfo, S3Client, S3Exception, require_int
 from s3torch.client.checksums import crc_for
 from s3torch.readers import RawGetStream, S3Reader, join_views, slice_views
 
-from ._blocks import Block
+from ._blocks import Block, fill
 from ._cooperative import cooperative_download
 from ._copy import copy_into
 from ._exchange import Group, rank_and_size
@@ -269,16 +269,6 @@ class S3CheckpointReader(S3Reader):
             raise self._error(f"the object ended after {position} bytes", "IncompleteBody")
         return blocks
 
-    def _fill(self, stream: RawGetStream, view: memoryview, offset: int) -> None:
-        filled = 0
-        while filled < len(view):
-            count = stream.readinto(view[filled:])
-            if count == 0:
-                raise self._error(
-                    f"the object ended after {offset + filled} bytes", "IncompleteBody"
-                )
-            filled += count
-
     def _where(self) -> tuple[str, str]:
         return self._bucket, self._key
 
@@ -343,7 +333,7 @@ class S3CheckpointReader(S3Reader):
                 self._bucket, self._key, start=block.start, end=block.end, etag=etag
             )
         ) as stream:
-            self._fill(stream, memory, block.start)
+            fill(stream, memory, block.start, self._bucket, self._key)
         if checksums.crc32c(memory) != block.crc:
             raise self._error(
                 f"bytes {block.start}-{block.end - 1}, fetched again, differ from the "
