@@ -14,6 +14,7 @@ import pickle
 import tarfile
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -434,3 +435,34 @@ def test_tar_shard_error_pickles_with_its_fields() -> None:
     copy = pickle.loads(pickle.dumps(error))
     assert (str(copy), copy.uri, copy.offset) == (str(error), "s3://b/k.tar", 512)
     assert isinstance(TarShardError(str(error)), ValueError)  # as a DataLoader rebuilds it
+
+
+# ------------------------------------------------------------- a real job
+JOB = Path(__file__).with_name("tar_job.py")
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"shuffle": True, "shuffle_buffer_size": 6, "seed": 5}],
+    ids=["ordered", "shuffled"],
+)
+def test_two_ranks_of_two_workers_see_every_sample_once_and_resume_the_rest_once(
+    settings: dict[str, Any],
+    put_shards: Put,
+    bucket: str,
+    run_ranks: Callable[..., list[dict[str, Any]]],
+    tmp_path: Path,
+) -> None:
+    shards = put_shards(8, samples=5, size=200)  # 2 shards for each (rank, worker)
+    everything = Counter(key_of(sample) for sample in expected(bucket, shards))
+    uri = f"s3://{bucket}/tars/shard-{{000000..000007}}.tar"
+    task = {"workers": 2, "stop": 7, "dataset": {"uri": uri, **settings}}
+    results = run_ranks(JOB, 2, task, tmp_path)
+    assert Counter(key for result in results for key in result["epoch0"]) == everything
+    for result in results:
+        assert len(result["epoch0"]) == 20  # equal shares: 4 shards of 5 per rank
+        assert len(result["first"]) == 7
+    resumed = Counter(key for result in results for key in result["first"] + result["rest"])
+    assert resumed == everything
+    if settings:
+        assert results[0]["epoch0"][:7] != results[0]["first"]  # epoch 1 reads another order
