@@ -18,9 +18,11 @@ from ._manifest import (
 )
 from ._manifest_writer import ManifestSummary, write_manifest
 from ._resume import merge_states
+from ._tar_stream import TarShardError
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
+from .tar_dataset import S3TarDataset
 
 __all__ = [
     "DEFAULT_PREFETCH",
@@ -31,6 +33,8 @@ __all__ = [
     "ManifestSummary",
     "S3IterableDataset",
     "S3MapDataset",
+    "S3TarDataset",
+    "TarShardError",
     "__version__",
     "identity",
     "merge_states",
