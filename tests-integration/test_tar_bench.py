@@ -82,7 +82,7 @@ def test_the_shards_are_tars_of_bin_and_cls_members_and_the_objects_their_payloa
     assert keys == 30
 
 
-@pytest.mark.parametrize("case", ["reference-tar", "s3torch-objects"])
+@pytest.mark.parametrize("case", ["s3torch-tar", "reference-tar", "s3torch-objects"])
 def test_a_pass_sees_every_sample_once_through_a_dataloader(
     bench: ModuleType, bucket: str, s3_endpoint: str, case: str
 ) -> None:

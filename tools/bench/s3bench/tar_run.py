@@ -105,7 +105,7 @@ def dataset(settings: dict[str, Any]) -> Any:
     case, endpoint = settings["case"], settings["endpoint"]
     objects = f"s3://{settings['bucket']}/{settings['objects_prefix']}"
     if case == "s3torch-tar":
-        from s3torch.datasets import S3TarDataset  # type: ignore[attr-defined]
+        from s3torch.datasets import S3TarDataset
 
         return S3TarDataset.from_objects(
             settings["shard_uris"],
