@@ -466,3 +466,20 @@ def test_two_ranks_of_two_workers_see_every_sample_once_and_resume_the_rest_once
     assert resumed == everything
     if settings:
         assert results[0]["epoch0"][:7] != results[0]["first"]  # epoch 1 reads another order
+
+
+def test_a_state_taken_inside_the_first_shard_resumes_only_at_its_own_sharding(
+    put_shards: Put, bucket: str, options: dict[str, Any]
+) -> None:
+    put_shards(2, samples=4)
+    dataset = S3TarDataset.from_prefix(f"s3://{bucket}/tars/", **options, enable_sharding=True)
+    iterator = iter(dataset)
+    next(iterator)
+    state = dataset.state_dict()
+    del iterator
+    assert (state["consumed"], state["samples"], state["shard"]) == (0, {"0": [[0, 1]]}, [0, 1])
+    elsewhere = S3TarDataset.from_prefix(f"s3://{bucket}/tars/", **options, enable_sharding=True)
+    elsewhere.load_state_dict(state)
+    loader = torch.utils.data.DataLoader(elsewhere, batch_size=None, num_workers=2)
+    with pytest.raises(ValueError, match="cannot resume: the state was taken in share 0 of 1"):
+        list(loader)

@@ -202,7 +202,7 @@ class ObjectPasses(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
     # ------------------------------------------------------------ iteration
     def __iter__(self) -> Iterator[Any]:
         shard = current_shard(self._parent_rank) if self._enable_sharding else None
-        if self._resume_from and self._shard is not None and shard != self._shard:
+        if self._resuming() and self._shard is not None and shard != self._shard:
             now = "everything" if shard is None else f"share {shard.index} of {shard.count}"
             raise ValueError(
                 f"cannot resume: the state was taken in share {self._shard.index} of "
@@ -231,6 +231,10 @@ class ObjectPasses(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         self._epoch = epoch + 1
         self._consumed = 0
         self._history = ()
+
+    def _resuming(self) -> bool:
+        """Whether the next pass resumes a loaded state that has read something."""
+        return self._resume_from > 0
 
     def _read_pass(self, objects: Iterator[DatasetObject]) -> Iterator[Any]:
         """What a pass yields from ``objects``, counting ``_consumed`` (objects done) as it goes."""

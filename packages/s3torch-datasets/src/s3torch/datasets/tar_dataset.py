@@ -329,6 +329,9 @@ class S3TarDataset(ObjectPasses):
         }
         self._progress = None
 
+    def _resuming(self) -> bool:
+        return super()._resuming() or bool(self._resume_samples)
+
     # ------------------------------------------------------------- reading
     def _read_pass(self, objects: Iterator[DatasetObject]) -> Iterator[Any]:
         progress = self._progress = SampleProgress(self._consumed, self._resume_samples)
