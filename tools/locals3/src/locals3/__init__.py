@@ -1,13 +1,16 @@
 """Local S3 servers and test proxies for s3torch development (not published)."""
 
+from ._service import Service, stop_running
 from .faults import Fault, FaultKind, RequestKind
 from .latency import LatencyProxy
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from .proxy import FaultProxy, SeenRequest
 from .seaweedfs import SeaweedFSServer
+from .signals import ENDING_SIGNALS, end_process, stop_on_signals
 
 __all__ = [
     "ACCESS_KEY",
+    "ENDING_SIGNALS",
     "REGION",
     "SECRET_KEY",
     "Fault",
@@ -18,4 +21,8 @@ __all__ = [
     "RequestKind",
     "SeaweedFSServer",
     "SeenRequest",
+    "Service",
+    "end_process",
+    "stop_on_signals",
+    "stop_running",
 ]

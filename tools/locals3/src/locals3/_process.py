@@ -1,10 +1,15 @@
-"""Shared plumbing for server processes: free ports and stopping by PID."""
+"""Shared plumbing for server processes: free ports, starting and stopping by PID."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import signal
 import socket
 import subprocess
+from collections.abc import Sequence
+from typing import IO
 
 
 def port_is_free(port: int) -> bool:
@@ -42,13 +47,36 @@ def wait_for_port(port: int, timeout: float) -> bool:
     return False
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """Terminate ``process`` (ours, by PID), then kill it if it lingers."""
+def spawn(
+    command: Sequence[str], log: IO[bytes], env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` in a session and process group of its own, output to ``log``.
+
+    A terminal's Ctrl-C or hangup then reaches only its owner, which stops it with
+    :func:`stop` (in order, after its clients), and :func:`stop` can end the whole group.
+    """
+    return subprocess.Popen(
+        list(command), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = 2.0) -> None:
+    """End ``process`` (ours, by PID) and its process group: SIGTERM, SIGKILL after ``grace`` s.
+
+    The group is killed even when the leader stops in time, so that no child of it is
+    left behind. Every wait is bounded, so this is safe from a signal handler too.
+    """
     if process.poll() is not None:
         return
-    process.terminate()
+    _signal_group(process, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(grace)
+    _signal_group(process, signal.SIGKILL)
+    process.wait(5.0)
+
+
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
     try:
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout)
+        os.killpg(process.pid, signum)  # spawn() made the process its group's leader
+    except ProcessLookupError:  # no such group: started without spawn(), or gone
+        process.send_signal(signum)  # a no-op once the process is reaped

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import tempfile
 
-from ._process import free_port, stop, wait_for_port
+from ._process import free_port, spawn, stop, wait_for_port
 from ._service import Service
 
 REGION = "us-east-1"
@@ -36,10 +36,9 @@ class MotoServer(Service):
     def start(self) -> MotoServer:
         self.port = free_port()
         self._log = tempfile.NamedTemporaryFile(prefix="moto-", suffix=".log")  # noqa: SIM115
-        self._process = subprocess.Popen(
+        self._process = spawn(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            self._log,
             env={**os.environ, **self._env},
         )
         if not wait_for_port(self.port, timeout=60):
@@ -49,7 +48,7 @@ class MotoServer(Service):
 
     def stop(self) -> None:
         if self._process is not None:
-            stop(self._process)
+            stop(self._process, grace=1.0)  # moto ends at once on SIGTERM
             self._process = None
         if self._log is not None:
             self._log.close()

@@ -13,12 +13,16 @@ It gives tests a real S3 server on loopback, never a mock:
   check (signatures, stored checksums), started only when a test asks for it.
 
 At start-up it points the AWS environment at fake credentials and turns off
-the instance-metadata lookup, so nothing can reach beyond loopback.
+the instance-metadata lookup, so nothing can reach beyond loopback. A SIGTERM
+or SIGHUP (a closed terminal) stops the servers before pytest dies of it; a
+Ctrl-C stays pytest's, whose teardown stops them.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,6 +32,7 @@ import pytest
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from .proxy import FaultProxy
 from .seaweedfs import SeaweedFSServer
+from .signals import end_process
 
 FAKE_AWS_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -57,6 +62,14 @@ def isolate_aws_environment() -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     isolate_aws_environment()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(signum) is signal.SIG_DFL:  # someone else's handler stays
+                signal.signal(signum, _end_on_signal)
+
+
+def _end_on_signal(signum: int, frame: object) -> None:
+    end_process(signal.Signals(signum))
 
 
 def boto3_client(endpoint: str) -> Any:

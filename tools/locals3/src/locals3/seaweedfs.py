@@ -4,7 +4,9 @@ Used for throughput benchmarks and for what moto cannot do: it verifies SigV4
 signatures and stores and returns upload checksums. Traps handled here: it
 needs an identity config (without one it rejects signed chunked uploads), its
 ports must be below 55536 (it also listens on port + 10000 for gRPC), it
-answers on the S3 port before its filer is ready, and it is slow to stop.
+answers on the S3 port before its filer is ready, and it is slow to stop
+(about 25 s after SIGTERM; its data is a temporary folder, so it is killed
+after half a second).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ._process import port_is_free, stop, wait_for_port
+from ._process import port_is_free, spawn, stop, wait_for_port
 from ._service import Service
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY
 
@@ -105,7 +107,7 @@ class SeaweedFSServer(Service):
             "-s3.port.lance=0",
         ]
         log = open(root / "weed.log", "wb")  # noqa: SIM115 - lives as long as the server
-        self._process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self._process = spawn(command, log)
         log.close()
         try:
             self._wait_ready(timeout)
@@ -147,7 +149,7 @@ class SeaweedFSServer(Service):
 
     def stop(self) -> None:
         if self._process is not None:
-            stop(self._process, timeout=5)  # it lingers; its data is a temp dir
+            stop(self._process, grace=0.5)  # it lingers ~25 s; its data is thrown away
             self._process = None
         if self._dir is not None:
             self._dir.cleanup()
