@@ -21,6 +21,7 @@ from ._resume import merge_states
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
+from .tar_writer import S3TarWriter
 
 __all__ = [
     "DEFAULT_PREFETCH",
@@ -31,6 +32,7 @@ __all__ = [
     "ManifestSummary",
     "S3IterableDataset",
     "S3MapDataset",
+    "S3TarWriter",
     "__version__",
     "identity",
     "merge_states",
