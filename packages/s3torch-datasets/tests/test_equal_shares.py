@@ -11,9 +11,6 @@ import math
 import operator
 import pickle
 import random
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,48 +22,10 @@ import pytest
 
 from s3torch.datasets import S3IterableDataset, merge_states
 
+RunRanks = Callable[..., list[dict[str, Any]]]  # the run_ranks fixture (conftest.py)
+
 key_of = operator.attrgetter("key")
 JOB = Path(__file__).with_name("shares_job.py")
-
-
-def _run_ranks(
-    world: int,
-    task: dict[str, Any],
-    tmp_path: Path,
-    endpoint: str,
-    region: str,
-    limit: float = 240,
-) -> list[dict[str, Any]]:
-    """Run ``task`` on ``world`` gloo ranks (real processes); each rank's JSON result."""
-    run = tmp_path / f"run{len(list(tmp_path.glob('run*')))}"
-    run.mkdir()
-    outputs = [run / f"rank{rank}.json" for rank in range(world)]
-    logs = [run / f"rank{rank}.log" for rank in range(world)]
-    ranks = []
-    for rank in range(world):
-        with open(logs[rank], "wb") as log:
-            arguments = [str(rank), str(world), str(run / "init"), endpoint, region]
-            ranks.append(
-                subprocess.Popen(
-                    [sys.executable, str(JOB), *arguments, json.dumps(task), str(outputs[rank])],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-    deadline = time.monotonic() + limit
-    try:
-        for rank in ranks:
-            rank.wait(timeout=max(0.1, deadline - time.monotonic()))
-    except subprocess.TimeoutExpired:
-        pass
-    finally:
-        for rank in ranks:
-            if rank.poll() is None:
-                rank.kill()
-                rank.wait()
-    codes = [rank.returncode for rank in ranks]
-    assert codes == [0] * world, "\n".join(log.read_text()[-3000:] for log in logs)
-    return [json.loads(output.read_text()) for output in outputs]
 
 
 EQUAL_CONFIGS = [
@@ -84,8 +43,7 @@ EQUAL_CONFIGS = [
 def test_three_ranks_of_two_workers_yield_equal_counts(
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
-    s3_region: str,
-    s3_endpoint: str,
+    run_ranks: RunRanks,
     tmp_path: Path,
 ) -> None:
     sizes = (10, 13)  # neither divisible by 3 ranks x 2 workers
@@ -94,7 +52,7 @@ def test_three_ranks_of_two_workers_yield_equal_counts(
         {"uri": f"s3://{bucket}/n{size}/", **config} for size in sizes for config in EQUAL_CONFIGS
     ]
     task = {"kind": "equal", "workers": 2, "configs": configs}
-    results = _run_ranks(3, task, tmp_path, s3_endpoint, s3_region)
+    results = run_ranks(JOB, 3, task, tmp_path)
     for number, config in enumerate(configs):
         size = int(config["uri"].rstrip("/").rsplit("/n", 1)[1])
         per_rank = [result["keys"][number] for result in results]
@@ -120,8 +78,7 @@ def test_three_ranks_of_two_workers_yield_equal_counts(
 def test_ddp_over_three_ranks_of_two_workers_finishes_its_epoch(
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
-    s3_region: str,
-    s3_endpoint: str,
+    run_ranks: RunRanks,
     tmp_path: Path,
 ) -> None:
     # 13 objects: round-robin gave rank 0's workers 3 and 2 samples (3 batches
@@ -135,7 +92,7 @@ def test_ddp_over_three_ranks_of_two_workers_finishes_its_epoch(
         "ddp": {"uri": f"s3://{bucket}/", "shuffle": True},
         "limit": 280,  # DDP's first use imports torch._dynamo: slow on a busy machine
     }
-    results = _run_ranks(3, task, tmp_path, s3_endpoint, s3_region, limit=300)
+    results = run_ranks(JOB, 3, task, tmp_path, limit=300)
     assert [result["steps"] for result in results] == [4, 4, 4]  # 2 workers x 3 samples
 
 
@@ -144,8 +101,7 @@ def test_ddp_over_three_ranks_of_two_workers_finishes_its_epoch(
 def test_a_job_stopped_at_two_ranks_of_two_workers_resumes_at_three_ranks_of_one(
     upload: Callable[..., dict[str, bytes]],
     bucket: str,
-    s3_region: str,
-    s3_endpoint: str,
+    run_ranks: RunRanks,
     tmp_path: Path,
     shuffle: bool,
 ) -> None:
@@ -163,7 +119,7 @@ def test_a_job_stopped_at_two_ranks_of_two_workers_resumes_at_three_ranks_of_one
             "stop": stop,
             "state": str(state_file) if state_file else None,
         }
-        results = _run_ranks(world, task, tmp_path, s3_endpoint, s3_region)
+        results = run_ranks(JOB, world, task, tmp_path)
         now = [result["keys"] for result in results]
         if stop is not None:
             assert [len(keys_read) for keys_read in now] == [stop] * world

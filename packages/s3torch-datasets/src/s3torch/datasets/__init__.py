@@ -18,9 +18,11 @@ from ._manifest import (
 )
 from ._manifest_writer import ManifestSummary, write_manifest
 from ._resume import merge_states
+from ._tar_stream import TarShardError
 from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
+from .tar_dataset import S3TarDataset
 from .tar_writer import S3TarWriter
 
 __all__ = [
@@ -32,7 +34,9 @@ __all__ = [
     "ManifestSummary",
     "S3IterableDataset",
     "S3MapDataset",
+    "S3TarDataset",
     "S3TarWriter",
+    "TarShardError",
     "__version__",
     "identity",
     "merge_states",

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from typing import TypeVar
 
 from ._sharding import Shard
 from ._shared_listing import Keep
 from ._source import DatasetObject
 
 __all__ = ["Deal", "buffer_shuffled", "every", "round_robin", "skip_first"]
+
+_T = TypeVar("_T")
 
 
 def every(position: int) -> bool:
@@ -52,11 +55,9 @@ class Deal:
         return self._takers[offset] == self._shard.index
 
 
-def buffer_shuffled(
-    objects: Iterator[DatasetObject], size: int, rng: random.Random
-) -> Iterator[DatasetObject]:
+def buffer_shuffled(objects: Iterator[_T], size: int, rng: random.Random) -> Iterator[_T]:
     """``objects`` in a random order that never holds more than ``size`` of them."""
-    buffer: list[DatasetObject] = []
+    buffer: list[_T] = []
     for obj in objects:
         if len(buffer) < size:
             buffer.append(obj)

@@ -85,7 +85,8 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     has moved to the next; its state remembers the finished one.
 
     Raises:
-        ValueError: a state is not an S3IterableDataset state; the states
+        ValueError: a state is not an S3IterableDataset state (an
+            S3TarDataset's resumes at its own sharding only); the states
             differ in settings or epoch, or are not one job's shares (a
             share twice or missing, different share counts); or they were
             taken with a shuffle buffer.
@@ -95,6 +96,11 @@ def merge_states(states: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError("no states to merge")
     for state in expanded:
         validate_state(state)
+    if any("samples" in state for state in expanded):
+        raise ValueError(
+            "cannot merge S3TarDataset states (they resume inside shards): resume each "
+            "share at the same ranks and workers instead"
+        )
     first = expanded[0]
     for state in expanded[1:]:
         for key in _SETTINGS:
