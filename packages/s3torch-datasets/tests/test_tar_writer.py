@@ -15,14 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch.utils.data
 import webdataset
 from webdataset.tariterators import base_plus_ext, group_by_keys, tar_file_expander
 
 from locals3 import Fault, FaultProxy, RequestKind
 from s3torch.client import S3AccessDeniedError, S3Client
-from s3torch.datasets import S3TarWriter
+from s3torch.datasets import S3TarDataset, S3TarWriter
 from s3torch.datasets._shard_pattern import parse_shard_pattern
-from s3torch.datasets._tar_names import member_name, split_member_name
+from s3torch.datasets._tar_names import member_name
+from s3torch.datasets._tar_stream import split_member_name
 from s3torch.datasets.tar_writer import MIN_SHARD_SIZE
 
 MiB = 1024 * 1024
@@ -611,28 +613,44 @@ def test_our_shard_holds_the_members_webdatasets_shard_writer_writes(
         assert _shard(boto3_s3, uri) == expected
 
 
+def test_s3_tar_dataset_reads_our_shards_back_through_a_dataloader(
+    writer_for: Callable[..., S3TarWriter], s3_region: str, s3_endpoint: str
+) -> None:
+    long_key = "/".join(["a-long-directory-name"] * 6)
+    samples = [
+        {"__key__": f"{long_key}/{i:04d}", "seg.png": os.urandom(100 * i), "txt": f"ünï {i}"}
+        for i in range(10)
+    ]
+    with writer_for(max_count=3) as writer:
+        for sample in samples:
+            writer.write(sample)
+    assert len(writer.uris) == 4
+    dataset = S3TarDataset.from_objects(
+        writer.uris, region=s3_region, endpoint=s3_endpoint, enable_sharding=True
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    read = sorted(loader, key=lambda sample: str(sample["__key__"]))
+    assert read == [_as_read(sample, writer.uris[i // 3]) for i, sample in enumerate(samples)]
+
+
 # ------------------------------------------------------------- the naming rule
 @pytest.mark.parametrize(
-    "name",
+    ("key", "extension"),
     [
-        "000123.jpg",
-        "train/000123.seg.png",
-        "v1.0/dir.d/sample.JPG",
-        "a/b/c.tar.gz",
-        "key.",
-        "noextension",
-        ".jpg",
-        "dir.d/noextension",
+        ("000123", "jpg"),
+        ("train/000123", "seg.png"),
+        ("v1.0/dir.d/sample", "JPG"),
+        ("a/b/c", "tar.gz"),
+        ("données/漢字", "txt"),
     ],
 )
-def test_split_member_name_agrees_with_webdataset(name: str) -> None:
-    ours = split_member_name(name)
-    theirs = base_plus_ext(name)
-    assert ours == (None if theirs == (None, None) else theirs)
+def test_readers_split_member_names_back_into_key_and_extension(key: str, extension: str) -> None:
+    name = member_name(key, extension)
+    assert name == f"{key}.{extension}"
+    assert split_member_name(name) == (key, extension)  # S3TarDataset's rule
+    assert base_plus_ext(name) == (key, extension)  # webdataset's
 
 
-def test_member_name_is_split_back_into_its_key_and_extension() -> None:
-    assert member_name("train/000123", "seg.png") == "train/000123.seg.png"
-    assert split_member_name(member_name("train/000123", "seg.png")) == ("train/000123", "seg.png")
+def test_member_name_refuses_a_key_whose_basename_holds_a_dot() -> None:
     with pytest.raises(ValueError, match=re.escape("has a '.' in its basename")):
         member_name("train/0001.x", "jpg")

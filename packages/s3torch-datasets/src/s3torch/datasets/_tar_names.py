@@ -5,13 +5,13 @@ the members ``train/000123.jpg`` and ``train/000123.cls``. A reader groups
 consecutive members by their *stem*, the name up to the first ``"."`` of its
 basename, and calls the rest the *extension* (case kept): so a key's basename
 must hold no ``"."``, while an extension may (``"seg.png"``).
-:func:`member_name` checks both halves and joins them; :func:`split_member_name`
-is its inverse, the rule a reader applies.
+:func:`member_name` checks both halves and joins them; the reader's
+:func:`._tar_stream.split_member_name` splits them back.
 """
 
 from __future__ import annotations
 
-__all__ = ["METADATA_PREFIX", "check_extension", "check_key", "member_name", "split_member_name"]
+__all__ = ["METADATA_PREFIX", "check_extension", "check_key", "member_name"]
 
 METADATA_PREFIX = "__"
 """Fields named ``__...`` (``__key__``, ``__url__``) are a sample's metadata, not members."""
@@ -92,27 +92,6 @@ def member_name(key: str, extension: str) -> str:
         TypeError, ValueError: as :func:`check_key` and :func:`check_extension`.
     """
     return f"{check_key(key)}.{check_extension(key, extension)}"
-
-
-def split_member_name(name: str) -> tuple[str, str] | None:
-    """``(key, extension)`` of the member ``name``, or None if it names no sample's field.
-
-    The key is ``name`` up to the first ``"."`` of its basename, the extension
-    the rest (case kept). A basename that starts with ``"."`` or holds none
-    names no field. This is WebDataset's rule (``base_plus_ext``) for every
-    name but one kind, which :func:`member_name` never makes: for
-    ``"dir/.hidden"`` WebDataset answers ``("dir/", "hidden")``.
-
-    >>> split_member_name("train/000123.seg.png")
-    ('train/000123', 'seg.png')
-    >>> split_member_name("v1.0/README") is None
-    True
-    """
-    directory, slash, basename = name.rpartition("/")
-    stem, dot, extension = basename.partition(".")
-    if not stem or not dot:
-        return None
-    return directory + slash + stem, extension
 
 
 def _is_utf8(text: str) -> bool:
