@@ -23,6 +23,7 @@ from ._version import __version__
 from .iterable_dataset import S3IterableDataset
 from .map_dataset import S3MapDataset
 from .tar_dataset import S3TarDataset
+from .tar_writer import S3TarWriter
 
 __all__ = [
     "DEFAULT_PREFETCH",
@@ -34,6 +35,7 @@ __all__ = [
     "S3IterableDataset",
     "S3MapDataset",
     "S3TarDataset",
+    "S3TarWriter",
     "TarShardError",
     "__version__",
     "identity",
