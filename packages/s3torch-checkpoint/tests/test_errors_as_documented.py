@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 import torch
 
-from s3torch.checkpoint import S3Checkpoint
+from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader
 from s3torch.client import (
     S3ClientConfig,
+    S3NotFoundError,
     S3PreconditionFailedError,
     S3ThrottlingError,
     S3TransportError,
@@ -94,3 +95,29 @@ def test_torch_saves_own_pickling_error_comes_out_as_itself(
     with pytest.raises(TypeError, match="this cannot be saved"):
         torch.save({"bad": _Unpicklable()}, checkpoint.writer(f"s3://{bucket}/bad.pt"))
     assert s3_state(boto3_s3, bucket) == ([], [])
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_torch_load_from_a_missing_bucket_names_the_bucket(
+    s3_region: str, s3_endpoint: str, overlap: bool
+) -> None:
+    uri = "s3://s3torch-no-such-bucket/ckpt/step-1.pt"
+    with S3Checkpoint(s3_region, s3_endpoint) as checkpoint:
+        bucket, key = uri[len("s3://") :].split("/", 1)
+        reader = S3CheckpointReader(checkpoint.client, bucket, key, overlap=overlap)
+        with pytest.raises(S3NotFoundError) as caught:
+            torch.load(reader)
+    assert caught.value.code == "NoSuchBucket"
+    assert "bucket 's3torch-no-such-bucket' does not exist" in str(caught.value)
+    assert (caught.value.bucket, caught.value.key) == ("s3torch-no-such-bucket", "ckpt/step-1.pt")
+
+
+def test_torch_load_of_a_missing_key_still_names_the_key(
+    s3_region: str, s3_endpoint: str, bucket: str
+) -> None:
+    with (
+        S3Checkpoint(s3_region, s3_endpoint) as checkpoint,
+        pytest.raises(S3NotFoundError, match="key does not exist") as caught,
+    ):
+        torch.load(checkpoint.reader(f"s3://{bucket}/never-saved.pt"))
+    assert caught.value.code != "NoSuchBucket"

@@ -111,6 +111,20 @@ def test_fit_from_a_missing_checkpoint_raises_not_found(
         _trainer(plugin).fit(TinyModel(), ckpt_path=path)
     assert isinstance(caught.value, FileNotFoundError)
     assert caught.value.key == path.split("/", 3)[3]
+    if MISSING_BUCKET in path:  # the bucket is named as what is missing, not the key
+        assert caught.value.code == "NoSuchBucket"
+        assert f"bucket '{MISSING_BUCKET}' does not exist" in str(caught.value)
+    else:
+        assert "key does not exist" in str(caught.value)
+
+
+def test_load_checkpoint_from_a_missing_bucket_names_the_bucket(
+    plugin: S3LightningCheckpoint,
+) -> None:
+    with pytest.raises(S3NotFoundError) as caught:
+        plugin.load_checkpoint(f"s3://{MISSING_BUCKET}/run/last.ckpt")
+    assert caught.value.code == "NoSuchBucket"
+    assert f"bucket '{MISSING_BUCKET}' does not exist" in str(caught.value)
 
 
 def test_a_failing_upload_under_fit_raises_the_s3_error(

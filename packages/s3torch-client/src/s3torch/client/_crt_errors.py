@@ -19,6 +19,7 @@ from .errors import (
     S3TransportError,
 )
 
+_NO_BUCKET = "The specified bucket does not exist"  # S3's own message, without its period
 _THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests"})
 _STATUS_CODES = {
     400: "BadRequest",
@@ -97,9 +98,12 @@ def error_for_status(
     code = code or _STATUS_CODES.get(status)
     if status == 404:
         cls: type[S3Exception] = S3NotFoundError
+        if code == "NoSuchBucket" and bucket:  # said alike whichever request found it out
+            said = f" ({reason})" if reason and reason.rstrip(".") != _NO_BUCKET else ""
+            reason = f"bucket {bucket!r} does not exist{said}"
         reason = reason or (
             "The specified bucket does not exist."
-            if code == "NoSuchBucket" or not key
+            if not key
             else "The specified key does not exist."
         )
     elif status == 403:
