@@ -121,3 +121,15 @@ def test_torch_load_of_a_missing_key_still_names_the_key(
     ):
         torch.load(checkpoint.reader(f"s3://{bucket}/never-saved.pt"))
     assert caught.value.code != "NoSuchBucket"
+
+
+def test_torch_load_from_an_unresolvable_endpoint_names_the_host(s3_region: str) -> None:
+    config = S3ClientConfig(max_attempts=1, force_path_style=True)
+    with (
+        S3Checkpoint(s3_region, "http://no-such-host.invalid:9000", config) as checkpoint,
+        pytest.raises(S3TransportError) as caught,
+    ):
+        torch.load(checkpoint.reader("s3://some-bucket/x.pt"))
+    assert "'no-such-host.invalid' could not be resolved" in str(caught.value)
+    assert "AWS_ENDPOINT_URL" in str(caught.value)
+    assert (caught.value.bucket, caught.value.key) == ("some-bucket", "x.pt")

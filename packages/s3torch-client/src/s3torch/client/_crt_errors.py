@@ -227,6 +227,35 @@ def _translate(
     return error
 
 
+def unresolved_host(
+    error: BaseException | None,
+    *,
+    host: str,
+    region: str,
+    operation: str,
+    bucket: str | None,
+    key: str | None,
+) -> BaseException | None:
+    """A CRT name-resolution failure as an :class:`S3TransportError` naming ``host``.
+
+    The CRT's own message says only that resolution failed; this one says
+    which host was tried and what decides it (the endpoint, the region), and
+    is chained to the CRT's error. Any other ``error`` is returned unchanged.
+    """
+    if not isinstance(error, AwsCrtError) or not error.name.startswith("AWS_IO_DNS"):
+        return error
+    failure = S3TransportError(
+        f"{error.message} The host name {host!r} could not be resolved: check the endpoint "
+        "(S3Client(endpoint=...), or the AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL environment "
+        f"variables) and the region ({region!r}), which make the host name",
+        operation=operation,
+        bucket=bucket,
+        key=key,
+        code=error.name,
+    )
+    return chain(failure, error)
+
+
 def same_etag(pinned: str, received: str) -> bool:
     """Whether two ETags name one version (quotes and a weak ``W/`` prefix aside).
 
