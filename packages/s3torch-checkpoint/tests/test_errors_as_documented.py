@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 
 from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader
 from s3torch.client import (
+    S3AccessDeniedError,
     S3ClientConfig,
     S3NotFoundError,
     S3PreconditionFailedError,
@@ -133,3 +135,23 @@ def test_torch_load_from_an_unresolvable_endpoint_names_the_host(s3_region: str)
     assert "'no-such-host.invalid' could not be resolved" in str(caught.value)
     assert "AWS_ENDPOINT_URL" in str(caught.value)
     assert (caught.value.bucket, caught.value.key) == ("some-bucket", "x.pt")
+
+
+def test_no_without_validation_line_before_a_load_that_fails(
+    s3_region: str, bucket: str, fault_proxy: Any, boto3_s3: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="refused.pt", Body=b"PK\x03\x04" + b"\x00" * 100)
+    config = S3ClientConfig(max_attempts=1)
+    fault_proxy.fail(403, "AccessDenied", times=1000, when=lambda r: "refused.pt" in r.path)
+    with (
+        caplog.at_level(logging.WARNING, logger="s3torch"),
+        S3Checkpoint(s3_region, fault_proxy.endpoint, config) as checkpoint,
+    ):
+        for uri, error in [
+            (f"s3://{bucket}/never-saved.pt", S3NotFoundError),
+            ("s3://s3torch-no-such-bucket/x.pt", S3NotFoundError),
+            (f"s3://{bucket}/refused.pt", S3AccessDeniedError),
+        ]:
+            with pytest.raises(error):
+                torch.load(checkpoint.reader(uri))
+    assert [r.getMessage() for r in caplog.records] == []
