@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import pickle
 from typing import Any
 
 import pytest
 import torch
 
-from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader, S3CheckpointWriter
+from s3torch.checkpoint import (
+    NotACheckpointError,
+    S3Checkpoint,
+    S3CheckpointReader,
+    S3CheckpointWriter,
+)
 from s3torch.client import S3Client, S3ClientConfig, S3NotFoundError, S3Writer
 from s3torch.readers import RangedS3Reader, S3ReaderConstructor, SequentialS3Reader
 
@@ -237,26 +244,96 @@ def _saved_bytes(state: Any, **options: Any) -> bytes:
     return buffer.getvalue()
 
 
+_SAFETENSORS_HEAD = (30).to_bytes(8, "little") + b'{"w":{"dtype":"F32","shape":[1]}}'
+
+
 @pytest.mark.parametrize(
-    ("content", "expected"),
+    ("content", "looks_like", "expected"),
     [
-        (b"", r"is not a checkpoint: the object is empty"),
+        (b"", "empty", r"is not a checkpoint: the object is empty \(0 bytes\)"),
         (
             b"hello, world: just text",
-            r"is not a checkpoint torch.load can read: it starts with b'hello",
+            "text",
+            r"start with 68 65 6c 6c 6f 2c .*\(b'hello, world: ju'\), which looks like text",
         ),
-        (b"\x00" * 4096, r"it starts with b'\\x00\\x00"),
-        (b"PK\x03\x04" + b"\x00" * 100, r"is a truncated zip archive"),
+        (("é" * 10).encode()[:19], "text", "looks like text"),  # cut inside a character
+        (b"\x00" * 4096, "binary data of no format s3torch recognises", r"start with 00 00 00"),
+        (
+            bytes(range(200, 256)) * 20,
+            "binary data of no format s3torch recognises",
+            "start with c8 c9 ca cb",
+        ),
+        (gzip.compress(b"state"), "gzip-compressed data", "start with 1f 8b"),
+        (pickle.dumps({"w": [1.0]}), "a pickle that torch.save did not write", "start with 80"),
+        (_SAFETENSORS_HEAD, "a safetensors file", "start with 1e 00"),
+        (b"PK\x03\x04" + b"\x00" * 100, "a zip archive cut short", r"is a truncated zip archive"),
     ],
-    ids=["empty", "text", "zeros", "zip-without-end"],
+    ids=[
+        "empty",
+        "text",
+        "utf8-cut",
+        "zeros",
+        "binary",
+        "gzip",
+        "plain-pickle",
+        "safetensors",
+        "zip-without-end",
+    ],
 )
 def test_an_object_that_is_not_a_checkpoint_is_named_before_torch_sees_it(
-    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any, content: bytes, expected: str
+    checkpoint: S3Checkpoint,
+    bucket: str,
+    boto3_s3: Any,
+    content: bytes,
+    looks_like: str,
+    expected: str,
 ) -> None:
     boto3_s3.put_object(Bucket=bucket, Key="odd.pt", Body=content)
-    with pytest.raises(ValueError, match=expected) as caught:
-        torch.load(checkpoint.reader(f"s3://{bucket}/odd.pt"))
-    assert f"s3://{bucket}/odd.pt" in str(caught.value)
+    uri = f"s3://{bucket}/odd.pt"
+    with pytest.raises(NotACheckpointError, match=expected) as caught:
+        torch.load(checkpoint.reader(uri))
+    error = caught.value
+    assert isinstance(error, ValueError)
+    assert str(error).startswith(f"{uri} is ")
+    assert (error.uri, error.size, error.head) == (uri, len(content), content[:16])
+    assert error.looks_like is not None
+    assert error.looks_like.startswith(looks_like)
+    # It crosses process boundaries: pickled whole, or rebuilt from its message.
+    copy = pickle.loads(pickle.dumps(error))
+    assert (type(copy), str(copy), copy.uri, copy.head, copy.looks_like) == (
+        NotACheckpointError,
+        str(error),
+        uri,
+        content[:16],
+        error.looks_like,
+    )
+    assert str(type(error)(str(error))) == str(error)
+
+
+class _ObjectsDataset(torch.utils.data.Dataset[Any]):
+    def __init__(self, checkpoint: S3Checkpoint, uri: str) -> None:
+        self.checkpoint = checkpoint
+        self.uri = uri
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> Any:
+        return torch.load(self.checkpoint.reader(self.uri))
+
+
+def test_a_dataloader_worker_reraises_it_by_type_with_the_uri(
+    s3_region: str, s3_endpoint: str, bucket: str, boto3_s3: Any
+) -> None:
+    boto3_s3.put_object(Bucket=bucket, Key="notes.pt", Body=b"epoch 3 was fine\n")
+    uri = f"s3://{bucket}/notes.pt"
+    loader = torch.utils.data.DataLoader(
+        _ObjectsDataset(S3Checkpoint(s3_region, s3_endpoint), uri),
+        num_workers=1,
+        collate_fn=lambda batch: batch,
+    )
+    with pytest.raises(NotACheckpointError, match=f"{uri} is not a checkpoint.*looks like text"):
+        next(iter(loader))
 
 
 def test_a_checkpoint_cut_short_is_named_as_truncated(
@@ -264,7 +341,23 @@ def test_a_checkpoint_cut_short_is_named_as_truncated(
 ) -> None:
     whole = _saved_bytes({"w": torch.arange(100_000)})
     boto3_s3.put_object(Bucket=bucket, Key="cut.pt", Body=whole[: len(whole) * 2 // 3])
-    with pytest.raises(ValueError, match=rf"s3://{bucket}/cut.pt is a truncated zip archive"):
+    with pytest.raises(
+        NotACheckpointError, match=rf"s3://{bucket}/cut.pt is a truncated zip archive"
+    ):
+        torch.load(checkpoint.reader(f"s3://{bucket}/cut.pt"))
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_legacy_checkpoint_cut_short_fails_in_torch(
+    checkpoint: S3Checkpoint, bucket: str, boto3_s3: Any, protocol: int
+) -> None:
+    # The legacy format (pickles, then raw storages) has no end record to check:
+    # what torch says depends on the cut, and does not name the object.
+    whole = _saved_bytes(
+        {"w": torch.arange(1000)}, _use_new_zipfile_serialization=False, pickle_protocol=protocol
+    )
+    boto3_s3.put_object(Bucket=bucket, Key="cut.pt", Body=whole[: len(whole) - 10])
+    with pytest.raises(RuntimeError, match="unexpected EOF"):
         torch.load(checkpoint.reader(f"s3://{bucket}/cut.pt"))
 
 
@@ -275,9 +368,12 @@ def test_every_format_torch_load_reads_still_loads(
     formats = {
         "zip.pt": _saved_bytes(state),
         "legacy.pt": _saved_bytes(state, _use_new_zipfile_serialization=False),
+        "legacy-5.pt": _saved_bytes(state, _use_new_zipfile_serialization=False, pickle_protocol=5),
     }
     for key, content in formats.items():
         boto3_s3.put_object(Bucket=bucket, Key=key, Body=content)
-        loaded = torch.load(checkpoint.reader(f"s3://{bucket}/{key}"))
+        # torch's weights_only unpickler does not take protocol 5's FRAME opcode
+        weights_only = key != "legacy-5.pt"
+        loaded = torch.load(checkpoint.reader(f"s3://{bucket}/{key}"), weights_only=weights_only)
         assert torch.equal(loaded["w"], state["w"]), key
         assert loaded["step"] == 7

@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from locals3 import FaultProxy, SeaweedFSServer
+from s3torch.checkpoint import NotACheckpointError
 from s3torch.client import (
     S3ChecksumMismatchError,
     S3ClientConfig,
@@ -111,6 +112,20 @@ def test_fit_from_a_missing_checkpoint_raises_not_found(
         _trainer(plugin).fit(TinyModel(), ckpt_path=path)
     assert isinstance(caught.value, FileNotFoundError)
     assert caught.value.key == path.split("/", 3)[3]
+    if MISSING_BUCKET in path:  # the bucket is named as what is missing, not the key
+        assert caught.value.code == "NoSuchBucket"
+        assert f"bucket '{MISSING_BUCKET}' does not exist" in str(caught.value)
+    else:
+        assert "key does not exist" in str(caught.value)
+
+
+def test_load_checkpoint_from_a_missing_bucket_names_the_bucket(
+    plugin: S3LightningCheckpoint,
+) -> None:
+    with pytest.raises(S3NotFoundError) as caught:
+        plugin.load_checkpoint(f"s3://{MISSING_BUCKET}/run/last.ckpt")
+    assert caught.value.code == "NoSuchBucket"
+    assert f"bucket '{MISSING_BUCKET}' does not exist" in str(caught.value)
 
 
 def test_a_failing_upload_under_fit_raises_the_s3_error(
@@ -163,8 +178,11 @@ def test_fit_from_an_object_that_is_no_checkpoint_raises_a_value_error_naming_it
     plugin: S3LightningCheckpoint, bucket: str, boto3_s3: Any
 ) -> None:
     boto3_s3.put_object(Bucket=bucket, Key="run/notes.ckpt", Body=b"epoch 3 was fine\n")
-    with pytest.raises(ValueError, match=r"notes\.ckpt"):
+    with pytest.raises(NotACheckpointError, match=r"notes\.ckpt") as caught:
         _trainer(plugin).fit(TinyModel(), ckpt_path=f"s3://{bucket}/run/notes.ckpt")
+    assert isinstance(caught.value, ValueError)
+    assert caught.value.looks_like == "text"
+    assert "65 70 6f 63 68" in str(caught.value)  # "epoch", in hex
 
 
 def test_throttling_after_every_retry_under_fit_raises_a_throttling_error(

@@ -17,11 +17,13 @@ of a data-parallel job read a checkpoint about once between them with
 
 from ._version import __version__
 from .checkpoint import S3Checkpoint
+from .errors import NotACheckpointError
 from .interrupts import masked_interrupt
 from .reader import S3CheckpointReader
 from .writer import S3CheckpointWriter
 
 __all__ = [
+    "NotACheckpointError",
     "S3Checkpoint",
     "S3CheckpointReader",
     "S3CheckpointWriter",

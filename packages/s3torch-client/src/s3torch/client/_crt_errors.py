@@ -19,6 +19,7 @@ from .errors import (
     S3TransportError,
 )
 
+_NO_BUCKET = "The specified bucket does not exist"  # S3's own message, without its period
 _THROTTLING_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "TooManyRequests"})
 _STATUS_CODES = {
     400: "BadRequest",
@@ -97,9 +98,12 @@ def error_for_status(
     code = code or _STATUS_CODES.get(status)
     if status == 404:
         cls: type[S3Exception] = S3NotFoundError
+        if code == "NoSuchBucket" and bucket:  # said alike whichever request found it out
+            said = f" ({reason})" if reason and reason.rstrip(".") != _NO_BUCKET else ""
+            reason = f"bucket {bucket!r} does not exist{said}"
         reason = reason or (
             "The specified bucket does not exist."
-            if code == "NoSuchBucket" or not key
+            if not key
             else "The specified key does not exist."
         )
     elif status == 403:
@@ -221,6 +225,35 @@ def _translate(
             )
         return S3Exception(error.message, operation=operation, bucket=bucket, key=key, code=name)
     return error
+
+
+def unresolved_host(
+    error: BaseException | None,
+    *,
+    host: str,
+    region: str,
+    operation: str,
+    bucket: str | None,
+    key: str | None,
+) -> BaseException | None:
+    """A CRT name-resolution failure as an :class:`S3TransportError` naming ``host``.
+
+    The CRT's own message says only that resolution failed; this one says
+    which host was tried and what decides it (the endpoint, the region), and
+    is chained to the CRT's error. Any other ``error`` is returned unchanged.
+    """
+    if not isinstance(error, AwsCrtError) or not error.name.startswith("AWS_IO_DNS"):
+        return error
+    failure = S3TransportError(
+        f"{error.message} The host name {host!r} could not be resolved: check the endpoint "
+        "(S3Client(endpoint=...), or the AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL environment "
+        f"variables) and the region ({region!r}), which make the host name",
+        operation=operation,
+        bucket=bucket,
+        key=key,
+        code=error.name,
+    )
+    return chain(failure, error)
 
 
 def same_etag(pinned: str, received: str) -> bool:

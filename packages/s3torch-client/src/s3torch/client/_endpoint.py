@@ -74,6 +74,12 @@ class Endpoint:
         """The ``Host`` header (and connection target) for a request to ``bucket``."""
         return self.addressing(bucket)[0]
 
+    def host_name(self, bucket: str | None) -> str:
+        """The host name a request to ``bucket`` resolves (the ``Host`` header without its port)."""
+        if bucket is not None and not self.path_style_for(bucket):
+            return f"{bucket}.{self.host}"
+        return self.host
+
     def path(self, bucket: str | None, key: str = "", query: dict[str, str] | None = None) -> str:
         """The request path: percent-encoded key, then the query string."""
         prefix = self.addressing(bucket)[1]

@@ -31,7 +31,7 @@ from awscrt.s3 import (
 
 from . import _fork_quiesce, _runtime
 from ._budget import MemoryBudget
-from ._crt_errors import translate
+from ._crt_errors import translate, unresolved_host
 from ._endpoint import Endpoint
 from ._version import __version__
 from ._watchdog import ClientWatch, Tracked
@@ -384,6 +384,19 @@ class CrtClient:
                 on_done=tracked.on_done,
             )
 
+        def done(error: BaseException | None = None, **kwargs: Any) -> None:
+            if error is not None:  # a DNS failure names the host tried (translate keeps it)
+                error = unresolved_host(
+                    error,
+                    host=self.endpoint.host_name(bucket),
+                    region=self.region,
+                    operation=operation,
+                    bucket=bucket,
+                    key=key or None,
+                )
+            if on_done is not None:
+                on_done(error=error, **kwargs)
+
         tracked = Tracked(
             self.watch,
             operation=operation,
@@ -393,7 +406,7 @@ class CrtClient:
             launch=launch,
             on_headers=on_headers,
             on_body=on_body,
-            on_done=on_done,
+            on_done=done,
         )
         tracked.start()
         return tracked

@@ -13,6 +13,7 @@ from urllib.parse import quote
 from . import _runtime, _xml
 from ._checksums import ALGORITHMS, stored_checksum
 from ._endpoint import resolve_endpoint, validate_region
+from ._missing_bucket import head_object
 from ._streaming_writer import StreamingWriter
 from ._transport import COPY_OBJECT, CrtClient, Response, user_agent
 from .config import S3ClientConfig
@@ -174,11 +175,13 @@ class S3Client:
         """Size, ETag, date and storage class of ``s3://bucket/key``.
 
         Raises:
-            S3NotFoundError: no such bucket or key (also a FileNotFoundError).
+            S3NotFoundError: no such bucket or key (also a FileNotFoundError);
+                a missing bucket has ``code`` ``"NoSuchBucket"`` and says so
+                (a HEAD's 404 does not tell them apart: one HeadBucket does).
             S3Exception: any other failure.
         """
         validate_key(bucket, key)
-        response = self._client().call("HeadObject", "HEAD", bucket, key)
+        response = head_object(self._client(), bucket, key)
         return _object_info(bucket, key, response)
 
     def head_object_checksum(
@@ -196,8 +199,8 @@ class S3Client:
             S3Exception: any other failure.
         """
         validate_key(bucket, key)
-        response = self._client().call(
-            "HeadObject", "HEAD", bucket, key, headers=[("x-amz-checksum-mode", "ENABLED")]
+        response = head_object(
+            self._client(), bucket, key, headers=[("x-amz-checksum-mode", "ENABLED")]
         )
         return _object_info(bucket, key, response), stored_checksum(response.headers)
 
