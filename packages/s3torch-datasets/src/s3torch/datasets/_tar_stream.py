@@ -10,6 +10,13 @@ skipping everything that is not a regular file. (``tarfile.open(mode="r|")``
 reads streams too, but copies each byte three times on the way and says
 nothing of where a damaged archive went wrong.)
 
+:func:`plain_header` reads the headers that make up almost every shard (a
+POSIX or GNU regular file or PAX record, plain octal numbers, unsigned
+checksum) ten times faster than ``frombuf``, which took 40% of a reader's
+time on 100 KiB samples; any other header (and any it is unsure of) goes to
+``frombuf``. It accepts only headers ``frombuf`` reads, and reads them the
+same (a property test holds it to that, damaged headers included).
+
 :func:`tar_samples` groups members into samples by WebDataset's convention.
 
 Every damaged archive raises :class:`TarShardError` naming the shard and the
@@ -23,12 +30,21 @@ the client checks the whole object against the checksum S3 stored for it
 from __future__ import annotations
 
 import logging
+import re
+import struct
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["TarMember", "TarShardError", "split_member_name", "tar_members", "tar_samples"]
+__all__ = [
+    "TarMember",
+    "TarShardError",
+    "plain_header",
+    "split_member_name",
+    "tar_members",
+    "tar_samples",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +56,15 @@ _REGULAR = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE)
 _PAX_LOCAL = (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE)
 _UNSUPPORTED = {tarfile.GNUTYPE_SPARSE: "a GNU sparse file", b"M": "continued from another volume"}
 _MAX_RECORD = 1 << 20  # a PAX or long-name record holds a name or two, not data
+
+# name, mode, uid, gid, size, mtime, chksum, type, (linkname), magic+version,
+# (uname, gname), devmajor, devminor, prefix, (padding)
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100x8s64x8s8s155s12x")
+_MAGICS = (b"ustar\x0000", b"ustar  \x00")  # POSIX, GNU
+_PLAIN_TYPES = (tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.XHDTYPE)
+# A number field that frombuf's int(nts(field).strip() or "0", 8) reads for sure:
+# octal digits between spaces, then nothing but what follows a NUL.
+_PLAIN_NUMBER = re.compile(rb" *([0-7]*) *(?:\x00.*)?", re.DOTALL)
 
 
 class TarShardError(ValueError):
@@ -72,6 +97,7 @@ class ByteStream(Protocol):
     @property
     def position(self) -> int: ...
     def read(self, size: int = -1) -> bytes: ...
+    def readinto(self, buffer: bytearray) -> int: ...
     def skip(self, size: int) -> int: ...
 
 
@@ -109,6 +135,46 @@ def _padding(size: int) -> int:
     return -size % BLOCK
 
 
+def _number(field: bytes) -> int | None:
+    plain = _PLAIN_NUMBER.fullmatch(field)
+    return None if plain is None else int(plain.group(1) or b"0", 8)
+
+
+def plain_header(block: bytes | bytearray) -> tuple[str, int, bytes] | None:
+    """``(name, size, type)`` of a plain 512-byte header, or None for ``frombuf`` to read.
+
+    Plain: POSIX or GNU magic, a regular file (not an old-style directory)
+    or a PAX record, every number field plain octal, and the unsigned
+    checksum right. Then ``frombuf`` would read the same name, size and type.
+    """
+    name, mode, uid, gid, size, mtime, chksum, kind, magic, major, minor, prefix = _HEADER.unpack(
+        block
+    )
+    if magic not in _MAGICS or kind not in _PLAIN_TYPES:
+        return None
+    numbers = [_number(field) for field in (mode, uid, gid, size, mtime, chksum, major, minor)]
+    if None in numbers or numbers[5] != 256 + sum(block[:148]) + sum(block[156:]):
+        return None
+    text = name.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if kind == tarfile.AREGTYPE and text.endswith("/"):
+        return None  # an old-style directory: frombuf says so
+    head = prefix.split(b"\0", 1)[0]
+    if head:
+        text = head.decode("utf-8", "surrogateescape") + "/" + text
+    return text, numbers[3], kind  # type: ignore[return-value]
+
+
+def _size(pax_size: str | None, header_size: int, uri: str, offset: int) -> int:
+    """A member's size: its PAX record's if it has one, else its header's."""
+    if pax_size is not None:
+        if not pax_size.isdigit():
+            raise _error(uri, offset, f"corrupt: a PAX size of {pax_size!r}")
+        return int(pax_size)
+    if header_size < 0:
+        raise _error(uri, offset, f"corrupt: a size of {header_size}")
+    return header_size
+
+
 def _pax_records(data: bytes, uri: str, offset: int) -> dict[str, str]:
     """The ``key=value`` records of a PAX extended header (``"%d %s=%s\\n"`` each)."""
     records: dict[str, str] = {}
@@ -144,34 +210,37 @@ def tar_members(stream: ByteStream, uri: str) -> Iterator[TarMember]:
     long_name: str | None = None
     pax: dict[str, str] = {}
     pax_global: dict[str, str] = {}
+    header = bytearray(BLOCK)
     while True:
         offset = stream.position
-        header = stream.read(BLOCK)
-        if not header:
+        got = stream.readinto(header)
+        if got == 0:
             raise _error(
                 uri, offset, "truncated: the shard ends without the tar end-of-archive marker"
             )
-        if len(header) != BLOCK:
-            raise _error(
-                uri, offset, f"truncated: the shard ends inside a header ({len(header)} bytes)"
-            )
+        if got != BLOCK:
+            raise _error(uri, offset, f"truncated: the shard ends inside a header ({got} bytes)")
         if header == _ZERO_BLOCK:
             stream.skip(1 << 62)  # the rest (the second zero block, record padding): to its end
             return
-        try:
-            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as error:
-            what = "not a tar archive" if offset == 0 else "corrupt: not a tar header"
-            raise _error(uri, offset, f"{what} ({error})") from error
-        kind = info.type
+        plain = plain_header(header)
+        if plain is not None:
+            info_name, info_size, kind = plain
+        else:
+            try:
+                info = tarfile.TarInfo.frombuf(bytes(header), "utf-8", "surrogateescape")
+            except tarfile.HeaderError as error:
+                what = "not a tar archive" if offset == 0 else "corrupt: not a tar header"
+                raise _error(uri, offset, f"{what} ({error})") from error
+            info_name, info_size, kind = info.name, info.size, info.type
         if kind == tarfile.GNUTYPE_LONGLINK:  # a long link target: no sample's business
-            _skip_exact(stream, info.size + _padding(info.size), uri, offset, "a long link name")
+            _skip_exact(stream, info_size + _padding(info_size), uri, offset, "a long link name")
             continue
         if kind in _PAX_LOCAL or kind == tarfile.XGLTYPE or kind == tarfile.GNUTYPE_LONGNAME:
-            if info.size > _MAX_RECORD:
-                raise _error(uri, offset, f"corrupt: a {info.size}-byte extended header")
-            data = _read_exact(stream, info.size, uri, offset, "an extended header")
-            _skip_exact(stream, _padding(info.size), uri, offset, "an extended header's padding")
+            if info_size > _MAX_RECORD:
+                raise _error(uri, offset, f"corrupt: a {info_size}-byte extended header")
+            data = _read_exact(stream, info_size, uri, offset, "an extended header")
+            _skip_exact(stream, _padding(info_size), uri, offset, "an extended header's padding")
             if kind == tarfile.GNUTYPE_LONGNAME:
                 long_name = data.rstrip(b"\0").decode("utf-8", "surrogateescape")
             elif kind == tarfile.XGLTYPE:
@@ -180,10 +249,10 @@ def tar_members(stream: ByteStream, uri: str) -> Iterator[TarMember]:
                 pax = _pax_records(data, uri, offset)
             continue
         if kind in _UNSUPPORTED:
-            raise _error(uri, offset, f"unsupported: {info.name!r} is {_UNSUPPORTED[kind]}")
+            raise _error(uri, offset, f"unsupported: {info_name!r} is {_UNSUPPORTED[kind]}")
         fields = {**pax_global, **pax}
-        name = fields.get("path", long_name if long_name is not None else info.name)
-        size = int(fields["size"]) if "size" in fields else info.size
+        name = fields.get("path", long_name if long_name is not None else info_name)
+        size = _size(fields.get("size"), info_size, uri, offset)
         long_name, pax = None, {}
         if kind in _REGULAR:
             data = _read_exact(stream, size, uri, offset, f"member {name!r}")
