@@ -4,7 +4,8 @@ The endpoint is the one given, else the one the AWS SDKs' environment
 variables name (``AWS_ENDPOINT_URL_S3``, then ``AWS_ENDPOINT_URL``), else the
 AWS endpoint of the region. The CRT connects to whatever the ``Host`` header
 names, so addressing is ours: virtual-hosted style puts the bucket in the host
-name, path style in the path.
+name, path style in the path. Directory buckets (``...--x-s3``) are addressed
+as S3 Express wants: see :mod:`.express`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import quote, urlencode, urlsplit
+
+from .express import is_directory_bucket, zonal_host
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +36,19 @@ _DNS_BUCKET = re.compile(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]")
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A parsed endpoint plus the addressing style chosen for it."""
+    """A parsed endpoint plus the addressing style chosen for it.
+
+    ``aws_region`` is set when this is AWS's own endpoint of that region (no
+    endpoint was given): directory buckets then go to their zonal endpoint.
+    ``s3express`` off addresses directory bucket names as any other bucket.
+    """
 
     scheme: str
     host: str
     port: int | None
     force_path_style: bool
+    aws_region: str | None = None
+    s3express: bool = True
     always_path_style: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -66,6 +76,15 @@ class Endpoint:
         """``(Host header, path prefix)`` of requests to ``bucket`` (None: the service)."""
         if bucket is None:
             return self.authority, ""
+        if self.s3express and is_directory_bucket(bucket):
+            # As AWS's endpoint rules: virtual-hosted whatever force_path_style
+            # says (zonal endpoints take no path-style requests), path style
+            # only where there is no host name to put the bucket in.
+            if self.aws_region is not None:
+                return zonal_host(bucket, self.aws_region), ""
+            if _is_ip_or_localhost(self.host):
+                return self.authority, f"/{bucket}"
+            return f"{bucket}.{self.authority}", ""
         if self.path_style_for(bucket):
             return self.authority, f"/{bucket}"
         return f"{bucket}.{self.authority}", ""
@@ -129,7 +148,7 @@ def configured_endpoint(environ: Mapping[str, str] | None = None) -> tuple[str, 
 
 
 def resolve_endpoint(
-    endpoint: str | None, region: str, force_path_style: bool
+    endpoint: str | None, region: str, force_path_style: bool, *, s3express: bool = True
 ) -> tuple[str | None, Endpoint]:
     """The endpoint a client uses: ``endpoint``, else the environment's, else AWS's.
 
@@ -141,23 +160,30 @@ def resolve_endpoint(
             came from the environment, names the variable.
     """
     if endpoint is not None:
-        return endpoint, parse_endpoint(endpoint, region, force_path_style)
+        return endpoint, parse_endpoint(endpoint, region, force_path_style, s3express=s3express)
     configured = configured_endpoint()
     if configured is None:
-        return None, parse_endpoint(None, region, force_path_style)
+        return None, parse_endpoint(None, region, force_path_style, s3express=s3express)
     variable, url = configured
-    parsed = parse_endpoint(url, region, force_path_style, source=f"${variable}")
+    parsed = parse_endpoint(
+        url, region, force_path_style, source=f"${variable}", s3express=s3express
+    )
     log.debug("endpoint %s from $%s", parsed.url, variable)
     return url, parsed
 
 
 def parse_endpoint(
-    endpoint: str | None, region: str, force_path_style: bool, *, source: str | None = None
+    endpoint: str | None,
+    region: str,
+    force_path_style: bool,
+    *,
+    source: str | None = None,
+    s3express: bool = True,
 ) -> Endpoint:
     """Parse ``endpoint`` (default: the AWS endpoint of ``region``).
 
     ``source`` (such as ``"$AWS_ENDPOINT_URL"``) says where the URL came from,
-    for the error message.
+    for the error message; ``s3express`` is :attr:`S3ClientConfig.enable_s3express`.
 
     Raises:
         ValueError: the endpoint is not an ``http://`` or ``https://`` URL with a
@@ -194,6 +220,8 @@ def parse_endpoint(
         host=parts.hostname,
         port=port,
         force_path_style=force_path_style,
+        aws_region=region if endpoint is None else None,
+        s3express=s3express,
     )
 
 

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from awscrt.auth import AwsCredentialsProvider
+from awscrt.auth import AwsCredentialsProvider, AwsSigningConfig
 from awscrt.http import HttpHeaders, HttpRequest
 from awscrt.s3 import (
     S3Client as CrtS3Client,
@@ -29,13 +29,13 @@ from awscrt.s3 import (
     create_default_s3_signing_config,
 )
 
-from . import _fork_quiesce, _runtime
+from . import _fork_quiesce, _runtime, express
 from ._budget import MemoryBudget
 from ._crt_errors import translate, unresolved_host
 from ._endpoint import Endpoint
 from ._version import __version__
 from ._watchdog import ClientWatch, Tracked
-from .config import S3ClientConfig
+from .config import ChecksumAlgorithm, S3ClientConfig
 from .errors import S3CredentialsError
 
 log = logging.getLogger(__name__)
@@ -265,10 +265,15 @@ class CrtClient:
         if config.requester_pays:
             self._base_headers.append(("x-amz-request-payer", "requester"))
         signing_config = None
+        # Requests to directory buckets override the client's signing with this.
+        self._express_signing: AwsSigningConfig | None = None
+        self._checked_buckets: set[str] = set()
         if not config.unsigned:
             signing_config = create_default_s3_signing_config(
                 region=region, credential_provider=_credentials_provider(runtime, config.profile)
             )
+            if config.enable_s3express:
+                self._express_signing = express.express_signing(signing_config)
         self.crt = CrtS3Client(
             bootstrap=runtime.bootstrap,
             region=region,
@@ -279,6 +284,7 @@ class CrtClient:
             memory_limit=config.memory_limit,
             retry_config=_retry_config(config.max_attempts),
             connect_timeout_ms=max(1, round(config.connect_timeout * 1000)),
+            enable_s3express=config.enable_s3express,
         )
         self.watch = ClientWatch(config)
         _fork_quiesce.track_client(self.crt)
@@ -316,6 +322,32 @@ class CrtClient:
                 f"{os.getpid()} after fork; open it again in this process (the S3Client "
                 "itself works in both)"
             )
+
+    def is_express(self, bucket: str | None) -> bool:
+        """Whether requests to ``bucket`` are S3 Express One Zone requests (:mod:`.express`)."""
+        return (
+            bucket is not None
+            and self.config.enable_s3express
+            and express.is_directory_bucket(bucket)
+        )
+
+    def signing_for(self, bucket: str | None) -> AwsSigningConfig | None:
+        """The signing of requests to ``bucket``: None for the client's own.
+
+        Raises:
+            ValueError: ``bucket`` is a directory bucket this client cannot
+                address (a malformed name, or ``unsigned``/``requester_pays``).
+        """
+        if bucket is None or not self.is_express(bucket):
+            return None
+        if bucket not in self._checked_buckets:
+            express.check_directory_bucket(bucket, self.config)
+            self._checked_buckets.add(bucket)
+        return self._express_signing
+
+    def upload_checksum(self, bucket: str) -> ChecksumAlgorithm | None:
+        """The checksum uploads to ``bucket`` send (:attr:`S3ClientConfig.checksum_algorithm`)."""
+        return express.upload_checksum(bucket, self.config.checksum_algorithm, self.config)
 
     def http_request(
         self,
@@ -355,7 +387,8 @@ class CrtClient:
         The callbacks are the CRT's, called with keywords; ``on_done`` gets an
         :class:`S3TimeoutError` as ``error`` when a limit ended the request.
         Returns the request's handle (``cancel()``); raises what the CRT raises
-        if it refuses to start it.
+        if it refuses to start it, and ValueError for a directory bucket that
+        cannot be addressed (:meth:`signing_for`).
         """
         all_headers = list(headers)
         if body is not None:
@@ -365,6 +398,7 @@ class CrtClient:
         if size is None:
             size = body_size(body) if body is not None else 0
         operation_name = operation if type == S3RequestType.DEFAULT else None
+        signing_config = self.signing_for(bucket)
 
         def launch(tracked: Tracked) -> S3Request:  # one attempt; a re-send makes another
             request = self.http_request(
@@ -379,6 +413,7 @@ class CrtClient:
                 type=type,
                 operation_name=operation_name,
                 request=request,
+                signing_config=signing_config,
                 on_headers=tracked.on_headers,
                 on_body=tracked.on_body,
                 on_done=tracked.on_done,

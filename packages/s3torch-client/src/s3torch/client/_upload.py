@@ -81,7 +81,7 @@ class Upload:
         self.key = key
         self.base_part_size = crt.config.part_size
         self.max_in_flight = crt.upload_parts_in_flight
-        algorithm = crt.config.checksum_algorithm
+        algorithm = crt.upload_checksum(bucket)
         self.crc: Crc | None = ALGORITHMS[algorithm] if algorithm else None
         self.cond = threading.Condition()
         self.upload_id: str | None = None

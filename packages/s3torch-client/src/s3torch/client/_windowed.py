@@ -118,7 +118,7 @@ class WindowedDownload:
             bucket=bucket,
             key=key,
             enabled=config.checksum_algorithm is not None,
-            guess=config.checksum_algorithm,
+            guess=crt.upload_checksum(bucket),  # what our uploads to this bucket use
         )
         if self.check.active and not self.extent.may_be_whole_object():
             self.check.not_applicable(A_RANGE)

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from typing import Any
 from urllib.parse import quote
 
-from . import _runtime, _xml
+from . import _runtime, _xml, express
 from ._checksums import ALGORITHMS, stored_checksum
 from ._endpoint import resolve_endpoint, validate_region
 from ._missing_bucket import head_object
@@ -72,7 +72,7 @@ class S3Client:
             )
         self._region = region
         self._endpoint_arg, self._endpoint = resolve_endpoint(
-            endpoint, region, config.force_path_style
+            endpoint, region, config.force_path_style, s3express=config.enable_s3express
         )
         self._config = config
         self._user_agent = user_agent
@@ -289,6 +289,7 @@ class S3Client:
         validate_bucket(bucket)
         validate_text("prefix", prefix, bucket)
         validate_text("delimiter", delimiter, bucket)
+        express.check_listing(bucket, prefix, delimiter, self._config)
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or not 1 <= max_keys <= 1000:
             raise ValueError(f"max_keys must be an int from 1 to 1000, got {max_keys!r}")
         if first_page_keys is not None and (
@@ -358,6 +359,8 @@ class S3Client:
         if concurrency is None:
             concurrency = max(2, crt.config.max_connections // 2)
         _require_range("concurrency", concurrency, 1, 10_000)
+        express.check_listing(bucket, prefix, "", self._config)
+        concurrency = express.listing_concurrency(bucket, concurrency, self._config)
         if pages_ahead is None:
             pages_ahead = 2 * concurrency
         _require_range("pages_ahead", pages_ahead, 1, 1_000_000)

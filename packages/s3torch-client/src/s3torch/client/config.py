@@ -76,6 +76,14 @@ class S3ClientConfig:
         connect_timeout: Seconds to establish a connection (awscrt's
             ``connect_timeout_ms``); a connection that times out is retried
             like any connection failure.
+        enable_s3express: Treat buckets named ``<base>--<zone-id>--x-s3`` as
+            S3 Express One Zone directory buckets (awscrt's
+            ``enable_s3express``): their zonal endpoint, session signing, a
+            CRC32 upload checksum in place of CRC64NVME, serial listing (see
+            :mod:`s3torch.client.express`). On by default, as in
+            s3torchconnector; ``False`` treats such names as any other
+            bucket (an S3-compatible server's bucket that happens to be
+            named so).
     """
 
     throughput_target_gbps: float = 10.0
@@ -91,6 +99,7 @@ class S3ClientConfig:
     stall_timeout: float | None = 10.0
     request_timeout: float | None = None
     connect_timeout: float = 5.0
+    enable_s3express: bool = True
 
     def __post_init__(self) -> None:
         _require_number("throughput_target_gbps", self.throughput_target_gbps)
@@ -105,7 +114,7 @@ class S3ClientConfig:
                 f"S3ClientConfig.part_size must be between {MIN_PART_SIZE} (5 MiB) and "
                 f"{MAX_PART_SIZE} (5 GiB) bytes, got {self.part_size!r}"
             )
-        for name in ("unsigned", "force_path_style", "requester_pays"):
+        for name in ("unsigned", "force_path_style", "requester_pays", "enable_s3express"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(
                     f"S3ClientConfig.{name} must be a bool, got {getattr(self, name)!r}"
