@@ -37,6 +37,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from s3torch.client.buffers import FillableBytes
+
 __all__ = [
     "TarMember",
     "TarShardError",
@@ -96,8 +98,7 @@ class ByteStream(Protocol):
 
     @property
     def position(self) -> int: ...
-    def read(self, size: int = -1) -> bytes: ...
-    def readinto(self, buffer: bytearray) -> int: ...
+    def readinto(self, buffer: bytearray | memoryview) -> int: ...
     def skip(self, size: int) -> int: ...
 
 
@@ -115,7 +116,10 @@ def _error(uri: str, offset: int, what: str) -> TarShardError:
 
 
 def _read_exact(stream: ByteStream, size: int, uri: str, offset: int, what: str) -> bytes:
-    data = stream.read(size)
+    """The next ``size`` bytes, copied once into a new ``bytes`` (no other copy)."""
+    filling = FillableBytes(size)
+    filling.append_from(stream.readinto)
+    data = filling.freeze()
     if len(data) != size:
         raise _error(
             uri, offset, f"truncated: the shard ends inside {what} ({len(data)} of {size} bytes)"
