@@ -8,6 +8,10 @@ given), the credentials are the fake ones the locals3 plugin set, and the bucket
 ``my-bucket`` is created empty for the block and removed after it. A block
 preceded by the line ``<!-- not-run -->`` is skipped (it needs torchrun, a GPU
 or AWS). Line numbers in a failing block's traceback are the page's own.
+
+Each page's examples keep to a key prefix of their own (``page_prefix``: ``client/``
+for docs/client.md), so that a reader who runs the pages one after another against
+one bucket never finds another page's objects under the prefix an example lists.
 """
 
 from __future__ import annotations
@@ -126,6 +130,35 @@ def _examples() -> list[Example]:
 
 EXAMPLES = _examples()
 
+# The keys an example names: an s3:// URI in my-bucket, the key after "my-bucket", a
+# boto3 Key= or a listing's prefix= (where the example spells it out).
+_KEYS = re.compile(
+    r's3://my-bucket/(?P<uri>[^"\'\s]*)'
+    r'|"my-bucket",\s*f?"(?P<key>[^"]*)"'
+    r'|\b(?:Key|prefix)=f?"(?P<named>[^"]*)"'
+)
+
+
+def page_prefix(page: str) -> str:
+    """The key prefix of ``page``'s examples: ``readme/``, ``client/``, ``dcp-readme/``..."""
+    path = Path(page)
+    if page == "README.md":
+        return "readme/"
+    if path.parent.name == "docs":
+        return f"{path.stem}/"
+    return f"{path.parent.name.removeprefix('s3torch-')}-readme/"
+
+
+def keys_outside_prefix(example: Example) -> list[str]:
+    """The keys ``example`` names that are not under its page's prefix."""
+    prefix = page_prefix(example.page)
+    keys = [
+        next(key for key in match.groups() if key is not None)
+        for match in _KEYS.finditer(example.code)
+    ]
+    return [key for key in keys if not key.startswith(prefix)]
+
+
 DCP_SINGLE_PROCESS_NOTICE = "torch.distributed is disabled, unavailable or uninitialized"
 
 
@@ -202,6 +235,26 @@ def test_table_checks_find_a_missing_separator_and_an_empty_table() -> None:
     assert table_problems(["| a |", "| b |", "| c |"]) == [
         "the second line is not a separator row: '| b |'"
     ]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda example: example.where)
+def test_example_keeps_to_its_page_prefix(example: Example) -> None:
+    assert keys_outside_prefix(example) == [], (
+        f"{example.where}: use keys under s3://my-bucket/{page_prefix(example.page)}"
+    )
+
+
+def test_page_prefixes_are_distinct_and_checks_find_a_stray_key() -> None:
+    pages = {example.page for example in EXAMPLES}
+    assert len({page_prefix(page) for page in pages}) == len(pages)
+    assert page_prefix("packages/s3torch-dcp/README.md") == "dcp-readme/"
+    code = (
+        'a = "s3://my-bucket/dcp/x"\n'
+        'client.put_object("my-bucket", f"train/{i}")\n'
+        'client.list_objects("my-bucket", prefix="dcp/")\n'
+        's3.put_object(Bucket="my-bucket", Key="y.pt")\n'
+    )
+    assert keys_outside_prefix(Example("docs/dcp.md", 1, code, run=True)) == ["train/{i}", "y.pt"]
 
 
 def test_every_page_with_examples_is_found() -> None:

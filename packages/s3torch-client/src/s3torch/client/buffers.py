@@ -69,6 +69,7 @@ if _IN_PLACE:
 # Below this size a bytearray copied once is cheaper than making a ctypes array
 # type (tens of microseconds), and both fit in glibc's heap without an mmap.
 IN_PLACE_MIN_SIZE = 128 * 1024
+"""Sizes from this many bytes up are built in place; smaller ones in a ``bytearray`` copied once."""
 
 _OPEN, _FROZEN, _CLOSED, _SPOILED = "open", "frozen", "closed", "spoiled"
 

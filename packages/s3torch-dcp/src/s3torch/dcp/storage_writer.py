@@ -92,8 +92,8 @@ class S3StorageWriter(FileSystemWriter, Closeable):
             any moment leaves the old checkpoint or the new one, whole.
         single_file_per_rank: One file per thread (default) rather than one
             file per tensor.
-        per_thread_copy_ahead, cache_staged_state_dict: As for torch's
-            ``FileSystemWriter``.
+        per_thread_copy_ahead: As for torch's ``FileSystemWriter``.
+        cache_staged_state_dict: As for torch's ``FileSystemWriter``.
         sync_files: Accepted for compatibility and ignored: an S3 object is
             durable once its upload completes.
         **kwargs: Other options of the installed torch's ``FileSystemWriter``,

@@ -64,8 +64,10 @@ class S3FsspecFileSystem(AbstractFileSystem):  # type: ignore[misc]  # fsspec is
         client: The client to use. Default: the client of the most recent
             ``S3LightningCheckpoint`` (see :func:`use_client`), else one from the
             environment.
-        region, endpoint, s3client_config: Make a client of its own instead
-            (``region`` is required for that).
+        region: Make a client of its own in this region instead (required
+            for a client of its own).
+        endpoint: The endpoint of a client of its own.
+        s3client_config: The configuration of a client of its own.
 
     Any other storage option (s3fs's ``anon``, ``key``, ``client_kwargs``...)
     raises ``TypeError`` naming it: configure s3torch's client instead.

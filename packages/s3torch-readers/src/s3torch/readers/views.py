@@ -19,8 +19,9 @@ def slice_views(pieces: Sequence[memoryview], offset: int, size: int) -> list[me
     ``pieces`` are one-dimensional byte views. Fewer than ``size`` bytes come
     back only where the pieces end first.
 
-    >>> [bytes(view) for view in slice_views([memoryview(b"abc"), memoryview(b"defg")], 2, 3)]
-    [b'c', b'de']
+    Examples:
+        >>> [bytes(view) for view in slice_views([memoryview(b"abc"), memoryview(b"defg")], 2, 3)]
+        [b'c', b'de']
     """
     views: list[memoryview] = []
     for piece in pieces:
