@@ -124,6 +124,7 @@ def main() -> None:
         result = _equal(task, endpoint, region)
     else:
         result = _resume(task, endpoint, region, rank)
+    dist.barrier()  # every rank reaches destroy_process_group together (see coop_job.py)
     dist.destroy_process_group()
     with open(output, "w") as file:
         json.dump(result, file)
