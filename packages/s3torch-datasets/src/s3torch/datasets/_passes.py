@@ -67,14 +67,7 @@ class ObjectPasses(S3DatasetBase, torch.utils.data.IterableDataset[Any]):
         )
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
-        if shuffle_buffer_size is not None and (
-            isinstance(shuffle_buffer_size, bool)
-            or not isinstance(shuffle_buffer_size, int)
-            or shuffle_buffer_size < 1
-        ):
-            raise ValueError(
-                f"shuffle_buffer_size must be None or an int >= 1, got {shuffle_buffer_size!r}"
-            )
+        require_int("shuffle_buffer_size", shuffle_buffer_size, minimum=1, optional=True)
         self._enable_sharding = bool(enable_sharding)
         self._shard_balance = check_balance(shard_balance)
         self._cache_listing = bool(cache_listing)

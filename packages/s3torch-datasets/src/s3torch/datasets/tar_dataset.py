@@ -121,20 +121,12 @@ class S3TarDataset(ObjectPasses):
             cache_listing=cache_listing,
             shard_balance=shard_balance,
         )
-        if shuffle_buffer_size is not None:
-            if (
-                isinstance(shuffle_buffer_size, bool)
-                or not isinstance(shuffle_buffer_size, int)
-                or shuffle_buffer_size < 1
-            ):
-                raise ValueError(
-                    f"shuffle_buffer_size must be None or an int >= 1, got {shuffle_buffer_size!r}"
-                )
-            if not shuffle:
-                raise ValueError(
-                    f"shuffle_buffer_size={shuffle_buffer_size} needs shuffle=True "
-                    "(it mixes the samples of shuffled shards)"
-                )
+        require_int("shuffle_buffer_size", shuffle_buffer_size, minimum=1, optional=True)
+        if shuffle_buffer_size is not None and not shuffle:
+            raise ValueError(
+                f"shuffle_buffer_size={shuffle_buffer_size} needs shuffle=True "
+                "(it mixes the samples of shuffled shards)"
+            )
         self._sample_transform = transform
         self._sample_buffer_size = shuffle_buffer_size
         self._progress: SampleProgress | None = None  # of the current (or last) pass
