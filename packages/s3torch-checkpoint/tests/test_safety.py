@@ -4,6 +4,7 @@ open multipart upload (checked with ListObjectsV2 and ListMultipartUploads)."""
 from __future__ import annotations
 
 import gc
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ from s3torch.client import S3Exception
 
 MiB = 1024 * 1024
 NOTHING: tuple[list[str], list[str]] = ([], [])
+DROPPED_UNCLOSED = "garbage-collected without close()"
 
 
 class Unpicklable:
@@ -81,7 +83,9 @@ def test_keyboard_interrupt_between_records_leaves_nothing(
     interrupt: Any,
     large_state: Any,
     with_block: bool,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="s3torch")
     state = large_state()
     writer = small_parts.writer(f"s3://{bucket}/k.pt")
     # data.pkl, .format_version, .storage_alignment, byteorder, t0, t1: stop before t2
@@ -95,6 +99,8 @@ def test_keyboard_interrupt_between_records_leaves_nothing(
         gc.collect()
         assert wait_for(lambda: s3_state(boto3_s3, bucket) == NOTHING)
     assert s3_state(boto3_s3, bucket) == NOTHING
+    # torch.save raised the interrupt: dropping its writer is no news, and not logged.
+    assert DROPPED_UNCLOSED not in caplog.text
 
 
 @pytest.mark.parametrize("with_block", [True, False], ids=["with", "bare"])
@@ -106,12 +112,16 @@ def test_a_save_failing_while_pickling_leaves_nothing(
     s3_state: Any,
     with_block: bool,
     error: BaseException,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="s3torch")
     state = {"w": torch.ones(10), "bad": Unpicklable(error)}
     with pytest.raises(type(error)):
         save(state, lambda: checkpoint.writer(f"s3://{bucket}/p.pt"), with_block=with_block)
     gc.collect()
     assert wait_for(lambda: s3_state(boto3_s3, bucket) == NOTHING)
+    # The documented one-liner: the error raised is the news; no warning repeats it.
+    assert DROPPED_UNCLOSED not in caplog.text
 
 
 @pytest.mark.parametrize("with_block", [True, False], ids=["with", "bare"])
@@ -135,14 +145,40 @@ def test_a_failed_part_surfaces_as_the_s3_error_and_leaves_nothing(
 
 
 def test_a_writer_dropped_without_close_publishes_nothing(
-    small_parts: S3Checkpoint, bucket: str, boto3_s3: Any, s3_state: Any
+    small_parts: S3Checkpoint,
+    bucket: str,
+    boto3_s3: Any,
+    s3_state: Any,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="s3torch")
     writer = small_parts.writer(f"s3://{bucket}/dropped.pt")
     writer.write(b"PK\x03\x04" + bytes(12 * MiB))  # two parts uploaded, no end of archive
     assert wait_for(lambda: s3_state(boto3_s3, bucket)[1] == ["dropped.pt"])
     del writer
     gc.collect()
     assert wait_for(lambda: s3_state(boto3_s3, bucket) == NOTHING)
+    # Nothing raised told the caller these bytes are gone: the warning does.
+    assert f"S3Writer for s3://{bucket}/dropped.pt was {DROPPED_UNCLOSED}" in caplog.text
+
+
+def test_a_save_from_an_except_block_into_an_older_writer_dropped_unclosed_is_logged(
+    checkpoint: S3Checkpoint,
+    bucket: str,
+    boto3_s3: Any,
+    s3_state: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="s3torch")
+    writer = checkpoint.writer(f"s3://{bucket}/late.pt")
+    try:
+        raise RuntimeError("training crashed")
+    except RuntimeError:
+        torch.save({"step": 2}, writer)  # a whole save; it completes at close(), never called
+    del writer
+    gc.collect()
+    assert wait_for(lambda: s3_state(boto3_s3, bucket) == NOTHING)
+    assert f"S3Writer for s3://{bucket}/late.pt was {DROPPED_UNCLOSED}" in caplog.text
 
 
 def test_a_closed_writer_refuses_writes_and_a_plain_stream_needs_close(

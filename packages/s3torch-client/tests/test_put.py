@@ -285,6 +285,27 @@ def test_a_writer_dropped_without_close_aborts(
     assert not _exists(boto3_s3, bucket, "obj")
 
 
+def test_abandon_aborts_without_waiting_or_warning_and_is_idempotent(
+    small_part_client: S3Client, boto3_s3: Any, bucket: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="s3torch")
+    writer = small_part_client.put_object(bucket, "obj")
+    writer.write(os.urandom(2 * PART + 1))
+    assert _uploads(boto3_s3, bucket) == ["obj"]
+    writer.abandon()
+    assert writer.closed
+    writer.abandon()
+    writer.close()  # closed already: publishes nothing
+    del writer
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _uploads(boto3_s3, bucket) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _uploads(boto3_s3, bucket) == []
+    assert not _exists(boto3_s3, bucket, "obj")
+    assert caplog.text == ""
+
+
 def test_parts_upload_while_the_caller_keeps_writing(
     make_client: Callable[..., S3Client], fault_proxy: FaultProxy, boto3_s3: Any, bucket: str
 ) -> None:

@@ -45,6 +45,8 @@ _LOCAL_FILE_HEADER = b"PK\x03\x04"  # what every zip archive, torch.save's inclu
 # offsets, and a 2-byte comment length (torch writes no comment).
 _END_OF_CENTRAL_DIRECTORY = b"PK\x05\x06"
 _END_RECORD_SIZE = 22
+_LOCAL_HEADER_SIZE = 30  # a local file header, before the record's name
+_OPENING_SIZE = _LOCAL_HEADER_SIZE + 256  # room for the first record's name
 
 
 class S3CheckpointWriter(S3Writer):
@@ -72,6 +74,13 @@ class S3CheckpointWriter(S3Writer):
         self._handled_at_open = sys.exc_info()[1]
         self._write_error: BaseException | None = None  # what made the upload fail
         self._error_raised = False
+        # Did torch.save flush on its way out of an exception of its own? Then
+        # it raised that to the caller, and dropping this writer unclosed is no
+        # news (see _failed_save). Known from whether an exception was being
+        # handled at the first write, and from the archive's first record.
+        self._first_write_in_handler: bool | None = None
+        self._opening = b""  # the first bytes written (the first record's local header)
+        self._save_failed = False
 
     @property
     def bucket(self) -> str:
@@ -107,6 +116,8 @@ class S3CheckpointWriter(S3Writer):
         return self._write(data, retained=False)
 
     def _write(self, data: Any, *, retained: bool) -> int:
+        if self._first_write_in_handler is None:
+            self._first_write_in_handler = sys.exc_info()[1] is not None
         try:
             if self._handled_at_open is not None and sys.exc_info()[1] is not self._handled_at_open:
                 # That handler is over: let go of its exception (and of its frames).
@@ -140,9 +151,9 @@ class S3CheckpointWriter(S3Writer):
         view = view.cast("B")
         if not view:
             return 0
-        if len(self._head) < len(_LOCAL_FILE_HEADER):
-            head = self._head + bytes(view[: len(_LOCAL_FILE_HEADER)])
-            self._head = head[: len(_LOCAL_FILE_HEADER)]
+        if len(self._opening) < _OPENING_SIZE:
+            self._opening = (self._opening + bytes(view[:_OPENING_SIZE]))[:_OPENING_SIZE]
+            self._head = self._opening[: len(_LOCAL_FILE_HEADER)]
         self._tail = (self._tail + bytes(view[-_END_RECORD_SIZE:]))[-_END_RECORD_SIZE:]
         return len(view)
 
@@ -161,6 +172,7 @@ class S3CheckpointWriter(S3Writer):
         """
         in_flight = self._failing()
         if in_flight is not None:
+            self._save_failed = self._failed_save()
             self._raise_masked_interrupt(in_flight)
             return
         if not self._archive_complete():
@@ -177,6 +189,24 @@ class S3CheckpointWriter(S3Writer):
             log.debug("%s: torch.save is failing (%r); not completing", self.uri, in_flight)
             return in_flight
         return None
+
+    def _failed_save(self) -> bool:
+        """Whether the exception propagating through torch.save's flush is that save's own.
+
+        It is if no exception was being handled when the archive began, or if
+        the archive holds no pickle: torch.save writes ``data.pkl`` first, and
+        only a save that failed while pickling writes its closing records
+        alone. An exception handled around a whole save (a checkpoint written
+        from an ``except`` block with a writer made before it) is not.
+        """
+        if self._first_write_in_handler is False:
+            return True
+        opening = self._opening
+        if len(opening) < _LOCAL_HEADER_SIZE or not opening.startswith(_LOCAL_FILE_HEADER):
+            return False
+        name_length = int.from_bytes(opening[26:28], "little")
+        name = opening[_LOCAL_HEADER_SIZE : _LOCAL_HEADER_SIZE + name_length]
+        return len(name) == name_length and not name.endswith(b"/data.pkl")
 
     def _raise_masked_interrupt(self, error: BaseException) -> None:
         """Abort and raise the Ctrl-C that torch reports as ``error``, if it is one.
@@ -224,6 +254,10 @@ class S3CheckpointWriter(S3Writer):
         """Give up: cancel parts in flight and abort the upload. Nothing is written. Idempotent."""
         self._writer.abort()
 
+    def abandon(self) -> None:
+        """Abort without waiting and without a warning (see ``S3Writer.abandon``)."""
+        self._writer.abandon()
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -241,8 +275,11 @@ class S3CheckpointWriter(S3Writer):
 
     def __del__(self) -> None:
         # Never complete a forgotten writer (io.IOBase would): the client's
-        # writer inside aborts an unfinished upload when it is collected.
-        pass
+        # writer inside aborts an unfinished upload when it is collected, with
+        # a warning, unless torch.save already raised why it is unfinished.
+        if getattr(self, "_save_failed", False) and not self._writer.closed:
+            log.debug("%s: dropped after torch.save failed; aborting the upload", self.uri)
+            self.abandon()
 
     def __reduce__(self) -> Any:
         raise TypeError("an S3CheckpointWriter cannot be pickled")

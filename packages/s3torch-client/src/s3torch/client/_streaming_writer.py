@@ -201,7 +201,8 @@ class StreamingWriter(S3Writer):
         else:
             self._fail()  # aborts, logging the upload id if even that fails
 
-    def __del__(self) -> None:
+    def abandon(self) -> None:
+        """Abort without waiting and without a warning (see :meth:`S3Writer.abandon`)."""
         # Garbage collection may run on any thread, a CRT thread included: the
         # abort is only sent, never waited for.
         if getattr(self, "_done", True):
@@ -210,12 +211,6 @@ class StreamingWriter(S3Writer):
         upload = self._upload
         if not upload.crt.in_this_process:
             return  # inherited across fork: the parent owns (and finishes) this upload
-        log.warning(
-            "S3Writer for s3://%s/%s was garbage-collected without close(); "
-            "the upload was aborted and no object was written",
-            upload.bucket,
-            upload.key,
-        )
         try:
             upload.abort(wait=False)
         except Exception as error:
@@ -226,6 +221,18 @@ class StreamingWriter(S3Writer):
                 error,
                 upload.upload_id,
             )
+
+    def __del__(self) -> None:
+        if getattr(self, "_done", True) or not self._upload.crt.in_this_process:
+            self.abandon()
+            return
+        log.warning(
+            "S3Writer for s3://%s/%s was garbage-collected without close(); "
+            "the upload was aborted and no object was written",
+            self._upload.bucket,
+            self._upload.key,
+        )
+        self.abandon()
 
     def __repr__(self) -> str:
         state = "closed" if self._done else f"{self._position} bytes written"

@@ -143,6 +143,17 @@ class S3Writer(io.BufferedIOBase):
     def abort(self) -> None:
         """Give up: nothing is written to the object. Idempotent."""
 
+    def abandon(self) -> None:
+        """Give up without waiting and without a warning. Idempotent.
+
+        For a writer that will not be used again and whose failure its caller
+        has already reported (a ``torch.save`` that raised): the abort is sent,
+        never waited for, so this is safe from any thread, garbage collection
+        included. A writer collected without :meth:`close` or this logs a
+        warning as it aborts. This base class writes nothing, so it does
+        nothing here.
+        """
+
     def __enter__(self: _W) -> _W:
         return self
 
