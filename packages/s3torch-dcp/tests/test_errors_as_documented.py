@@ -9,7 +9,10 @@ arguments.)
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -88,6 +91,41 @@ def test_no_checkpoint_or_no_bucket_is_file_not_found(
         with pytest.raises(CheckpointException) as raised:
             dcp.load({"w": torch.zeros(2)}, storage_reader=reader)
         metadata_failure(failure(raised), FileNotFoundError, says)
+
+
+LOAD_FROM_NOTHING = """
+import sys, torch, torch.distributed.checkpoint as dcp
+from s3torch.dcp import S3StorageReader
+region, endpoint, uri = sys.argv[1:]
+dcp.load({"w": torch.zeros(2)}, storage_reader=S3StorageReader(region, uri, endpoint=endpoint))
+"""
+
+
+def test_a_load_from_an_empty_prefix_prints_what_the_docs_show(
+    s3_region: str, s3_endpoint: str, checkpoint_uri: str
+) -> None:
+    """The whole output of an uncaught dcp.load with no checkpoint: short, and ours named."""
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_FROM_NOTHING, s3_region, s3_endpoint, checkpoint_uri],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=120,
+    )
+    lines = done.stderr.rstrip("\n").splitlines()
+    assert done.returncode == 1
+    assert lines[-1] == (
+        "AssertionError: metadata is None; global metadata read failed: "
+        f"no checkpoint at {checkpoint_uri}: {checkpoint_uri}/.metadata does not exist "
+        "(a save that did not finish publishes none); rank local metadata read failed: "
+        f"no checkpoint at {checkpoint_uri}: {checkpoint_uri}/__0.metadata does not exist"
+    )
+    # torch logs each of our two FileNotFoundErrors with its traceback: ours end there,
+    # with no S3 error or CRT error chained below them (102 lines before, 46 now).
+    assert sum(line.startswith("FileNotFoundError: no checkpoint at") for line in lines) == 2
+    assert "S3NotFoundError" not in done.stderr
+    assert "awscrt" not in done.stderr
+    assert len(lines) <= 50, done.stderr
 
 
 def test_unreadable_metadata_is_a_value_error(

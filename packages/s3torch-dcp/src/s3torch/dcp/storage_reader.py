@@ -186,14 +186,7 @@ class S3StorageReader(FileSystemReader, Closeable):
             ) as reader:
                 data = reader.read()
         except S3NotFoundError as error:
-            if error.code == "NoSuchBucket":
-                raise FileNotFoundError(
-                    f"no checkpoint at {self.path}: the bucket {bucket!r} does not exist"
-                ) from error
-            raise FileNotFoundError(
-                f"no checkpoint at {self.path}: {uri} does not exist (a save that did not "
-                "finish publishes none)"
-            ) from error
+            raise _no_checkpoint(self.path, uri, rank, error) from None
         metadata = load_metadata(data, uri)
         if hasattr(metadata, "storage_meta"):  # torch >= 2.4
             if metadata.storage_meta is None:
@@ -387,3 +380,24 @@ class S3StorageReader(FileSystemReader, Closeable):
     def validate_checkpoint_id(cls, checkpoint_id: str | os.PathLike[str]) -> bool:
         """Whether ``checkpoint_id`` is an ``s3://`` URI."""
         return S3FileSystem.validate_checkpoint_id(checkpoint_id)
+
+
+def _no_checkpoint(
+    path: str, uri: str, rank: int | None, error: S3NotFoundError
+) -> FileNotFoundError:
+    """The error for a metadata file that is not there, named by its URI.
+
+    Raised without its cause: torch's ``dcp.load`` logs it, with its
+    traceback, for ``.metadata`` and again for the rank-local file it tries
+    next, and the 404 behind it adds nothing the message does not say.
+    """
+    if error.code == "NoSuchBucket":
+        message = f"no checkpoint at {path}: the bucket {error.bucket!r} does not exist"
+    elif rank is None:
+        message = (
+            f"no checkpoint at {path}: {uri} does not exist "
+            "(a save that did not finish publishes none)"
+        )
+    else:
+        message = f"no checkpoint at {path}: {uri} does not exist"
+    return FileNotFoundError(message)
