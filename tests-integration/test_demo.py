@@ -28,8 +28,9 @@ def test_the_demo_writes_reads_verifies_and_cleans_up(repo: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Warning" not in result.stderr, result.stderr  # torch's NumPy warning, for one
     lines = result.stdout.splitlines()
-    assert lines[0] == "s3torch demo: starting moto's S3 server on 127.0.0.1"  # said at once
-    assert lines[1].startswith("s3torch demo against http://127.0.0.1:")
+    assert lines[0] == "s3torch demo: loading torch and s3torch"  # before torch's import
+    assert lines[1] == "s3torch demo: starting moto's S3 server on 127.0.0.1"  # said at once
+    assert lines[2].startswith("s3torch demo against http://127.0.0.1:")
     steps = [line.split("  ")[1] if line.startswith("  ") else line for line in lines]
     assert any("upload 40 x 64 KiB" in line for line in steps)
     assert any("read back 1 x 12 MiB" in line for line in steps)

@@ -37,6 +37,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import IO, Any, cast
 
+if __name__ == "__main__":  # torch takes seconds to import (more on a busy box): say so first
+    print("s3torch demo: loading torch and s3torch", flush=True)
+
 import torch
 import torch.utils.data
 
