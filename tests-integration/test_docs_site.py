@@ -111,3 +111,18 @@ def test_sphinx_roles_become_inline_code() -> None:
     )
     assert convert(":func:`s3torch.readers.get_object`") == "`s3torch.readers.get_object`"
     assert convert("``literal`` stays") == "``literal`` stays"
+
+
+def test_doctests_are_fenced_and_literal_markers_become_colons() -> None:
+    convert = _rst_roles().convert
+    doctest = "Use it:\n\n>>> x = 1\n>>> x\n1\n\nAfter."
+    assert convert(doctest) == "Use it:\n\n```pycon\n>>> x = 1\n>>> x\n1\n```\n\nAfter."
+    indented = "Like so:\n    >>> f()\n    2"
+    assert convert(indented) == "Like so:\n    ```pycon\n    >>> f()\n    2\n    ```"
+    section = "Examples:\n    >>> f()\n    2"
+    assert convert(section) == section  # griffe's own Examples section
+    fenced = "```pycon\n>>> already\n```"
+    assert convert(fenced) == fenced
+    literal = "Use it in a block::\n\n    with w:\n        pass"
+    assert convert(literal) == "Use it in a block:\n\n    with w:\n        pass"
+    assert convert("a :: b") == "a :: b"
