@@ -1,6 +1,6 @@
 """Built wheels, installed one profile at a time into a venv of their own, import and work.
 
-``uv build --all-packages`` builds every wheel once; each install profile
+``tools/release.py build`` builds every wheel once; each install profile
 (``pip install s3torch``, ``s3torch-datasets`` alone, ``s3torch-dcp`` alone,
 ``s3torch-lightning`` alone, ``s3torch[all]``) goes into its own venv, which
 holds the wheels it asks for and their dependencies and nothing else of
@@ -91,16 +91,9 @@ PROFILES = {
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Every sdist of the workspace, and every wheel built from its sdist, once."""
-    folder = tmp_path_factory.mktemp("dist")
-    subprocess.run(
-        ["uv", "build", "--all-packages", "-q", "-o", str(folder)],
-        cwd=REPO,
-        check=True,
-        timeout=600,
-    )
-    return folder
+def dist(user_distributions: Path) -> Path:
+    """Every user sdist, and every wheel built from its sdist, once (conftest.py)."""
+    return user_distributions
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +102,7 @@ def wheels(dist: Path) -> dict[str, Path]:
     built = {}
     for wheel in dist.glob("s3torch*.whl"):
         name = wheel.name.split("-")[0].replace("_", "-")
-        if name != "s3torch-locals3":  # the dev-only test servers, never published
-            built[name] = wheel
+        built[name] = wheel
     assert set(built) == set(PROJECTS), sorted(built)
     return built
 

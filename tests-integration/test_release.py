@@ -78,12 +78,9 @@ def stem(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The seven user distributions, built once by ``release.py build``."""
-    folder = tmp_path_factory.mktemp("dist")
-    result = release("build", "--out", str(folder))
-    assert result.returncode == 0, result.stdout + result.stderr
-    return folder
+def dist(user_distributions: Path) -> Path:
+    """The seven user distributions, built once by ``release.py build`` (conftest.py)."""
+    return user_distributions
 
 
 @pytest.fixture
