@@ -25,6 +25,7 @@ KiB, MiB, GiB = 1024, 1024**2, 1024**3
 def bench(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     """The ``s3bench`` package of tools/bench, importable for this test."""
     monkeypatch.syspath_prepend(str(BENCH))
+    import s3bench.perf_binding
     import s3bench.perf_cli
     import s3bench.perf_plan
 
@@ -253,6 +254,18 @@ def test_the_page_holds_the_figures_ratios_costs_and_real_png_plots(
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
         assert len(data) > 20_000, f"{path.name} is only {len(data)} bytes"
         assert f"](images/performance/{path.name})" in text
+
+
+def test_the_machine_busy_figure_is_capped_at_the_cores_and_at_least_the_parties(
+    bench: ModuleType,
+) -> None:
+    from s3bench.perf_binding import busy
+
+    record = _record("dcp", "dcp_load", "s3torch", MiB, 0.0, 0.5, moved=MiB, cpu=0.5, server=0.25)
+    record["machine_busy_s"] = 2.6  # 5.2 cores in 0.5 s: /proc/stat's coarse steps
+    assert busy(record, cores=2) == bench.perf_binding.Busy(1.0, 0.5, 0.0, 2.0)
+    record["machine_busy_s"] = 0.1  # less than the parties' own 0.75 CPU-s
+    assert busy(record, cores=2).machine == 1.5
 
 
 def test_render_only_rewrites_the_page_from_a_results_file(

@@ -41,13 +41,19 @@ class Busy:
         return max(0.0, self.machine - self.parties)
 
 
-def busy(record: dict[str, Any]) -> Busy:
-    """The cores each party, and the machine, kept busy during ``record``'s median repetition."""
+def busy(record: dict[str, Any], cores: int) -> Busy:
+    """The cores each party, and the machine, kept busy during ``record``'s median repetition.
+
+    The machine's figure comes from ``/proc/stat``, whose counters move in
+    coarse steps (and, in a sandbox, late): over a repetition of a fraction
+    of a second it can exceed the core count, so it is capped there (and
+    raised to at least the parties' own sum).
+    """
     wall = float(record["median_wall_s"])
     client = float(record["client_cpu_s"]) / wall
     server = float(record.get("server_cpu_s") or 0.0) / wall
     relay = float(record.get("relay_cpu_s") or 0.0) / wall
-    machine = float(record.get("machine_busy_s") or 0.0) / wall
+    machine = min(float(record.get("machine_busy_s") or 0.0) / wall, float(cores))
     return Busy(client, server, relay, max(machine, client + server + relay))
 
 
@@ -116,9 +122,9 @@ def binding_note(
         ordered = sorted(points, key=lambda record: int(record["x"]))
         ends = [ordered[0], ordered[-1]] if len(ordered) > 1 else ordered[:1]
         clauses.append(
-            _client_clause(client, [(label(int(r["x"])), busy(r)) for r in ends], latency_ms)
+            _client_clause(client, [(label(int(r["x"])), busy(r, cores)) for r in ends], latency_ms)
         )
     return (
         f"Cores busy (CPU-s per wall second) at {span}: {'; '.join(clauses)}. "
-        f"{_verdict([busy(record) for record in records], cores, latency_ms)}"
+        f"{_verdict([busy(record, cores) for record in records], cores, latency_ms)}"
     )

@@ -181,7 +181,10 @@ def _header(document: dict[str, Any]) -> list[str]:
         "not included). What binds each figure comes from the CPU seconds per wall second "
         "(cores kept busy) of the client, the S3 server and the latency relay, all on this "
         "machine, and of the whole machine, other jobs included: a machine busy at "
-        f"{CPU_BOUND_SHARE:.0%} of its cores or more means the cores bind.",
+        f"{CPU_BOUND_SHARE:.0%} of its cores or more means the cores bind. The machine's "
+        "figure is read from /proc/stat, which counts in coarse steps: for repetitions of a "
+        "fraction of a second (the small checkpoints) it is rough, and capped at the core "
+        "count.",
         "",
     ]
 

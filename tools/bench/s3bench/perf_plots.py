@@ -8,6 +8,7 @@ Sizes go on a log2 axis labelled in KiB / MiB / GiB.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -75,23 +76,34 @@ def _panel(axis: Any, view: SweepView, records: list[dict[str, Any]]) -> None:
     if view.unit == "s":
         axis.set_yscale("log")
         axis.yaxis.set_major_formatter(_plain())
-        axis.yaxis.set_minor_formatter(_plain())
+        axis.yaxis.set_minor_formatter(_plain(minor=True))
         axis.tick_params(axis="y", which="minor", labelsize=7)
     axis.set_xticks(xs)
     axis.set_xticklabels([format_x(view, x) for x in xs], fontsize=8)
     if view.log_x:
         axis.xaxis.set_minor_locator(_no_minor_ticks())
     axis.set_xlabel(view.x_label)
-    axis.set_ylabel(f"{view.figure} ({view.unit})")
+    axis.set_ylabel(view.figure if view.figure == view.unit else f"{view.figure} ({view.unit})")
     axis.grid(True, which="major", alpha=0.3)
     axis.legend(fontsize=8)
 
 
-def _plain() -> Any:
-    """Tick labels as plain numbers (``0.2``, ``3``), not powers of ten."""
+def _plain(*, minor: bool = False) -> Any:
+    """Tick labels as plain numbers (``0.2``, ``3``), not powers of ten.
+
+    Minor ticks of a log axis are labelled at 2 and 5 times a power of ten
+    only, so the labels do not run into each other.
+    """
     from matplotlib.ticker import FuncFormatter
 
-    return FuncFormatter(lambda tick, _position: f"{tick:g}")
+    def label(tick: float, _position: object) -> str:
+        if tick <= 0:
+            return ""
+        if minor and round(tick / 10 ** math.floor(math.log10(tick))) not in (2, 5):
+            return ""
+        return f"{tick:g}"
+
+    return FuncFormatter(label)
 
 
 def _no_minor_ticks() -> Any:
