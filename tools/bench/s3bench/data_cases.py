@@ -299,11 +299,17 @@ class LoaderCase(Case):
     kind: ClassVar[str]
     """``"iterable"`` or ``"map"``."""
     workers: ClassVar[int]
+    """``num_workers``, unless ``workload.loader_workers`` sets it (the worker-count sweep)."""
+
+    @classmethod
+    def num_workers(cls, workload: Workload) -> int:
+        """The ``DataLoader``'s ``num_workers``: the workload's if set, else the case's."""
+        return cls.workers if workload.loader_workers is None else workload.loader_workers
 
     @classmethod
     def title(cls, workload: Workload) -> str:
         return (
-            f"{cls.kind} dataset, DataLoader num_workers={cls.workers}: "
+            f"{cls.kind} dataset, DataLoader num_workers={cls.num_workers(workload)}: "
             f"{workload.small_count:,} x {human_size(workload.small_size)}"
         )
 
@@ -325,7 +331,7 @@ class LoaderCase(Case):
         self._loader = torch.utils.data.DataLoader(
             make(workload.bucket, workload.small_prefix),
             batch_size=workload.loader_batch,
-            num_workers=self.workers,
+            num_workers=self.num_workers(workload),
             collate_fn=list,
         )
 

@@ -38,11 +38,19 @@ class Repetition:
 
     wall_s: float
     cpu_s: float
+    children_cpu_s: float = 0.0
+    """CPU seconds of child processes that ended during the repetition (DataLoader workers)."""
 
 
 def cpu_seconds() -> float:
     """User + system CPU seconds used so far by all threads of this process."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
@@ -175,10 +183,15 @@ def timed(operation: Callable[[], None]) -> Repetition:
     """Run ``operation`` once; garbage is collected before, outside the timing."""
     gc.collect()
     cpu_before = cpu_seconds()
+    children_before = children_cpu_seconds()
     start = time.perf_counter()
     operation()
     wall = time.perf_counter() - start
-    return Repetition(wall_s=wall, cpu_s=cpu_seconds() - cpu_before)
+    return Repetition(
+        wall_s=wall,
+        cpu_s=cpu_seconds() - cpu_before,
+        children_cpu_s=children_cpu_seconds() - children_before,
+    )
 
 
 def server_process(endpoint: str) -> psutil.Process | None:
@@ -207,6 +220,32 @@ def server_cpu_seconds(process: psutil.Process) -> float:
     except psutil.Error:
         pass
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores of the machine have been busy (not idle or waiting on I/O) so far.
+
+    Every process counts, other users' included: on a shared machine, the
+    difference over a repetition minus the client's and the server's CPU is
+    what others took meanwhile. Steal (time the hypervisor gave away) counts
+    as busy, since the cores were not ours then either.
+    """
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    guests = getattr(times, "guest", 0.0) + getattr(times, "guest_nice", 0.0)  # in user already
+    return float(sum(times) - idle - guests)
+
+
+def process_cpu_seconds(pid: int, *, descendants: bool) -> float | None:
+    """CPU seconds used so far by process ``pid`` (and its live descendants); None if it is gone."""
+    try:
+        process = psutil.Process(pid)
+        if descendants:
+            return server_cpu_seconds(process)
+        times = process.cpu_times()
+        return float(times.user + times.system)
+    except psutil.Error:
+        return None
 
 
 class ServerCpu:

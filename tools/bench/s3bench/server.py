@@ -53,19 +53,27 @@ def s3_server(kind: str, endpoint: str | None, latency_ms: float = 0.0) -> Itera
     ``latency_ms``, a latency proxy stands in front of it for the measured
     clients (a given endpoint must then be on 127.0.0.1).
     """
-    with _server(kind, endpoint) as server:
-        if not latency_ms:
-            yield server
-            return
-        address = urlsplit(server.endpoint)
-        if address.hostname != "127.0.0.1" or address.port is None:
-            raise ValueError(
-                f"--latency-ms needs a server on http://127.0.0.1:<port>, not {server.endpoint}"
-            )
-        with LatencyProxy(address.port, latency_ms / 1e3) as proxy:
-            yield dataclasses.replace(
-                server, latency_ms=latency_ms, measured_endpoint=proxy.endpoint
-            )
+    with _server(kind, endpoint) as server, with_latency(server, latency_ms) as measured:
+        yield measured
+
+
+@contextmanager
+def with_latency(server: ServerInfo, latency_ms: float) -> Iterator[ServerInfo]:
+    """``server`` with a :class:`LatencyProxy` of ``latency_ms`` in front (none for 0).
+
+    The relay runs in this process while the context lasts; one server can
+    be measured at several latencies, one relay after another.
+    """
+    if not latency_ms:
+        yield dataclasses.replace(server, latency_ms=0.0, measured_endpoint=server.endpoint)
+        return
+    address = urlsplit(server.endpoint)
+    if address.hostname != "127.0.0.1" or address.port is None:
+        raise ValueError(
+            f"--latency-ms needs a server on http://127.0.0.1:<port>, not {server.endpoint}"
+        )
+    with LatencyProxy(address.port, latency_ms / 1e3) as proxy:
+        yield dataclasses.replace(server, latency_ms=latency_ms, measured_endpoint=proxy.endpoint)
 
 
 @contextmanager

@@ -42,6 +42,8 @@ class Workload:
     big_seed: int = 1
     many_count: int = 20000
     loader_batch: int = 32
+    loader_workers: int | None = None
+    """DataLoader workers of the loader cases; None: each case's own (1 or 2)."""
     big_key: str = "big/object"
     small_prefix: str = "small/"
     list_prefix: str = "list/"
