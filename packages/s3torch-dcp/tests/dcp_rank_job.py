@@ -20,6 +20,15 @@ from s3torch.dcp import HexPrefixStrategy, S3StorageReader, S3StorageWriter
 ROWS = 10  # uneven over 3 ranks: shards of 4, 4 and 2 rows
 
 
+def _meet_before_leaving() -> None:
+    """Wait for every rank before destroy_process_group.
+
+    A gloo rank whose peers have already gone can abort in it ("terminate
+    called without an active exception", seen in CI).
+    """
+    dist.barrier()
+
+
 def full_tensors() -> dict[str, torch.Tensor]:
     """The tensors every job shards, the same in every process."""
     return {
@@ -65,6 +74,7 @@ def save_sharded(rank: int, world: int, port: int, options: dict[str, Any], uri:
         back = {"mine": torch.zeros(3)}
         dcp.load(back, storage_reader=S3StorageReader(path=f"{uri}-local", **options))
         assert torch.equal(back["mine"], local["mine"]), (rank, back)
+        _meet_before_leaving()
     finally:
         dist.destroy_process_group()
 
@@ -87,6 +97,7 @@ def load_resharded_then_save(
             assert isinstance(shard, DTensor)
             assert torch.equal(shard.full_tensor(), value), (rank, name)
         dcp.save(state, storage_writer=S3StorageWriter(path=target, thread_count=2, **options))
+        _meet_before_leaving()
     finally:
         dist.destroy_process_group()
 
@@ -118,5 +129,6 @@ def save_twice_atomically(
                 ),
                 use_collectives=False,
             )
+        _meet_before_leaving()
     finally:
         dist.destroy_process_group()

@@ -23,6 +23,15 @@ from s3torch.dcp import S3CheckpointError, S3StorageReader
 KiB = 1024
 
 
+def _meet_before_leaving() -> None:
+    """Wait for every rank before destroy_process_group.
+
+    A gloo rank whose peers have already gone can abort in it ("terminate
+    called without an active exception", seen in CI).
+    """
+    dist.barrier()
+
+
 def replicated_state() -> dict[str, Any]:
     """A model-like state dict of about 3 MiB, the same in every process (a DDP model's).
 
@@ -80,6 +89,7 @@ def load_replicated(
                     assert state[name] == value, (rank, uri, name, state[name])
             dist.barrier()
         pathlib.Path(out, f"{rank}.txt").write_text("loaded")
+        _meet_before_leaving()
     finally:
         dist.destroy_process_group()
 
@@ -107,6 +117,7 @@ def load_replicated_failing(
             assert failure.rank == failed
             lines.append(f"{failed}: {failure}")
         pathlib.Path(out, f"{rank}.txt").write_text("\n".join(lines))
+        _meet_before_leaving()
     finally:
         dist.destroy_process_group()
 
@@ -143,5 +154,6 @@ def sharded_loads(
                 assert isinstance(shard, DTensor)
                 assert torch.equal(shard.full_tensor(), value), (rank, suffix, name)
         pathlib.Path(out, f"{rank}.txt").write_text("loaded")
+        _meet_before_leaving()
     finally:
         dist.destroy_process_group()
