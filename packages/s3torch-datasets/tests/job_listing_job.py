@@ -138,7 +138,10 @@ def main() -> None:
         except S3Exception as error:
             result["error"] = [type(error).__name__, str(error), error.bucket]
         dist.barrier()
-        Path(workdir, f"{name}-{rank}.json").write_text(json.dumps(result))
+        # Written whole, then renamed: the test reads it as soon as the name exists.
+        partial = Path(workdir, f"{name}-{rank}.json.partial")
+        partial.write_text(json.dumps(result))
+        partial.replace(Path(workdir, f"{name}-{rank}.json"))
     dist.destroy_process_group()
 
 
