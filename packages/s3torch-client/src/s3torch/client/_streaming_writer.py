@@ -223,15 +223,13 @@ class StreamingWriter(S3Writer):
             )
 
     def __del__(self) -> None:
-        if getattr(self, "_done", True) or not self._upload.crt.in_this_process:
-            self.abandon()
-            return
-        log.warning(
-            "S3Writer for s3://%s/%s was garbage-collected without close(); "
-            "the upload was aborted and no object was written",
-            self._upload.bucket,
-            self._upload.key,
-        )
+        if not getattr(self, "_done", True) and self._upload.crt.in_this_process:
+            log.warning(
+                "S3Writer for s3://%s/%s was garbage-collected without close(); "
+                "the upload was aborted and no object was written",
+                self._upload.bucket,
+                self._upload.key,
+            )
         self.abandon()
 
     def __repr__(self) -> str:
