@@ -22,6 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from locals3 import end_rank
 from s3torch.checkpoint import S3Checkpoint, S3CheckpointReader
 from s3torch.client import S3Client, S3ClientConfig
 
@@ -78,11 +79,7 @@ def main() -> None:
             except Exception as error:
                 result[name] = [type(error).__name__, str(error)]
     Path(out, f"{rank}.json").write_text(json.dumps(result))
-    # Every rank reaches destroy_process_group together: a gloo rank whose
-    # peers have already gone can abort in it ("terminate called without an
-    # active exception", seen once in CI).
-    dist.barrier()
-    dist.destroy_process_group()
+    end_rank()
 
 
 if __name__ == "__main__":

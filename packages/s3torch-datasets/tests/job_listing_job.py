@@ -26,6 +26,7 @@ from typing import Any
 import torch.distributed as dist
 import torch.utils.data
 
+from locals3 import end_rank
 from s3torch.client import S3Exception
 from s3torch.datasets import S3IterableDataset, S3MapDataset
 from s3torch.readers import S3ReaderConstructor
@@ -142,7 +143,7 @@ def main() -> None:
         partial = Path(workdir, f"{name}-{rank}.json.partial")
         partial.write_text(json.dumps(result))
         partial.replace(Path(workdir, f"{name}-{rank}.json"))
-    dist.destroy_process_group()
+    end_rank()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.utils.data
 
+from locals3 import end_rank
 from s3torch.datasets import S3IterableDataset
 
 
@@ -44,9 +45,9 @@ def main() -> None:
     keys = list(loader)
     total = torch.tensor([len(keys)])
     dist.all_reduce(total)  # the group works: every rank learns the total delivered
-    dist.destroy_process_group()
     with open(output, "w") as file:
         json.dump({"rank": rank, "keys": keys, "total": int(total.item())}, file)
+    end_rank()
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.utils.data
 
+from locals3 import end_rank
 from s3torch.datasets import S3IterableDataset
 
 START = time.monotonic()
@@ -124,10 +125,9 @@ def main() -> None:
         result = _equal(task, endpoint, region)
     else:
         result = _resume(task, endpoint, region, rank)
-    dist.barrier()  # every rank reaches destroy_process_group together (see coop_job.py)
-    dist.destroy_process_group()
     with open(output, "w") as file:
         json.dump(result, file)
+    end_rank()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from typing import Any
 import torch.distributed as dist
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from locals3 import end_rank
 from s3torch.datasets import S3TarDataset
 
 
@@ -67,10 +68,9 @@ def main() -> None:
     loader = _loader(task, endpoint, region)
     loader.load_state_dict(state)
     result["rest"] = list(loader)
-    dist.barrier()
-    dist.destroy_process_group()
     with open(output, "w") as file:
         json.dump(result, file)
+    end_rank()
 
 
 if __name__ == "__main__":

@@ -15,18 +15,10 @@ import torch.distributed.checkpoint as dcp
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from locals3 import end_rank
 from s3torch.dcp import HexPrefixStrategy, S3StorageReader, S3StorageWriter
 
 ROWS = 10  # uneven over 3 ranks: shards of 4, 4 and 2 rows
-
-
-def _meet_before_leaving() -> None:
-    """Wait for every rank before destroy_process_group.
-
-    A gloo rank whose peers have already gone can abort in it ("terminate
-    called without an active exception", seen in CI).
-    """
-    dist.barrier()
 
 
 def full_tensors() -> dict[str, torch.Tensor]:
@@ -55,28 +47,25 @@ def _sharded(mesh: Any, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
 def save_sharded(rank: int, world: int, port: int, options: dict[str, Any], uri: str) -> None:
     """Save DTensors sharded over ``world`` ranks with a prefix strategy; then a rank-local save."""
     mesh = _init(rank, world, port)
-    try:
-        state = {**_sharded(mesh, full_tensors()), "step": 11}
-        writer = S3StorageWriter(
-            path=uri,
-            thread_count=2,
-            prefix_strategy=HexPrefixStrategy(min_prefix_length=2),
-            **options,
-        )
-        dcp.save(state, storage_writer=writer)
-        # Rank-local: every rank plans alone and writes its own files and __<rank>.metadata.
-        local = {"mine": torch.full((3,), float(rank))}
-        dcp.save(
-            local,
-            storage_writer=S3StorageWriter(path=f"{uri}-local", **options),
-            use_collectives=False,
-        )
-        back = {"mine": torch.zeros(3)}
-        dcp.load(back, storage_reader=S3StorageReader(path=f"{uri}-local", **options))
-        assert torch.equal(back["mine"], local["mine"]), (rank, back)
-        _meet_before_leaving()
-    finally:
-        dist.destroy_process_group()
+    state = {**_sharded(mesh, full_tensors()), "step": 11}
+    writer = S3StorageWriter(
+        path=uri,
+        thread_count=2,
+        prefix_strategy=HexPrefixStrategy(min_prefix_length=2),
+        **options,
+    )
+    dcp.save(state, storage_writer=writer)
+    # Rank-local: every rank plans alone and writes its own files and __<rank>.metadata.
+    local = {"mine": torch.full((3,), float(rank))}
+    dcp.save(
+        local,
+        storage_writer=S3StorageWriter(path=f"{uri}-local", **options),
+        use_collectives=False,
+    )
+    back = {"mine": torch.zeros(3)}
+    dcp.load(back, storage_reader=S3StorageReader(path=f"{uri}-local", **options))
+    assert torch.equal(back["mine"], local["mine"]), (rank, back)
+    end_rank()
 
 
 def load_resharded_then_save(
@@ -84,22 +73,19 @@ def load_resharded_then_save(
 ) -> None:
     """Load a checkpoint saved on another world size, sharded over ``world`` ranks; save it."""
     mesh = _init(rank, world, port)
-    try:
-        full = full_tensors()
-        state: dict[str, Any] = {
-            **_sharded(mesh, {name: torch.zeros_like(value) for name, value in full.items()}),
-            "step": 0,
-        }
-        dcp.load(state, storage_reader=S3StorageReader(path=source, **options))
-        assert state["step"] == 11
-        for name, value in full.items():
-            shard = state[name]
-            assert isinstance(shard, DTensor)
-            assert torch.equal(shard.full_tensor(), value), (rank, name)
-        dcp.save(state, storage_writer=S3StorageWriter(path=target, thread_count=2, **options))
-        _meet_before_leaving()
-    finally:
-        dist.destroy_process_group()
+    full = full_tensors()
+    state: dict[str, Any] = {
+        **_sharded(mesh, {name: torch.zeros_like(value) for name, value in full.items()}),
+        "step": 0,
+    }
+    dcp.load(state, storage_reader=S3StorageReader(path=source, **options))
+    assert state["step"] == 11
+    for name, value in full.items():
+        shard = state[name]
+        assert isinstance(shard, DTensor)
+        assert torch.equal(shard.full_tensor(), value), (rank, name)
+    dcp.save(state, storage_writer=S3StorageWriter(path=target, thread_count=2, **options))
+    end_rank()
 
 
 def save_twice_atomically(
@@ -110,25 +96,20 @@ def save_twice_atomically(
     Also twice rank-locally at ``<uri>-local``.
     """
     mesh = _init(rank, world, port)
-    try:
-        for factor in (1.0, 2.0):
-            tensors = {name: value * factor for name, value in full_tensors().items()}
-            writer = S3StorageWriter(
-                path=uri,
-                thread_count=2,
-                prefix_strategy=HexPrefixStrategy(min_prefix_length=2),
-                atomic_overwrite=True,
-                **options,
-            )
-            dcp.save({**_sharded(mesh, tensors), "step": int(factor)}, storage_writer=writer)
-            local = {"mine": torch.full((3,), float(rank) * factor)}
-            dcp.save(
-                local,
-                storage_writer=S3StorageWriter(
-                    path=f"{uri}-local", atomic_overwrite=True, **options
-                ),
-                use_collectives=False,
-            )
-        _meet_before_leaving()
-    finally:
-        dist.destroy_process_group()
+    for factor in (1.0, 2.0):
+        tensors = {name: value * factor for name, value in full_tensors().items()}
+        writer = S3StorageWriter(
+            path=uri,
+            thread_count=2,
+            prefix_strategy=HexPrefixStrategy(min_prefix_length=2),
+            atomic_overwrite=True,
+            **options,
+        )
+        dcp.save({**_sharded(mesh, tensors), "step": int(factor)}, storage_writer=writer)
+        local = {"mine": torch.full((3,), float(rank) * factor)}
+        dcp.save(
+            local,
+            storage_writer=S3StorageWriter(path=f"{uri}-local", atomic_overwrite=True, **options),
+            use_collectives=False,
+        )
+    end_rank()

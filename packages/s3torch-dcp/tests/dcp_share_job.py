@@ -18,18 +18,10 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
+from locals3 import end_rank
 from s3torch.dcp import S3CheckpointError, S3StorageReader
 
 KiB = 1024
-
-
-def _meet_before_leaving() -> None:
-    """Wait for every rank before destroy_process_group.
-
-    A gloo rank whose peers have already gone can abort in it ("terminate
-    called without an active exception", seen in CI).
-    """
-    dist.barrier()
 
 
 def replicated_state() -> dict[str, Any]:
@@ -77,21 +69,18 @@ def load_replicated(
 ) -> None:
     """Every rank loads the whole (replicated) state dict once per ``(uri, reader options)``."""
     _init(rank, world, port)
-    try:
-        expected = replicated_state()
-        for uri, extra in loads:
-            state = blank(expected)
-            dcp.load(state, storage_reader=S3StorageReader(path=uri, **options, **extra))
-            for name, value in expected.items():
-                if isinstance(value, torch.Tensor):
-                    assert torch.equal(state[name], value), (rank, uri, name)
-                else:
-                    assert state[name] == value, (rank, uri, name, state[name])
-            dist.barrier()
-        pathlib.Path(out, f"{rank}.txt").write_text("loaded")
-        _meet_before_leaving()
-    finally:
-        dist.destroy_process_group()
+    expected = replicated_state()
+    for uri, extra in loads:
+        state = blank(expected)
+        dcp.load(state, storage_reader=S3StorageReader(path=uri, **options, **extra))
+        for name, value in expected.items():
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(state[name], value), (rank, uri, name)
+            else:
+                assert state[name] == value, (rank, uri, name, state[name])
+        dist.barrier()
+    pathlib.Path(out, f"{rank}.txt").write_text("loaded")
+    end_rank()
 
 
 def load_replicated_failing(
@@ -99,27 +88,24 @@ def load_replicated_failing(
 ) -> None:
     """The load must fail on this rank (a flipped byte somewhere): record what was raised."""
     _init(rank, world, port)
+    state = blank(replicated_state())
+    failures = None
     try:
-        state = blank(replicated_state())
-        failures = None
-        try:
-            dcp.load(state, storage_reader=S3StorageReader(path=uri, **options))
-        except CheckpointException as error:
-            failures = error.failures
-        if failures is None:
-            pathlib.Path(out, f"{rank}.txt").write_text("no error")
-            return
-        # torch gathers every rank's failure onto every rank (pickled: no __cause__).
-        assert sorted(failures) == list(range(world)), failures
-        lines = []
-        for failed, (failure, _) in sorted(failures.items()):
-            assert isinstance(failure, S3CheckpointError), failure
-            assert failure.rank == failed
-            lines.append(f"{failed}: {failure}")
-        pathlib.Path(out, f"{rank}.txt").write_text("\n".join(lines))
-        _meet_before_leaving()
-    finally:
-        dist.destroy_process_group()
+        dcp.load(state, storage_reader=S3StorageReader(path=uri, **options))
+    except CheckpointException as error:
+        failures = error.failures
+    if failures is None:
+        pathlib.Path(out, f"{rank}.txt").write_text("no error")
+        end_rank()
+    # torch gathers every rank's failure onto every rank (pickled: no __cause__).
+    assert sorted(failures) == list(range(world)), failures
+    lines = []
+    for failed, (failure, _) in sorted(failures.items()):
+        assert isinstance(failure, S3CheckpointError), failure
+        assert failure.rank == failed
+        lines.append(f"{failed}: {failure}")
+    pathlib.Path(out, f"{rank}.txt").write_text("\n".join(lines))
+    end_rank()
 
 
 def sharded_loads(
@@ -133,27 +119,22 @@ def sharded_loads(
     from s3torch.dcp import S3StorageWriter
 
     _init(rank, world, port)
-    try:
-        mesh = init_device_mesh("cpu", (world,))
-        full = sharded_tensors()
-        for suffix in ("a", "b"):
-            state = {
-                name: distribute_tensor(value, mesh, [Shard(0)]) for name, value in full.items()
-            }
-            dcp.save(state, storage_writer=S3StorageWriter(path=f"{uri}-{suffix}", **options))
-        dist.barrier()
-        for suffix, extra in (("a", {}), ("b", {"share_reads": False})):
-            state = {
-                name: distribute_tensor(torch.zeros_like(value), mesh, [Shard(0)])
-                for name, value in full.items()
-            }
-            reader = S3StorageReader(path=f"{uri}-{suffix}", **options, **extra)
-            dcp.load(state, storage_reader=reader)
-            for name, value in full.items():
-                shard = state[name]
-                assert isinstance(shard, DTensor)
-                assert torch.equal(shard.full_tensor(), value), (rank, suffix, name)
-        pathlib.Path(out, f"{rank}.txt").write_text("loaded")
-        _meet_before_leaving()
-    finally:
-        dist.destroy_process_group()
+    mesh = init_device_mesh("cpu", (world,))
+    full = sharded_tensors()
+    for suffix in ("a", "b"):
+        state = {name: distribute_tensor(value, mesh, [Shard(0)]) for name, value in full.items()}
+        dcp.save(state, storage_writer=S3StorageWriter(path=f"{uri}-{suffix}", **options))
+    dist.barrier()
+    for suffix, extra in (("a", {}), ("b", {"share_reads": False})):
+        state = {
+            name: distribute_tensor(torch.zeros_like(value), mesh, [Shard(0)])
+            for name, value in full.items()
+        }
+        reader = S3StorageReader(path=f"{uri}-{suffix}", **options, **extra)
+        dcp.load(state, storage_reader=reader)
+        for name, value in full.items():
+            shard = state[name]
+            assert isinstance(shard, DTensor)
+            assert torch.equal(shard.full_tensor(), value), (rank, suffix, name)
+    pathlib.Path(out, f"{rank}.txt").write_text("loaded")
+    end_rank()

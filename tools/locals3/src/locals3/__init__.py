@@ -5,6 +5,7 @@ from .faults import Fault, FaultKind, RequestKind
 from .latency import LatencyProxy
 from .moto_server import ACCESS_KEY, REGION, SECRET_KEY, MotoServer
 from .proxy import FaultProxy, SeenRequest
+from .ranks import end_rank
 from .seaweedfs import SeaweedFSServer
 from .signals import ENDING_SIGNALS, end_process, stop_on_signals
 
@@ -23,6 +24,7 @@ __all__ = [
     "SeenRequest",
     "Service",
     "end_process",
+    "end_rank",
     "stop_on_signals",
     "stop_running",
 ]
