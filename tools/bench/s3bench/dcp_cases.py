@@ -84,13 +84,17 @@ class DCPSave(_DCPCase):
 
 
 def _ensure_checkpoint(adapter: ClientAdapter, workload: Workload) -> str:
-    """The URI of the checkpoint the load cases read; written once, by a separate process."""
-    uri = f"s3://{workload.bucket}/{LOAD_PREFIX}"
+    """The URI of the checkpoint the load cases read; written once per size, by a separate process.
+
+    Its prefix names the size: a bucket shared by runs of several sizes holds one of each.
+    """
+    prefix = f"{LOAD_PREFIX}/{workload.big_size}"
+    uri = f"s3://{workload.bucket}/{prefix}"
     from s3torch.client import S3Client, S3NotFoundError
 
     with S3Client(adapter.region, endpoint=adapter.endpoint) as client:
         try:
-            client.head_object(workload.bucket, f"{LOAD_PREFIX}/.metadata")
+            client.head_object(workload.bucket, f"{prefix}/.metadata")
             return uri
         except S3NotFoundError:
             pass

@@ -1,4 +1,4 @@
-"""Ending the processes of multi-process (gloo) test jobs and benchmarks."""
+"""Ending the processes of multi-process (gloo) test jobs."""
 
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ def end_rank() -> NoReturn:
     Call it last in a rank, once its results are written: every rank waits
     at a barrier (none tears down while a peer still talks to it), then
     leaves through :func:`os._exit`, without interpreter finalization.
-    torch's gloo threads can outlive ``destroy_process_group`` (a
-    ``DeviceMesh`` keeps its groups referenced), and now and then a rank
-    aborted as its interpreter finalized ("terminate called without an
-    active exception"), after its work was done and checked: about once in
-    a few hundred jobs in CI, in four different jobs, barrier or not.
+
+    Why: now and then a gloo rank aborted at its very end ("terminate
+    called without an active exception"), after its work was done and
+    checked: four times in CI, in four different jobs, with a barrier
+    before ``destroy_process_group`` or without one. The abort comes from
+    torch's C++ threads, not from the test; gloo threads that meet the
+    interpreter's finalization are a known way to get it (pytorch/pytorch
+    PR 179291). A process that never finalizes cannot meet it.
     """
+
     import torch.distributed as dist
 
     if dist.is_initialized():
