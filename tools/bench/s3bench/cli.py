@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from locals3 import REGION
 from locals3.pytest_plugin import isolate_aws_environment
 
 from . import KiB, MiB
@@ -35,7 +34,7 @@ from .report import (
     write_json,
 )
 from .server import SERVERS, ServerInfo, s3_server
-from .spawn import WorkerError, run_worker
+from .spawn import WorkerError, run_worker, worker_prefix
 from .storage import Storage
 from .workload import Workload
 
@@ -235,10 +234,6 @@ def _pooled(results: list[dict[str, Any]]) -> dict[str, Any]:
     return pooled
 
 
-def _worker_prefix(endpoint: str, workload: Workload) -> list[str]:
-    return ["--endpoint", endpoint, "--region", REGION, "--workload", workload.to_json()]
-
-
 def _prepare(
     server: ServerInfo,
     workload: Workload,
@@ -252,7 +247,7 @@ def _prepare(
         return workload
     start = time.perf_counter()
     digests = run_worker(
-        [*_worker_prefix(server.endpoint, workload), "prepare", "--datasets", ",".join(datasets)],
+        [*worker_prefix(server.endpoint, workload), "prepare", "--datasets", ",".join(datasets)],
         env=env,
         timeout=WORKER_TIMEOUT_S,
         log_level=log_level,
@@ -273,7 +268,7 @@ def _measure(
     log.info("measuring %s / %s (%d repetitions)", client, case, settings.repeat)
     result = run_worker(
         [
-            *_worker_prefix(server.measured_endpoint, workload),
+            *worker_prefix(server.measured_endpoint, workload),
             "measure",
             "--client",
             client,

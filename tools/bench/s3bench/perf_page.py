@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,13 @@ def _lookup(records: list[dict[str, Any]]) -> dict[tuple[str, int, str], dict[st
     return {(r["case"], int(r["x"]), r["client"]): r for r in records}
 
 
+def _points(view: SweepView, records: list[dict[str, Any]]) -> Iterator[tuple[str, str, int]]:
+    """Each ``(case, label, x)`` the records hold, in table order: the view's cases, x rising."""
+    for case, label in view.cases:
+        for x in sorted({int(r["x"]) for r in records if r["case"] == case}):
+            yield case, label, x
+
+
 def _figure_table(view: SweepView, records: list[dict[str, Any]]) -> list[str]:
     clients = clients_of(records)
     others = [client for client in clients if client != OURS]
@@ -52,21 +60,20 @@ def _figure_table(view: SweepView, records: list[dict[str, Any]]) -> list[str]:
     ]
     found = _lookup(records)
     rows = []
-    for case, label in view.cases:
-        for x in sorted({int(r["x"]) for r in records if r["case"] == case}):
-            values = {c: value(view, found[(case, x, c)]) for c in clients if (case, x, c) in found}
-            ours = values.get(OURS)
-            ratios = [
-                speed_ratio(view, ours, values[o]) if ours and o in values else None for o in others
+    for case, label, x in _points(view, records):
+        values = {c: value(view, found[(case, x, c)]) for c in clients if (case, x, c) in found}
+        ours = values.get(OURS)
+        ratios = [
+            speed_ratio(view, ours, values[o]) if ours and o in values else None for o in others
+        ]
+        rows.append(
+            [
+                label,
+                format_x(view, x),
+                *[_number(values.get(c), view.unit) for c in clients],
+                *[f"{ratio:.2f}x" if ratio is not None else "-" for ratio in ratios],
             ]
-            rows.append(
-                [
-                    label,
-                    format_x(view, x),
-                    *[_number(values.get(c), view.unit) for c in clients],
-                    *[f"{ratio:.2f}x" if ratio is not None else "-" for ratio in ratios],
-                ]
-            )
+        )
     return _table(header, rows, numeric_from=2)
 
 
@@ -80,17 +87,16 @@ def _cost_table(view: SweepView, records: list[dict[str, Any]]) -> list[str]:
     ]
     found = _lookup(records)
     rows = []
-    for case, label in view.cases:
-        for x in sorted({int(r["x"]) for r in records if r["case"] == case}):
-            points = [found.get((case, x, c)) for c in clients]
-            rows.append(
-                [
-                    label,
-                    format_x(view, x),
-                    *[_number(p["client_cpu_s_per_gib"]) if p else "-" for p in points],
-                    *[f"{p['peak_rss_mib']:,.0f}" if p else "-" for p in points],
-                ]
-            )
+    for case, label, x in _points(view, records):
+        points = [found.get((case, x, c)) for c in clients]
+        rows.append(
+            [
+                label,
+                format_x(view, x),
+                *[_number(p["client_cpu_s_per_gib"]) if p else "-" for p in points],
+                *[f"{p['peak_rss_mib']:,.0f}" if p else "-" for p in points],
+            ]
+        )
     return _table(header, rows, numeric_from=2)
 
 

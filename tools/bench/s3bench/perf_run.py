@@ -19,15 +19,13 @@ import statistics
 import time
 from typing import Any
 
-from locals3 import REGION
-
 from . import GiB
 from .cases import CASES
 from .measure import server_process
 from .perf_plan import Group, Plan, Point
 from .report import summarize
 from .server import ServerInfo, with_latency
-from .spawn import WorkerError, run_worker
+from .spawn import WorkerError, run_worker, worker_prefix
 from .storage import Storage
 from .workload import Workload
 
@@ -79,7 +77,7 @@ def _run_group(
             start = time.perf_counter()
             datasets = ",".join(group.datasets)
             digests = run_worker(
-                [*_prefix(server.endpoint, workload), "prepare", "--datasets", datasets],
+                [*worker_prefix(server.endpoint, workload), "prepare", "--datasets", datasets],
                 env=env,
                 timeout=WORKER_TIMEOUT_S,
                 log_level=log_level,
@@ -104,10 +102,6 @@ def _run_group(
         storage.remove_bucket()
 
 
-def _prefix(endpoint: str, workload: Workload) -> list[str]:
-    return ["--endpoint", endpoint, "--region", REGION, "--workload", workload.to_json()]
-
-
 def _measure(
     server: ServerInfo,
     point: Point,
@@ -117,7 +111,7 @@ def _measure(
     env: dict[str, str],
 ) -> dict[str, Any]:
     arguments = [
-        *_prefix(server.measured_endpoint, workload),
+        *worker_prefix(server.measured_endpoint, workload),
         "measure",
         "--client",
         point.client,

@@ -9,9 +9,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from locals3 import REGION
+
+from .workload import Workload
+
 log = logging.getLogger(__name__)
 
 WORKER = Path(__file__).resolve().parent.parent / "worker.py"
+
+
+def worker_prefix(endpoint: str, workload: Workload) -> list[str]:
+    """The arguments every ``worker.py`` command starts with: where the server is, what to run."""
+    return ["--endpoint", endpoint, "--region", REGION, "--workload", workload.to_json()]
 
 
 class WorkerError(RuntimeError):
